@@ -1,0 +1,12 @@
+//! The DistributeAI node: the `distributeai` binary's library.
+//!
+//! - [`cli`]: the command line (clap), one subcommand per user action.
+//! - [`paths`]: where a node keeps its data.
+//!
+//! The mesh, executor, store and API are built on the protocol crate's types and the
+//! verifier's decisions; see `docs/architecture.md` for how a job flows through them.
+
+pub mod cli;
+pub mod paths;
+
+pub use cli::{Cli, run};

@@ -1,0 +1,213 @@
+//! The canonical result hash, and the commitment that hides it until all workers have answered.
+//!
+//! # The rule
+//!
+//! Every worker and the submitter compute the result hash of an execution identically:
+//!
+//! ```text
+//! result_hash = blake3(
+//!     "distributeai/result/v1\0"
+//!     exit_code                     i64, little-endian
+//!     stdout.size  stdout.hash      u64 LE, blake3 of the captured stdout (32 bytes)
+//!     file_count                    u64 LE
+//!     for each regular file under /out, sorted by path bytewise:
+//!         path_len path             u64 LE, UTF-8 path relative to /out, '/'-separated
+//!         size hash                 u64 LE, blake3 of the file's bytes
+//! )
+//! ```
+//!
+//! **stderr does not count.** It carries diagnostics (progress bars, timings, warnings, pids)
+//! that differ between honest runs of the same deterministic job; the answer a job computes
+//! belongs in stdout and `/out`. stderr is still captured and shown in the logs.
+//!
+//! Only regular files count: directories are implied by paths, and symlinks or device nodes
+//! are not outputs. File metadata (times, modes, owners) does not count, since it differs
+//! between hosts. Each file is hashed separately so that a fetched output can be checked file
+//! by file against the manifest, and the manifest against the agreed hash.
+
+use crate::digest::{Digest, JobId, PublicKey, ResultHash};
+use crate::messages::{ContentEntry, OutputFile, OutputManifest};
+
+const RESULT_DOMAIN: &[u8] = b"distributeai/result/v1\0";
+const COMMITMENT_DOMAIN: &[u8] = b"distributeai/commitment/v1\0";
+
+/// Why a manifest cannot be hashed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// Paths are not strictly increasing (unsorted or duplicated).
+    #[error("output files are not sorted by path with each path once (at {0:?})")]
+    Unsorted(String),
+    /// A path is empty, absolute, or has `.`/`..`/empty components.
+    #[error("invalid output path {0:?}")]
+    InvalidPath(String),
+}
+
+impl ContentEntry {
+    /// The size and blake3 hash of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self {
+            size: bytes.len() as u64,
+            hash: Digest::of(bytes),
+        }
+    }
+}
+
+/// Whether `path` is a canonical relative output path: non-empty components separated by `/`,
+/// none of them `.` or `..`, no leading or trailing `/`, no NUL.
+pub fn is_canonical_output_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+impl OutputManifest {
+    /// Builds a manifest from the raw outcome: sorts the files and hashes every blob.
+    pub fn from_outputs(
+        exit_code: i64,
+        stdout: &[u8],
+        files: &[(String, Vec<u8>)],
+    ) -> Result<Self, ManifestError> {
+        let mut entries: Vec<OutputFile> = files
+            .iter()
+            .map(|(path, bytes)| OutputFile {
+                path: path.clone(),
+                content: ContentEntry::of(bytes),
+            })
+            .collect();
+        entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+        let manifest = Self {
+            exit_code,
+            stdout: ContentEntry::of(stdout),
+            files: entries,
+        };
+        manifest.check()?;
+        Ok(manifest)
+    }
+
+    /// Checks the ordering and path rules the hash depends on.
+    pub fn check(&self) -> Result<(), ManifestError> {
+        let mut previous: Option<&str> = None;
+        for file in &self.files {
+            if !is_canonical_output_path(&file.path) {
+                return Err(ManifestError::InvalidPath(file.path.clone()));
+            }
+            if previous.is_some_and(|prev| prev.as_bytes() >= file.path.as_bytes()) {
+                return Err(ManifestError::Unsorted(file.path.clone()));
+            }
+            previous = Some(&file.path);
+        }
+        Ok(())
+    }
+
+    /// The canonical result hash (see the module documentation for the rule).
+    pub fn result_hash(&self) -> Result<ResultHash, ManifestError> {
+        self.check()?;
+        let mut h = blake3::Hasher::new();
+        h.update(RESULT_DOMAIN);
+        h.update(&self.exit_code.to_le_bytes());
+        update_entry(&mut h, &self.stdout);
+        h.update(&(self.files.len() as u64).to_le_bytes());
+        for file in &self.files {
+            h.update(&(file.path.len() as u64).to_le_bytes());
+            h.update(file.path.as_bytes());
+            update_entry(&mut h, &file.content);
+        }
+        Ok(ResultHash(*h.finalize().as_bytes()))
+    }
+}
+
+fn update_entry(h: &mut blake3::Hasher, entry: &ContentEntry) {
+    h.update(&entry.size.to_le_bytes());
+    h.update(entry.hash.as_bytes());
+}
+
+/// The hiding commitment a worker sends before results are revealed.
+///
+/// It binds the worker's own key, the job and the attempt, so it cannot be replayed for another
+/// job or opened by a worker who copied it; the random salt keeps the result hash hidden from
+/// anyone who might guess likely outputs.
+pub fn commitment(
+    worker: &PublicKey,
+    job_id: &JobId,
+    attempt: u32,
+    result_hash: &ResultHash,
+    salt: &Digest,
+) -> Digest {
+    let mut h = blake3::Hasher::new();
+    h.update(COMMITMENT_DOMAIN);
+    h.update(worker.as_bytes());
+    h.update(job_id.as_bytes());
+    h.update(&attempt.to_le_bytes());
+    h.update(result_hash.as_bytes());
+    h.update(salt.as_bytes());
+    Digest(*h.finalize().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(list: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+        list.iter()
+            .map(|(p, b)| (p.to_string(), b.to_vec()))
+            .collect()
+    }
+
+    fn hash(exit: i64, stdout: &[u8], f: &[(&str, &[u8])]) -> ResultHash {
+        OutputManifest::from_outputs(exit, stdout, &files(f))
+            .and_then(|m| m.result_hash())
+            .expect("hash")
+    }
+
+    #[test]
+    fn file_order_does_not_matter() {
+        assert_eq!(
+            hash(0, b"out", &[("b", b"2"), ("a", b"1")]),
+            hash(0, b"out", &[("a", b"1"), ("b", b"2")])
+        );
+    }
+
+    #[test]
+    fn every_input_changes_the_hash() {
+        let base = hash(0, b"out", &[("a", b"1")]);
+        assert_ne!(base, hash(1, b"out", &[("a", b"1")]));
+        assert_ne!(base, hash(0, b"out!", &[("a", b"1")]));
+        assert_ne!(base, hash(0, b"out", &[("a", b"2")]));
+        assert_ne!(base, hash(0, b"out", &[("b", b"1")]));
+        assert_ne!(base, hash(0, b"out", &[]));
+        assert_ne!(base, hash(0, b"out", &[("a", b"1"), ("c", b"")]));
+        // Moving bytes between stdout and a file, or between path and content, is not a collision.
+        assert_ne!(hash(0, b"ab", &[("x", b"")]), hash(0, b"a", &[("x", b"b")]));
+        assert_ne!(hash(0, b"", &[("ab", b"c")]), hash(0, b"", &[("a", b"bc")]));
+    }
+
+    #[test]
+    fn non_canonical_paths_are_refused() {
+        for bad in ["", "/abs", "a/../b", "./a", "a//b", "a/", "nul\0"] {
+            assert!(
+                OutputManifest::from_outputs(0, b"", &files(&[(bad, b"")])).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            OutputManifest::from_outputs(0, b"", &files(&[("a", b"1"), ("a", b"2")])),
+            Err(ManifestError::Unsorted(_))
+        ));
+    }
+
+    #[test]
+    fn commitment_binds_worker_job_attempt_and_salt() {
+        let (w1, w2) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let job = JobId([3; 32]);
+        let result = ResultHash([4; 32]);
+        let salt = Digest([5; 32]);
+        let c = commitment(&w1, &job, 0, &result, &salt);
+        assert_ne!(c, commitment(&w2, &job, 0, &result, &salt));
+        assert_ne!(c, commitment(&w1, &JobId([9; 32]), 0, &result, &salt));
+        assert_ne!(c, commitment(&w1, &job, 1, &result, &salt));
+        assert_ne!(c, commitment(&w1, &job, 0, &ResultHash([6; 32]), &salt));
+        assert_ne!(c, commitment(&w1, &job, 0, &result, &Digest([7; 32])));
+    }
+}

@@ -1,0 +1,622 @@
+//! Validation of everything a peer or a user sends, with typed errors.
+//!
+//! [`crate::Signed::open`] runs [`Validate::validate`] after the signature and decoding checks,
+//! so every message is checked once, at the edge, before anything acts on it. The errors name
+//! the offending field, which the API passes on to users, and carry a short [`reason`] label
+//! used to count drops by cause.
+//!
+//! [`reason`]: ValidationError::reason
+
+use crate::codec::DecodeError;
+use crate::digest::{JobId, PublicKey};
+use crate::envelope::Signed;
+use crate::limits::*;
+use crate::messages::*;
+use crate::time::{TimestampMs, now_ms};
+
+/// Why a message or spec was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// The bytes could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The signature does not verify for the claimed signer and message type.
+    #[error("invalid signature")]
+    BadSignature,
+    /// A text field is longer than allowed.
+    #[error("{field} is {len} bytes long, the limit is {max}")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A list has more entries than allowed.
+    #[error("{field} has {count} entries, the limit is {max}")]
+    TooMany {
+        /// The field.
+        field: &'static str,
+        /// Its count.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A number is outside its allowed range.
+    #[error("{field} is {value}, it must be between {min} and {max}")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// A field has a value of the wrong form.
+    #[error("{field} is invalid: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Redundancy and consensus do not satisfy `1 <= k <= n <= MAX_REDUNDANCY`.
+    #[error("consensus (k = {k}) must be between 1 and redundancy (n = {n}), and n at most {max}")]
+    Consensus {
+        /// Consensus asked for.
+        k: u8,
+        /// Redundancy asked for.
+        n: u8,
+        /// Largest redundancy.
+        max: u8,
+    },
+    /// The message claims to be from the future, beyond the allowed clock skew.
+    #[error("issued_at {issued_at} is ahead of our clock ({now}) by more than the allowed skew")]
+    FromFuture {
+        /// The message's timestamp.
+        issued_at: TimestampMs,
+        /// Our clock.
+        now: TimestampMs,
+    },
+    /// The message is older than the allowed clock skew: a delayed or replayed message.
+    #[error("issued_at {issued_at} is too old (now {now})")]
+    Stale {
+        /// The message's timestamp.
+        issued_at: TimestampMs,
+        /// Our clock.
+        now: TimestampMs,
+    },
+    /// The job has expired.
+    #[error("expired at {expires_at} (now {now})")]
+    Expired {
+        /// When it expired.
+        expires_at: TimestampMs,
+        /// Our clock.
+        now: TimestampMs,
+    },
+    /// A message embeds or names a message from someone it should not.
+    #[error("{0}")]
+    WrongSigner(&'static str),
+    /// A message refers to a different job than the one it embeds.
+    #[error("{field} refers to job {found}, expected {expected}")]
+    JobIdMismatch {
+        /// The field.
+        field: &'static str,
+        /// The job it should name.
+        expected: JobId,
+        /// The job it names.
+        found: JobId,
+    },
+    /// A message embedded in this one is invalid.
+    #[error("{field}: {source}")]
+    Nested {
+        /// Where it is embedded.
+        field: &'static str,
+        /// What is wrong with it.
+        source: Box<ValidationError>,
+    },
+}
+
+impl ValidationError {
+    /// A short stable label of the cause, for counting dropped messages.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ValidationError::Decode(DecodeError::TooLarge { .. }) => "oversized",
+            ValidationError::Decode(_) => "undecodable",
+            ValidationError::BadSignature => "bad_signature",
+            ValidationError::TooLong { .. }
+            | ValidationError::TooMany { .. }
+            | ValidationError::OutOfRange { .. }
+            | ValidationError::Invalid { .. }
+            | ValidationError::Consensus { .. } => "invalid_field",
+            ValidationError::FromFuture { .. } => "from_future",
+            ValidationError::Stale { .. } => "stale",
+            ValidationError::Expired { .. } => "expired",
+            ValidationError::WrongSigner(_) | ValidationError::JobIdMismatch { .. } => {
+                "inconsistent"
+            }
+            ValidationError::Nested { source, .. } => source.reason(),
+        }
+    }
+
+    fn nested(field: &'static str) -> impl FnOnce(ValidationError) -> ValidationError {
+        move |source| ValidationError::Nested {
+            field,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// How strictly timestamps are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// A message arriving now must have been issued now (within the clock skew) and, for jobs,
+    /// not be expired: stops replays of old messages.
+    Live,
+    /// A message stored or embedded earlier (a ledger entry, the job inside a verdict) may be
+    /// old, but never from the future.
+    Archived,
+}
+
+/// The clock and strictness a message is validated against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValidationContext {
+    /// Our clock.
+    pub now_ms: TimestampMs,
+    /// Allowed difference between a sender's clock and ours.
+    pub max_clock_skew_ms: u64,
+    /// How timestamps are judged.
+    pub freshness: Freshness,
+}
+
+impl ValidationContext {
+    /// For messages arriving now.
+    pub fn live() -> Self {
+        Self::live_at(now_ms())
+    }
+
+    /// For messages arriving at `now_ms`.
+    pub fn live_at(now_ms: TimestampMs) -> Self {
+        Self {
+            now_ms,
+            max_clock_skew_ms: MAX_CLOCK_SKEW_MS,
+            freshness: Freshness::Live,
+        }
+    }
+
+    /// The same clock, for stored or embedded messages.
+    pub fn archived(self) -> Self {
+        Self {
+            freshness: Freshness::Archived,
+            ..self
+        }
+    }
+
+    /// Checks a message's `issued_at`.
+    pub fn check_issued_at(&self, issued_at: TimestampMs) -> Result<(), ValidationError> {
+        let now = self.now_ms;
+        if issued_at > now.saturating_add(self.max_clock_skew_ms) {
+            return Err(ValidationError::FromFuture { issued_at, now });
+        }
+        if self.freshness == Freshness::Live
+            && issued_at.saturating_add(self.max_clock_skew_ms) < now
+        {
+            return Err(ValidationError::Stale { issued_at, now });
+        }
+        Ok(())
+    }
+
+    /// Checks an expiry time (live messages only).
+    pub fn check_not_expired(&self, expires_at: TimestampMs) -> Result<(), ValidationError> {
+        if self.freshness == Freshness::Live && expires_at <= self.now_ms {
+            return Err(ValidationError::Expired {
+                expires_at,
+                now: self.now_ms,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A message that can check itself, given who signed it.
+pub trait Validate {
+    /// Checks every bound and consistency rule; `signer` is the verified envelope signer.
+    fn validate(&self, signer: &PublicKey, ctx: &ValidationContext) -> Result<(), ValidationError>;
+}
+
+fn check_len(field: &'static str, text: &str, max: usize) -> Result<(), ValidationError> {
+    if text.len() > max {
+        return Err(ValidationError::TooLong {
+            field,
+            len: text.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn check_count(field: &'static str, count: usize, max: usize) -> Result<(), ValidationError> {
+    if count > max {
+        return Err(ValidationError::TooMany { field, count, max });
+    }
+    Ok(())
+}
+
+fn check_range(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), ValidationError> {
+    if value < min || value > max {
+        return Err(ValidationError::OutOfRange {
+            field,
+            value,
+            min,
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ValidationError {
+    ValidationError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Checks a container image reference: the characters Docker allows in a name, tag and digest.
+pub fn check_image_reference(field: &'static str, image: &str) -> Result<(), ValidationError> {
+    check_len(field, image, MAX_IMAGE_LEN)?;
+    if image.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    let allowed =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@');
+    if let Some(c) = image.chars().find(|c| !allowed(*c)) {
+        return Err(invalid(
+            field,
+            format!("character {c:?} is not allowed in an image reference"),
+        ));
+    }
+    if image.starts_with(['-', '.', '/', ':', '@']) {
+        return Err(invalid(field, "must start with a letter or digit"));
+    }
+    Ok(())
+}
+
+/// Checks an image digest of the form `sha256:<64 lowercase hex digits>`.
+pub fn check_image_digest(field: &'static str, digest: &str) -> Result<(), ValidationError> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| invalid(field, "must start with sha256:"))?;
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(invalid(
+            field,
+            "must be sha256: followed by 64 lowercase hex digits",
+        ));
+    }
+    Ok(())
+}
+
+fn check_failure(failure: &ExecutionFailure) -> Result<(), ValidationError> {
+    match failure {
+        ExecutionFailure::ImageUnavailable(text) | ExecutionFailure::Error(text) => {
+            check_len("failure reason", text, MAX_SHORT_TEXT_LEN)
+        }
+        ExecutionFailure::Timeout
+        | ExecutionFailure::OutOfMemory
+        | ExecutionFailure::OutputTooLarge => Ok(()),
+    }
+}
+
+impl Capabilities {
+    /// Checks the advertised capabilities against their bounds.
+    pub fn check(&self) -> Result<(), ValidationError> {
+        check_range("cpus", self.cpus.into(), 0, MAX_CPUS.into())?;
+        check_range("memory_mb", self.memory_mb, 0, MAX_MEMORY_MB)?;
+        check_count("gpus", self.gpus.len(), MAX_GPU_ENTRIES)?;
+        for gpu in &self.gpus {
+            check_len("gpu vendor", &gpu.vendor, MAX_SHORT_TEXT_LEN)?;
+            check_len("gpu model", &gpu.model, MAX_SHORT_TEXT_LEN)?;
+        }
+        check_len("region", &self.region, MAX_SHORT_TEXT_LEN)?;
+        check_len("version", &self.version, MAX_SHORT_TEXT_LEN)?;
+        check_count("images", self.images.len(), MAX_LOCAL_IMAGES)?;
+        for image in &self.images {
+            check_image_reference("images", &image.reference)?;
+            if let Some(digest) = &image.digest {
+                check_image_digest("images", digest)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl JobSpec {
+    /// Checks a job spec as a user wrote it; the error names the offending field.
+    pub fn check(&self) -> Result<(), ValidationError> {
+        check_image_reference("image", &self.image)?;
+        if let Some(digest) = &self.image_digest {
+            check_image_digest("image_digest", digest)?;
+        }
+        check_count("command", self.command.len(), MAX_COMMAND_ARGS)?;
+        for arg in &self.command {
+            check_len("command", arg, MAX_ARG_LEN)?;
+            if arg.contains('\0') {
+                return Err(invalid("command", "arguments must not contain NUL"));
+            }
+        }
+        check_count("env", self.env.len(), MAX_ENV_ENTRIES)?;
+        for (key, value) in &self.env {
+            check_len("env", key, MAX_ENV_KEY_LEN)?;
+            check_len("env", value, MAX_ENV_VALUE_LEN)?;
+            let mut chars = key.chars();
+            let valid_name = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid_name {
+                return Err(invalid(
+                    "env",
+                    format!("{key:?} is not a valid variable name"),
+                ));
+            }
+            if value.contains('\0') {
+                return Err(invalid("env", format!("value of {key} contains NUL")));
+            }
+        }
+        check_range(
+            "resources.cpus",
+            self.resources.cpus.into(),
+            1,
+            MAX_CPUS.into(),
+        )?;
+        check_range(
+            "resources.memory_mb",
+            self.resources.memory_mb,
+            MIN_JOB_MEMORY_MB,
+            MAX_MEMORY_MB,
+        )?;
+        check_range(
+            "resources.gpus",
+            self.resources.gpus.into(),
+            0,
+            MAX_GPUS.into(),
+        )?;
+        check_range("timeout_s", self.timeout_s.into(), 1, MAX_TIMEOUT_S.into())?;
+        let (n, k) = (self.redundancy, self.consensus);
+        if k < 1 || k > n || n > MAX_REDUNDANCY {
+            return Err(ValidationError::Consensus {
+                k,
+                n,
+                max: MAX_REDUNDANCY,
+            });
+        }
+        if self.reward.checked_mul(n.into()).is_none() {
+            return Err(invalid("reward", "reward x redundancy overflows"));
+        }
+        Ok(())
+    }
+}
+
+impl OutputManifest {
+    /// Checks the manifest's bounds and canonical form.
+    pub fn check_bounds(&self) -> Result<(), ValidationError> {
+        check_count("manifest.files", self.files.len(), MAX_OUTPUT_FILES)?;
+        for file in &self.files {
+            check_len("manifest.files", &file.path, MAX_OUTPUT_PATH_LEN)?;
+        }
+        self.check().map_err(|e| invalid("manifest", e.to_string()))
+    }
+}
+
+impl Validate for NodeAnnouncement {
+    fn validate(
+        &self,
+        _signer: &PublicKey,
+        ctx: &ValidationContext,
+    ) -> Result<(), ValidationError> {
+        self.capabilities.check()?;
+        check_count("listen_addrs", self.listen_addrs.len(), MAX_LISTEN_ADDRS)?;
+        for addr in &self.listen_addrs {
+            check_len("listen_addrs", addr, MAX_ADDR_LEN)?;
+        }
+        ctx.check_issued_at(self.issued_at)
+    }
+}
+
+impl Validate for JobAnnouncement {
+    fn validate(
+        &self,
+        _signer: &PublicKey,
+        ctx: &ValidationContext,
+    ) -> Result<(), ValidationError> {
+        self.spec.check()?;
+        ctx.check_issued_at(self.issued_at)?;
+        if self.expires_at <= self.issued_at {
+            return Err(invalid("expires_at", "must be after issued_at"));
+        }
+        check_range(
+            "expires_at",
+            self.expires_at - self.issued_at,
+            1,
+            MAX_JOB_LIFETIME_MS,
+        )?;
+        ctx.check_not_expired(self.expires_at)
+    }
+}
+
+impl Validate for JobCancel {
+    fn validate(
+        &self,
+        _signer: &PublicKey,
+        ctx: &ValidationContext,
+    ) -> Result<(), ValidationError> {
+        check_len("reason", &self.reason, MAX_SHORT_TEXT_LEN)?;
+        ctx.check_issued_at(self.issued_at)
+    }
+}
+
+impl Validate for Bid {
+    fn validate(
+        &self,
+        _signer: &PublicKey,
+        ctx: &ValidationContext,
+    ) -> Result<(), ValidationError> {
+        ctx.check_issued_at(self.issued_at)
+    }
+}
+
+impl Validate for Assignment {
+    fn validate(
+        &self,
+        _signer: &PublicKey,
+        ctx: &ValidationContext,
+    ) -> Result<(), ValidationError> {
+        ctx.check_issued_at(self.issued_at)?;
+        if self.deadline <= self.issued_at {
+            return Err(invalid("deadline", "must be after issued_at"));
+        }
+        check_range(
+            "deadline",
+            self.deadline - self.issued_at,
+            1,
+            MAX_JOB_LIFETIME_MS,
+        )?;
+        ctx.check_not_expired(self.deadline)
+    }
+}
+
+impl Validate for ResultCommitment {
+    fn validate(
+        &self,
+        _signer: &PublicKey,
+        ctx: &ValidationContext,
+    ) -> Result<(), ValidationError> {
+        if let CommittedOutcome::Failed(failure) = &self.outcome {
+            check_failure(failure)?;
+        }
+        ctx.check_issued_at(self.issued_at)
+    }
+}
+
+impl Validate for ResultReveal {
+    fn validate(
+        &self,
+        _signer: &PublicKey,
+        ctx: &ValidationContext,
+    ) -> Result<(), ValidationError> {
+        self.manifest.check_bounds()?;
+        let computed = self
+            .manifest
+            .result_hash()
+            .map_err(|e| invalid("manifest", e.to_string()))?;
+        if computed != self.result_hash {
+            return Err(invalid("result_hash", "does not match the manifest"));
+        }
+        ctx.check_issued_at(self.issued_at)
+    }
+}
+
+impl Signed<JobAnnouncement> {
+    /// The job's content id: the hash of its signed announcement.
+    pub fn job_id(&self) -> JobId {
+        JobId(self.content_id().0)
+    }
+}
+
+impl Validate for Verdict {
+    fn validate(&self, signer: &PublicKey, ctx: &ValidationContext) -> Result<(), ValidationError> {
+        ctx.check_issued_at(self.issued_at)?;
+        // The embedded job and bids were signed earlier: check them as archived messages.
+        let archived = ctx.archived();
+        let job = self
+            .job
+            .open(&archived)
+            .map_err(ValidationError::nested("job"))?;
+        if job.signer != *signer {
+            return Err(ValidationError::WrongSigner(
+                "verdict must be issued by the job's submitter",
+            ));
+        }
+        let job_id = self.job.job_id();
+        let spec = &job.message.spec;
+        check_count("workers", self.workers.len(), MAX_VERDICT_WORKERS)?;
+
+        let mut seen = Vec::with_capacity(self.workers.len());
+        let mut agreed = 0usize;
+        for record in &self.workers {
+            let bid = record
+                .bid
+                .open(&archived)
+                .map_err(ValidationError::nested("workers.bid"))?;
+            if bid.message.job_id != job_id {
+                return Err(ValidationError::JobIdMismatch {
+                    field: "workers.bid",
+                    expected: job_id,
+                    found: bid.message.job_id,
+                });
+            }
+            if seen.contains(&bid.signer) {
+                return Err(invalid("workers", "a worker is listed twice"));
+            }
+            seen.push(bid.signer);
+
+            let expected_pay = match (&self.outcome, &record.result) {
+                (VerdictOutcome::Accepted(_), WorkerResult::Agreed) => spec.reward,
+                _ => 0,
+            };
+            if record.paid != expected_pay {
+                return Err(invalid(
+                    "workers.paid",
+                    "must be the reward for agreeing workers, else 0",
+                ));
+            }
+            match (&self.outcome, &record.result) {
+                (VerdictOutcome::Accepted(_), WorkerResult::Agreed) => agreed += 1,
+                (VerdictOutcome::Failed(_), WorkerResult::Agreed) => {
+                    return Err(invalid("workers", "no worker can agree with a failed job"));
+                }
+                (VerdictOutcome::Accepted(accepted), WorkerResult::Disagreed(hash))
+                    if hash == accepted =>
+                {
+                    return Err(invalid(
+                        "workers",
+                        "a disagreeing worker returned the accepted hash",
+                    ));
+                }
+                (_, WorkerResult::Failed(failure)) => check_failure(failure)?,
+                _ => {}
+            }
+        }
+        match &self.outcome {
+            VerdictOutcome::Accepted(_) if agreed < usize::from(spec.consensus) => Err(invalid(
+                "outcome",
+                format!(
+                    "accepted with {agreed} agreeing workers, consensus needs {}",
+                    spec.consensus
+                ),
+            )),
+            VerdictOutcome::Failed(reason) => check_len("outcome", reason, MAX_SHORT_TEXT_LEN),
+            VerdictOutcome::Accepted(_) => Ok(()),
+        }
+    }
+}
+
+impl LedgerSyncRequest {
+    /// Checks the request's bounds.
+    pub fn check(&self) -> Result<(), ValidationError> {
+        check_range("limit", self.limit.into(), 1, MAX_LEDGER_BATCH as u64)
+    }
+}
+
+impl LedgerSyncResponse {
+    /// Checks the batch size; each entry is then opened on its own.
+    pub fn check(&self) -> Result<(), ValidationError> {
+        check_count("entries", self.entries.len(), MAX_LEDGER_BATCH)
+    }
+}

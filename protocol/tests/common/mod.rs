@@ -1,0 +1,233 @@
+//! Sample messages of every type, signed by fixed identities, for the protocol tests.
+
+#![allow(dead_code, unreachable_pub)]
+
+use distributeai_protocol::*;
+
+pub const NOW: u64 = 1_800_000_000_000;
+
+pub fn ctx() -> ValidationContext {
+    ValidationContext::live_at(NOW)
+}
+
+pub fn submitter() -> NodeIdentity {
+    NodeIdentity::from_secret([1; 32])
+}
+
+pub fn worker(i: u8) -> NodeIdentity {
+    NodeIdentity::from_secret([10 + i; 32])
+}
+
+pub fn node_announcement() -> NodeAnnouncement {
+    NodeAnnouncement {
+        capabilities: Capabilities {
+            cpus: 8,
+            memory_mb: 16_384,
+            gpus: vec![GpuInfo {
+                vendor: "nvidia".into(),
+                model: "RTX 4090".into(),
+                memory_mb: 24_576,
+            }],
+            region: "eu-west".into(),
+            version: "0.1.0".into(),
+            images: vec![LocalImage {
+                reference: "distributeai/toolbox:local".into(),
+                digest: Some(format!("sha256:{}", "ab".repeat(32))),
+            }],
+        },
+        listen_addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+        accepts_jobs: true,
+        issued_at: NOW,
+        sequence: 3,
+    }
+}
+
+pub fn spec() -> JobSpec {
+    let mut spec = JobSpec::new(
+        "distributeai/toolbox:local",
+        vec!["sh".into(), "-c".into(), "echo hi | sha256sum".into()],
+    );
+    spec.env.insert("SEED".into(), "42".into());
+    spec.reward = 10;
+    spec
+}
+
+pub fn job_announcement() -> JobAnnouncement {
+    JobAnnouncement {
+        spec: spec(),
+        nonce: 77,
+        issued_at: NOW,
+        expires_at: NOW + 3_600_000,
+    }
+}
+
+pub fn signed_job() -> Signed<JobAnnouncement> {
+    Signed::sign(&submitter(), &job_announcement()).expect("sign")
+}
+
+pub fn job_cancel() -> JobCancel {
+    JobCancel {
+        job_id: signed_job().job_id(),
+        reason: "changed my mind".into(),
+        issued_at: NOW,
+    }
+}
+
+pub fn bid() -> Bid {
+    Bid {
+        job_id: signed_job().job_id(),
+        image_present: true,
+        running_jobs: 1,
+        issued_at: NOW,
+    }
+}
+
+pub fn signed_bid(worker_index: u8) -> Signed<Bid> {
+    Signed::sign(&worker(worker_index), &bid()).expect("sign")
+}
+
+pub fn assignment() -> Assignment {
+    Assignment {
+        job_id: signed_job().job_id(),
+        worker: worker(0).public_key(),
+        attempt: 0,
+        deadline: NOW + 600_000,
+        issued_at: NOW,
+    }
+}
+
+pub fn manifest() -> OutputManifest {
+    OutputManifest::from_outputs(
+        0,
+        b"hello\n",
+        &[
+            ("result.txt".into(), b"42".to_vec()),
+            ("img/a.png".into(), vec![1, 2, 3]),
+        ],
+    )
+    .expect("manifest")
+}
+
+pub fn commitment() -> ResultCommitment {
+    let manifest = manifest();
+    let hash = manifest.result_hash().expect("hash");
+    ResultCommitment {
+        job_id: signed_job().job_id(),
+        attempt: 0,
+        outcome: CommittedOutcome::Committed(distributeai_protocol::result_hash::commitment(
+            &worker(0).public_key(),
+            &signed_job().job_id(),
+            0,
+            &hash,
+            &Digest([9; 32]),
+        )),
+        issued_at: NOW,
+    }
+}
+
+pub fn reveal() -> ResultReveal {
+    let manifest = manifest();
+    ResultReveal {
+        job_id: signed_job().job_id(),
+        attempt: 0,
+        result_hash: manifest.result_hash().expect("hash"),
+        salt: Digest([9; 32]),
+        manifest,
+        issued_at: NOW,
+    }
+}
+
+pub fn verdict() -> Verdict {
+    let accepted = manifest().result_hash().expect("hash");
+    Verdict {
+        job: signed_job(),
+        outcome: VerdictOutcome::Accepted(accepted),
+        workers: vec![
+            WorkerRecord {
+                bid: signed_bid(0),
+                result: WorkerResult::Agreed,
+                paid: 10,
+            },
+            WorkerRecord {
+                bid: signed_bid(1),
+                result: WorkerResult::Agreed,
+                paid: 10,
+            },
+            WorkerRecord {
+                bid: signed_bid(2),
+                result: WorkerResult::Disagreed(ResultHash([0xee; 32])),
+                paid: 0,
+            },
+        ],
+        issued_at: NOW,
+    }
+}
+
+/// One signed sample of every message type, as gossip or request payloads.
+pub fn every_signed_message() -> Vec<(MessageKind, Vec<u8>)> {
+    let s = submitter();
+    let w = worker(0);
+    let enc = |r: Result<Vec<u8>, EncodeError>| r.expect("encode");
+    vec![
+        (
+            MessageKind::NodeAnnouncement,
+            enc(
+                GossipMessage::Node(Signed::sign(&w, &node_announcement()).expect("sign")).encode(),
+            ),
+        ),
+        (
+            MessageKind::JobAnnouncement,
+            enc(GossipMessage::Job(signed_job()).encode()),
+        ),
+        (
+            MessageKind::JobCancel,
+            enc(GossipMessage::Cancel(Signed::sign(&s, &job_cancel()).expect("sign")).encode()),
+        ),
+        (MessageKind::Bid, enc(Request::Bid(signed_bid(0)).encode())),
+        (
+            MessageKind::Assignment,
+            enc(Request::Assign(Signed::sign(&s, &assignment()).expect("sign")).encode()),
+        ),
+        (
+            MessageKind::ResultCommitment,
+            enc(Request::Commit(Signed::sign(&w, &commitment()).expect("sign")).encode()),
+        ),
+        (
+            MessageKind::ResultReveal,
+            enc(Response::Reveal(Signed::sign(&w, &reveal()).expect("sign")).encode()),
+        ),
+        (
+            MessageKind::Verdict,
+            enc(GossipMessage::Verdict(Signed::sign(&s, &verdict()).expect("sign")).encode()),
+        ),
+    ]
+}
+
+/// Decodes bytes produced by [`every_signed_message`] and opens the signed part.
+pub fn decode_and_open(kind: MessageKind, bytes: &[u8]) -> Result<(), ValidationError> {
+    let ctx = ctx();
+    match kind {
+        MessageKind::NodeAnnouncement
+        | MessageKind::JobAnnouncement
+        | MessageKind::JobCancel
+        | MessageKind::Verdict => GossipMessage::decode_verified(bytes, &ctx).map(|_| ()),
+        MessageKind::Bid | MessageKind::Assignment | MessageKind::ResultCommitment => {
+            match Request::decode(bytes)? {
+                Request::Bid(m) => m.open(&ctx).map(|_| ()),
+                Request::Assign(m) => m.open(&ctx).map(|_| ()),
+                Request::Commit(m) => m.open(&ctx).map(|_| ()),
+                _ => Err(ValidationError::Invalid {
+                    field: "request",
+                    reason: "unexpected variant".into(),
+                }),
+            }
+        }
+        MessageKind::ResultReveal => match Response::decode(bytes)? {
+            Response::Reveal(m) => m.open(&ctx).map(|_| ()),
+            _ => Err(ValidationError::Invalid {
+                field: "response",
+                reason: "unexpected variant".into(),
+            }),
+        },
+    }
+}

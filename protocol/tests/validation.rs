@@ -1,0 +1,318 @@
+//! Validation rules: bounds, consensus parameters, clocks and verdict consistency.
+
+mod common;
+
+use common::*;
+use distributeai_protocol::limits::*;
+use distributeai_protocol::*;
+
+type SpecEdit = Box<dyn FnOnce(&mut JobSpec)>;
+
+fn spec_error(edit: impl FnOnce(&mut JobSpec)) -> ValidationError {
+    let mut spec = spec();
+    edit(&mut spec);
+    spec.check().expect_err("spec should be rejected")
+}
+
+fn field_of(err: &ValidationError) -> &'static str {
+    match err {
+        ValidationError::TooLong { field, .. }
+        | ValidationError::TooMany { field, .. }
+        | ValidationError::OutOfRange { field, .. }
+        | ValidationError::Invalid { field, .. } => field,
+        ValidationError::Consensus { .. } => "consensus",
+        other => panic!("no field in {other:?}"),
+    }
+}
+
+#[test]
+fn spec_errors_name_the_field() {
+    spec().check().expect("sample is valid");
+    let cases: Vec<(&str, SpecEdit)> = vec![
+        ("image", Box::new(|s| s.image.clear())),
+        (
+            "image",
+            Box::new(|s| s.image = "a".repeat(MAX_IMAGE_LEN + 1)),
+        ),
+        ("image", Box::new(|s| s.image = "busybox; rm -rf /".into())),
+        (
+            "image_digest",
+            Box::new(|s| s.image_digest = Some("md5:abc".into())),
+        ),
+        (
+            "command",
+            Box::new(|s| s.command = vec!["x".into(); MAX_COMMAND_ARGS + 1]),
+        ),
+        (
+            "command",
+            Box::new(|s| s.command = vec!["x".repeat(MAX_ARG_LEN + 1)]),
+        ),
+        ("command", Box::new(|s| s.command = vec!["a\0b".into()])),
+        (
+            "env",
+            Box::new(|s| {
+                s.env.insert("1BAD".into(), "v".into());
+            }),
+        ),
+        (
+            "env",
+            Box::new(|s| {
+                s.env.insert("K".into(), "v".repeat(MAX_ENV_VALUE_LEN + 1));
+            }),
+        ),
+        (
+            "env",
+            Box::new(|s| {
+                s.env = (0..=MAX_ENV_ENTRIES)
+                    .map(|i| (format!("K{i}"), String::new()))
+                    .collect();
+            }),
+        ),
+        ("resources.cpus", Box::new(|s| s.resources.cpus = 0)),
+        (
+            "resources.memory_mb",
+            Box::new(|s| s.resources.memory_mb = 1),
+        ),
+        (
+            "resources.memory_mb",
+            Box::new(|s| s.resources.memory_mb = MAX_MEMORY_MB + 1),
+        ),
+        (
+            "resources.gpus",
+            Box::new(|s| s.resources.gpus = MAX_GPUS + 1),
+        ),
+        ("timeout_s", Box::new(|s| s.timeout_s = 0)),
+        ("timeout_s", Box::new(|s| s.timeout_s = MAX_TIMEOUT_S + 1)),
+        ("consensus", Box::new(|s| s.consensus = 0)),
+        ("consensus", Box::new(|s| s.consensus = 4)),
+        (
+            "consensus",
+            Box::new(|s| {
+                s.redundancy = MAX_REDUNDANCY + 1;
+                s.consensus = 1;
+            }),
+        ),
+        ("reward", Box::new(|s| s.reward = u64::MAX)),
+    ];
+    for (field, edit) in cases {
+        let err = spec_error(edit);
+        assert_eq!(field_of(&err), field, "{err}");
+        assert!(
+            err.to_string().contains(field) || field == "consensus",
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn consensus_bounds_are_exactly_one_to_n_to_sixteen() {
+    for n in 0..=MAX_REDUNDANCY + 1 {
+        for k in 0..=n + 1 {
+            let mut s = spec();
+            s.redundancy = n;
+            s.consensus = k;
+            let valid = 1 <= k && k <= n && n <= MAX_REDUNDANCY;
+            assert_eq!(s.check().is_ok(), valid, "n={n} k={k}");
+        }
+    }
+}
+
+#[test]
+fn json_spec_uses_defaults_and_refuses_unknown_fields() {
+    let spec: JobSpec =
+        serde_json::from_str(r#"{"image": "busybox", "command": ["true"]}"#).expect("parse");
+    assert_eq!(spec.redundancy, 3);
+    assert_eq!(spec.consensus, 2);
+    assert_eq!(spec.timeout_s, JobSpec::DEFAULT_TIMEOUT_S);
+    spec.check().expect("valid");
+    assert!(serde_json::from_str::<JobSpec>(r#"{"image": "busybox", "redundnacy": 3}"#).is_err());
+}
+
+#[test]
+fn timestamps_outside_the_skew_are_refused_when_live_only() {
+    let s = submitter();
+    let at = |issued_at| {
+        Signed::sign(
+            &s,
+            &JobCancel {
+                issued_at,
+                ..job_cancel()
+            },
+        )
+        .expect("sign")
+    };
+    let live = ctx();
+    at(NOW).open(&live).expect("now");
+    at(NOW - MAX_CLOCK_SKEW_MS)
+        .open(&live)
+        .expect("edge of the skew");
+    assert!(matches!(
+        at(NOW - MAX_CLOCK_SKEW_MS - 1).open(&live),
+        Err(ValidationError::Stale { .. })
+    ));
+    assert!(matches!(
+        at(NOW + MAX_CLOCK_SKEW_MS + 1).open(&live),
+        Err(ValidationError::FromFuture { .. })
+    ));
+    // Archived messages may be old but never from the future.
+    at(NOW - 10 * MAX_CLOCK_SKEW_MS)
+        .open(&live.archived())
+        .expect("old archived");
+    assert!(
+        at(NOW + MAX_CLOCK_SKEW_MS + 1)
+            .open(&live.archived())
+            .is_err()
+    );
+}
+
+#[test]
+fn expired_or_overlong_jobs_are_refused() {
+    let s = submitter();
+    let job = |expires_at| {
+        Signed::sign(
+            &s,
+            &JobAnnouncement {
+                expires_at,
+                ..job_announcement()
+            },
+        )
+        .expect("sign")
+    };
+    let later = ValidationContext::live_at(NOW + 2_000);
+    assert!(matches!(
+        job(NOW + 1_000).open(&later),
+        Err(ValidationError::Expired { .. })
+    ));
+    assert!(job(NOW).open(&ctx()).is_err());
+    assert!(job(NOW + MAX_JOB_LIFETIME_MS + 1).open(&ctx()).is_err());
+}
+
+#[test]
+fn reveal_must_match_its_manifest() {
+    let w = worker(0);
+    let mut reveal = reveal();
+    reveal.result_hash = ResultHash([1; 32]);
+    let err = Signed::sign(&w, &reveal)
+        .expect("sign")
+        .open(&ctx())
+        .expect_err("mismatch");
+    assert_eq!(field_of(&err), "result_hash");
+}
+
+fn open_verdict(signer: &NodeIdentity, verdict: Verdict) -> Result<(), ValidationError> {
+    Signed::sign(signer, &verdict)
+        .expect("sign")
+        .open(&ctx())
+        .map(|_| ())
+}
+
+#[test]
+fn forged_verdicts_are_rejected() {
+    let s = submitter();
+    open_verdict(&s, verdict()).expect("sample is valid");
+
+    // Issued by someone other than the job's submitter.
+    assert!(matches!(
+        open_verdict(&worker(0), verdict()),
+        Err(ValidationError::WrongSigner(_))
+    ));
+
+    // A worker whose bid was for another job.
+    let mut v = verdict();
+    let other_job = Signed::sign(
+        &s,
+        &JobAnnouncement {
+            nonce: 1,
+            ..job_announcement()
+        },
+    )
+    .expect("sign")
+    .job_id();
+    v.workers[0].bid = Signed::sign(
+        &worker(0),
+        &Bid {
+            job_id: other_job,
+            ..bid()
+        },
+    )
+    .expect("sign");
+    assert!(matches!(
+        open_verdict(&s, v),
+        Err(ValidationError::JobIdMismatch { .. })
+    ));
+
+    // A worker listed twice to reach consensus.
+    let mut v = verdict();
+    v.workers[1].bid = signed_bid(0);
+    assert!(open_verdict(&s, v).is_err());
+
+    // Accepted with fewer agreeing workers than k.
+    let mut v = verdict();
+    v.workers[1].result = WorkerResult::Failed(ExecutionFailure::Timeout);
+    v.workers[1].paid = 0;
+    assert!(open_verdict(&s, v).is_err());
+
+    // Paying a worker that did not agree, or more than the reward.
+    let mut v = verdict();
+    v.workers[2].paid = 10;
+    assert!(open_verdict(&s, v).is_err());
+    let mut v = verdict();
+    v.workers[0].paid = 11;
+    assert!(open_verdict(&s, v).is_err());
+
+    // A bid whose signature was tampered with (claims a worker who never bid).
+    let mut v = verdict();
+    let mut value: ciborium::Value = ciborium::from_reader(
+        distributeai_protocol::codec::encode(&signed_bid(0))
+            .expect("encode")
+            .as_slice(),
+    )
+    .expect("value");
+    if let ciborium::Value::Map(entries) = &mut value {
+        for (key, v) in entries.iter_mut() {
+            if key.as_text() == Some("signer") {
+                *v = ciborium::Value::Bytes(worker(7).public_key().as_bytes().to_vec());
+            }
+        }
+    }
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&value, &mut bytes).expect("encode");
+    v.workers[0].bid = distributeai_protocol::codec::decode(&bytes).expect("decode");
+    assert!(matches!(
+        open_verdict(&s, v),
+        Err(ValidationError::Nested {
+            field: "workers.bid",
+            ..
+        })
+    ));
+
+    // A failed job cannot list agreeing workers.
+    let mut v = verdict();
+    v.outcome = VerdictOutcome::Failed("gave up".into());
+    for w in &mut v.workers {
+        w.paid = 0;
+    }
+    assert!(open_verdict(&s, v).is_err());
+}
+
+#[test]
+fn node_announcement_bounds() {
+    let w = worker(0);
+    let mut a = node_announcement();
+    a.listen_addrs = vec!["/ip4/1.2.3.4/tcp/1".into(); MAX_LISTEN_ADDRS + 1];
+    assert!(Signed::sign(&w, &a).expect("sign").open(&ctx()).is_err());
+    let mut a = node_announcement();
+    a.capabilities.region = "x".repeat(MAX_SHORT_TEXT_LEN + 1);
+    assert!(Signed::sign(&w, &a).expect("sign").open(&ctx()).is_err());
+}
+
+#[test]
+fn reasons_are_stable_labels() {
+    assert_eq!(ValidationError::BadSignature.reason(), "bad_signature");
+    let oversized = Request::decode(&vec![0u8; MAX_MESSAGE_BYTES + 1]).expect_err("too big");
+    assert_eq!(oversized.reason(), "oversized");
+    assert_eq!(
+        Request::decode(&[0xff]).expect_err("junk").reason(),
+        "undecodable"
+    );
+}

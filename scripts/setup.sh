@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what building and testing DistributeAI needs beyond a Rust toolchain, on a fresh
+# Debian machine. Safe to run again: it only installs what is missing.
+set -euo pipefail
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(gcc)
+command -v g++ >/dev/null || need_apt+=(g++) # libfuzzer-sys, for building the fuzz target
+
+if ((${#need_apt[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: please install: ${need_apt[*]} (or run this script as root)" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi

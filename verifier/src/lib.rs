@@ -1,0 +1,10 @@
+//! Pure decision logic of DistributeAI: no I/O, no async, no networking.
+//!
+//! - [`consensus`]: the k-of-n decision a submitter makes as results arrive.
+//!
+//! Everything here is deterministic and generic over worker and hash types, so it is tested
+//! exhaustively and simulated at scale without a network.
+
+pub mod consensus;
+
+pub use consensus::{Decision, Recorded, Report, Tally, TallyError};
