@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The Docker tests run the locally built toolbox image; no registry is contacted.
+scripts/build-images.sh
 cargo test --workspace --locked "$@"

@@ -1,0 +1,722 @@
+//! [`DockerExecutor`]: runs jobs in sandboxed Docker containers through bollard.
+//!
+//! # The sandbox
+//!
+//! Every container this executor creates has:
+//!
+//! - **no network** (`network_mode: none`, only a private loopback), unless the job asks for
+//!   network *and* the operator allowed it (`SandboxLimits::allow_network`);
+//! - a **read-only root filesystem**;
+//! - a writable **`/out`**, the job's own output folder (the only host folder mounted), watched
+//!   while the job runs and stopped at `max_output_bytes`, and a **`/tmp`** tmpfs of
+//!   `tmp_size_mb` (kernel-enforced);
+//! - **memory** limited to the job's request with swap disabled, and **CPUs** limited to the
+//!   job's request, both capped by what the worker offers;
+//! - a **pids limit** (`pids_limit`), so a fork bomb cannot exhaust the host;
+//! - **all capabilities dropped** and **`no-new-privileges`**;
+//! - a **non-root user** (65534 when the node runs as root, else the node's own uid);
+//! - captured **stdout capped** (`max_stdout_bytes`: over it the job ends `output_too_large`)
+//!   and stderr truncated at `max_stderr_bytes`; no log driver, so nothing accumulates on disk;
+//! - a **deadline**: killed at the job's timeout and reported `timeout`;
+//! - labels `distributeai.job=<job id>` and `distributeai.node=<peer id>`, and removal when
+//!   the run ends, whatever happened; leftovers of a crashed earlier run are removed on start.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, HostConfigLogConfig};
+use bollard::query_parameters::{
+    AttachContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, StatsOptions,
+};
+use distributeai_protocol::limits::MAX_TIMEOUT_S;
+use distributeai_protocol::time::now_ms;
+use distributeai_protocol::{ExecutionFailure, JobSpec};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::outputs::{self, CollectError, OutputCaps};
+use super::{
+    BoxFuture, ExecutionOutcome, ExecutionRequest, ExecutionStatus, Executor, ExecutorError,
+};
+
+/// Label naming the job a container runs.
+pub const JOB_LABEL: &str = "distributeai.job";
+/// Label naming the node (PeerId) that created a container.
+pub const NODE_LABEL: &str = "distributeai.node";
+
+/// What a worker offers and allows; every job is capped by it.
+#[derive(Debug, Clone)]
+pub struct SandboxLimits {
+    /// CPUs a job may use at most.
+    pub max_cpus: u32,
+    /// Memory a job may use at most, in MiB.
+    pub max_memory_mb: u64,
+    /// GPUs the worker offers.
+    pub gpus: u32,
+    /// Whether jobs that ask for network may have it.
+    pub allow_network: bool,
+    /// Whether missing images may be pulled from a registry.
+    pub allow_pull: bool,
+    /// Captured stdout above this ends the job as `output_too_large`.
+    pub max_stdout_bytes: u64,
+    /// Captured stderr is truncated here.
+    pub max_stderr_bytes: u64,
+    /// Total bytes of files under `/out`.
+    pub max_output_bytes: u64,
+    /// Number of files under `/out`.
+    pub max_output_files: usize,
+    /// Size of the `/tmp` tmpfs, in MiB.
+    pub tmp_size_mb: u64,
+    /// Processes and threads in the container.
+    pub pids_limit: i64,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self {
+            max_cpus: 1,
+            max_memory_mb: 512,
+            gpus: 0,
+            allow_network: false,
+            allow_pull: true,
+            max_stdout_bytes: 16 * 1024 * 1024,
+            max_stderr_bytes: 1024 * 1024,
+            max_output_bytes: 256 * 1024 * 1024,
+            max_output_files: 4096,
+            tmp_size_mb: 64,
+            pids_limit: 256,
+        }
+    }
+}
+
+impl SandboxLimits {
+    /// Whether a job fits what this worker offers and allows.
+    pub fn admits(&self, spec: &JobSpec) -> Result<(), String> {
+        let r = &spec.resources;
+        if r.cpus > self.max_cpus {
+            return Err(format!(
+                "job needs {} CPUs, this worker offers {}",
+                r.cpus, self.max_cpus
+            ));
+        }
+        if r.memory_mb > self.max_memory_mb {
+            return Err(format!(
+                "job needs {} MiB of memory, this worker offers {}",
+                r.memory_mb, self.max_memory_mb
+            ));
+        }
+        if r.gpus > self.gpus {
+            return Err(format!(
+                "job needs {} GPUs, this worker offers {}",
+                r.gpus, self.gpus
+            ));
+        }
+        if spec.network && !self.allow_network {
+            return Err("job needs network access, which this worker does not allow".into());
+        }
+        Ok(())
+    }
+}
+
+/// Configuration of a [`DockerExecutor`].
+#[derive(Debug, Clone)]
+pub struct DockerExecutorConfig {
+    /// Where each execution's `/out` folder is created (one sub-folder per job attempt).
+    pub work_dir: PathBuf,
+    /// The node's PeerId, put on every container's labels.
+    pub node_id: String,
+    /// What the worker offers and allows.
+    pub limits: SandboxLimits,
+}
+
+/// Runs jobs in Docker containers (see the module documentation for the sandbox).
+#[derive(Clone)]
+pub struct DockerExecutor {
+    docker: Docker,
+    config: Arc<DockerExecutorConfig>,
+}
+
+impl std::fmt::Debug for DockerExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerExecutor")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+fn engine(context: &str) -> impl FnOnce(bollard::errors::Error) -> ExecutorError + '_ {
+    move |e| ExecutorError::Engine(format!("{context}: {e}"))
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ExecutorError {
+    let context = context.into();
+    move |source| ExecutorError::Io { context, source }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// How the wait for a container ended.
+enum Ending {
+    Exited,
+    TimedOut,
+    Cancelled,
+    StdoutTooLarge,
+    OutputTooLarge,
+}
+
+impl DockerExecutor {
+    /// Connects to the local Docker engine, agreeing on an API version it speaks, and removes
+    /// containers a crashed earlier run of this node left behind.
+    pub async fn connect(config: DockerExecutorConfig) -> Result<Self, ExecutorError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(engine("connecting to the Docker engine"))?
+            // A request stays open as long as the longest job may run.
+            .with_timeout(Duration::from_secs(u64::from(MAX_TIMEOUT_S) + 600))
+            .negotiate_version()
+            .await
+            .map_err(engine("negotiating the Docker API version"))?;
+        docker
+            .ping()
+            .await
+            .map_err(engine("pinging the Docker engine"))?;
+        fs::create_dir_all(&config.work_dir)
+            .map_err(io_error(format!("creating {}", config.work_dir.display())))?;
+        let executor = Self {
+            docker,
+            config: Arc::new(config),
+        };
+        let removed = executor.remove_leftovers().await?;
+        if removed > 0 {
+            info!(removed, "removed containers left behind by an earlier run");
+        }
+        Ok(executor)
+    }
+
+    /// The engine client, for callers that inspect containers (tests, diagnostics).
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Removes every container labelled with this node's id; returns how many.
+    pub async fn remove_leftovers(&self) -> Result<usize, ExecutorError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{NODE_LABEL}={}", self.config.node_id)],
+        )]);
+        let leftovers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(engine("listing containers"))?;
+        let mut removed = 0;
+        for container in leftovers {
+            if let Some(id) = container.id {
+                self.remove_container(&id).await;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn remove_container(&self, id: &str) {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        if let Err(e) = self.docker.remove_container(id, Some(options)).await
+            && !is_not_found(&e)
+        {
+            warn!(container = id, error = %e, "could not remove container");
+        }
+    }
+
+    /// Finds the image locally (pulling it when allowed) and checks a pinned digest. Returns
+    /// the image id to run, so the container runs exactly the content that was checked.
+    async fn resolve_image(&self, spec: &JobSpec) -> Result<String, ExecutionFailure> {
+        let image = match self.docker.inspect_image(&spec.image).await {
+            Ok(image) => image,
+            Err(e) if is_not_found(&e) => {
+                if !self.config.limits.allow_pull {
+                    return Err(ExecutionFailure::ImageUnavailable(format!(
+                        "{} is not present and this worker does not pull images",
+                        spec.image
+                    )));
+                }
+                self.pull(&spec.image).await?;
+                self.docker.inspect_image(&spec.image).await.map_err(|e| {
+                    ExecutionFailure::ImageUnavailable(format!("{} after pulling: {e}", spec.image))
+                })?
+            }
+            Err(e) => {
+                return Err(ExecutionFailure::ImageUnavailable(format!(
+                    "{}: {e}",
+                    spec.image
+                )));
+            }
+        };
+        let id = image.id.clone().ok_or_else(|| {
+            ExecutionFailure::ImageUnavailable("engine reported no image id".into())
+        })?;
+        if let Some(pinned) = &spec.image_digest {
+            let repo_digest_matches = image.repo_digests.iter().flatten().any(|d| {
+                d.rsplit_once('@')
+                    .is_some_and(|(_, digest)| digest == pinned)
+            });
+            if id != *pinned && !repo_digest_matches {
+                return Err(ExecutionFailure::ImageUnavailable(format!(
+                    "local image {} does not have the pinned digest {pinned}",
+                    spec.image
+                )));
+            }
+        }
+        Ok(id)
+    }
+
+    async fn pull(&self, image: &str) -> Result<(), ExecutionFailure> {
+        info!(image, "pulling image");
+        let mut progress = self.docker.create_image(
+            Some(CreateImageOptions {
+                from_image: Some(image.to_string()),
+                ..Default::default()
+            }),
+            None,
+            None,
+        );
+        let mut last_status = String::new();
+        while let Some(step) = progress.next().await {
+            let step = step
+                .map_err(|e| ExecutionFailure::ImageUnavailable(format!("pulling {image}: {e}")))?;
+            if let Some(status) = step.status
+                && status != last_status
+            {
+                info!(image, %status, "pull progress");
+                last_status = status;
+            }
+        }
+        Ok(())
+    }
+
+    /// The user the job runs as: never root.
+    fn container_user(out_dir: &Path) -> Result<(String, bool), ExecutorError> {
+        let meta = fs::metadata(out_dir).map_err(io_error("reading the output folder"))?;
+        if meta.uid() == 0 {
+            Ok(("65534:65534".into(), true))
+        } else {
+            Ok((format!("{}:{}", meta.uid(), meta.gid()), false))
+        }
+    }
+
+    fn prepare_out_dir(&self, request: &ExecutionRequest) -> Result<PathBuf, ExecutorError> {
+        let dir = self
+            .config
+            .work_dir
+            .join(format!("{}-{}", request.job_id, request.attempt));
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io_error(format!("clearing {}", dir.display())))?;
+        }
+        let out = dir.join("out");
+        fs::create_dir_all(&out).map_err(io_error(format!("creating {}", out.display())))?;
+        Ok(out)
+    }
+
+    fn container_config(
+        &self,
+        request: &ExecutionRequest,
+        image_id: String,
+        out_dir: &Path,
+        user: String,
+    ) -> ContainerCreateBody {
+        let spec = &request.spec;
+        let limits = &self.config.limits;
+        let memory_bytes =
+            i64::try_from(spec.resources.memory_mb.min(limits.max_memory_mb) * 1024 * 1024)
+                .unwrap_or(i64::MAX);
+        let cpus = spec.resources.cpus.min(limits.max_cpus).max(1);
+        let network = if spec.network && limits.allow_network {
+            "bridge"
+        } else {
+            "none"
+        };
+        let device_requests = (spec.resources.gpus > 0).then(|| {
+            vec![DeviceRequest {
+                driver: Some("nvidia".into()),
+                count: Some(spec.resources.gpus.into()),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                ..Default::default()
+            }]
+        });
+        let labels = HashMap::from([
+            (JOB_LABEL.to_string(), request.job_id.to_string()),
+            (NODE_LABEL.to_string(), self.config.node_id.clone()),
+        ]);
+        ContainerCreateBody {
+            image: Some(image_id),
+            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            user: Some(user),
+            labels: Some(labels),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            network_disabled: Some(network == "none"),
+            host_config: Some(HostConfig {
+                network_mode: Some(network.into()),
+                readonly_rootfs: Some(true),
+                binds: Some(vec![format!("{}:/out:rw", out_dir.display())]),
+                tmpfs: Some(HashMap::from([(
+                    "/tmp".to_string(),
+                    format!(
+                        "rw,noexec,nosuid,nodev,size={}m,mode=1777",
+                        limits.tmp_size_mb
+                    ),
+                )])),
+                memory: Some(memory_bytes),
+                memory_swap: Some(memory_bytes),
+                nano_cpus: Some(i64::from(cpus) * 1_000_000_000),
+                pids_limit: Some(limits.pids_limit),
+                cap_drop: Some(vec!["ALL".into()]),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                privileged: Some(false),
+                device_requests,
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("none".into()),
+                    config: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn execute(
+        &self,
+        request: ExecutionRequest,
+        cancel: CancellationToken,
+    ) -> Result<ExecutionOutcome, ExecutorError> {
+        let started_at = now_ms();
+        let clock = Instant::now();
+        let failed = |failure: ExecutionFailure| ExecutionOutcome {
+            status: ExecutionStatus::Failed(failure),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stderr_truncated: false,
+            output_dir: None,
+            manifest: None,
+            result_hash: None,
+            started_at,
+            duration: clock.elapsed(),
+            peak_memory_bytes: None,
+            cpu_time_ns: None,
+        };
+        self.config
+            .limits
+            .admits(&request.spec)
+            .map_err(ExecutorError::Refused)?;
+        let image_id = match self.resolve_image(&request.spec).await {
+            Ok(id) => id,
+            Err(failure) => return Ok(failed(failure)),
+        };
+        let out_dir = self.prepare_out_dir(&request)?;
+        let (user, chown_needed) = Self::container_user(&out_dir)?;
+        if chown_needed {
+            // Running as root: hand the folder to the unprivileged job user.
+            std::os::unix::fs::chown(&out_dir, Some(65534), Some(65534))
+                .map_err(io_error("handing the output folder to the job user"))?;
+        }
+        fs::set_permissions(&out_dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_error("restricting the output folder"))?;
+
+        let config = self.container_config(&request, image_id, &out_dir, user);
+        let created = self
+            .docker
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                config,
+            )
+            .await
+            .map_err(engine("creating the container"))?;
+        let id = created.id;
+        debug!(job_id = %request.job_id, container = %id, "container created");
+
+        let result = self.run_container(&id, &request, &out_dir, cancel).await;
+        self.remove_container(&id).await;
+        let run = match result {
+            Ok(run) => run,
+            Err(e) => {
+                let _ = fs::remove_dir_all(out_dir.parent().unwrap_or(&out_dir));
+                return Err(e);
+            }
+        };
+
+        let status = match run.ending {
+            Ending::TimedOut => ExecutionStatus::Failed(ExecutionFailure::Timeout),
+            Ending::Cancelled => ExecutionStatus::Cancelled,
+            Ending::StdoutTooLarge | Ending::OutputTooLarge => {
+                ExecutionStatus::Failed(ExecutionFailure::OutputTooLarge)
+            }
+            Ending::Exited if run.oom_killed => {
+                ExecutionStatus::Failed(ExecutionFailure::OutOfMemory)
+            }
+            Ending::Exited => ExecutionStatus::Completed {
+                exit_code: run.exit_code,
+            },
+        };
+        let mut outcome = ExecutionOutcome {
+            status,
+            stdout: run.stdout,
+            stderr: run.stderr,
+            stderr_truncated: run.stderr_truncated,
+            output_dir: None,
+            manifest: None,
+            result_hash: None,
+            started_at,
+            duration: run.duration,
+            peak_memory_bytes: run.peak_memory_bytes,
+            cpu_time_ns: run.cpu_time_ns,
+        };
+        if let ExecutionStatus::Completed { exit_code } = outcome.status {
+            let caps = OutputCaps {
+                max_bytes: self.config.limits.max_output_bytes,
+                max_files: self.config.limits.max_output_files,
+            };
+            match outputs::collect(&out_dir, caps) {
+                Ok(files) => {
+                    let manifest = outputs::manifest(exit_code, &outcome.stdout, files);
+                    match manifest.result_hash() {
+                        Ok(hash) => {
+                            outcome.result_hash = Some(hash);
+                            outcome.manifest = Some(manifest);
+                            outcome.output_dir = Some(out_dir.clone());
+                        }
+                        Err(e) => {
+                            outcome.status =
+                                ExecutionStatus::Failed(ExecutionFailure::Error(e.to_string()))
+                        }
+                    }
+                }
+                Err(CollectError::TooLarge(_)) => {
+                    outcome.status = ExecutionStatus::Failed(ExecutionFailure::OutputTooLarge)
+                }
+                Err(CollectError::InvalidName(path)) => {
+                    outcome.status = ExecutionStatus::Failed(ExecutionFailure::Error(format!(
+                        "output file name {:?} is not a canonical UTF-8 path",
+                        path.file_name().unwrap_or_default()
+                    )))
+                }
+                Err(CollectError::Io(e)) => return Err(io_error("collecting outputs")(e)),
+            }
+        }
+        if outcome.output_dir.is_none() {
+            let _ = fs::remove_dir_all(out_dir.parent().unwrap_or(&out_dir));
+        }
+        Ok(outcome)
+    }
+
+    async fn run_container(
+        &self,
+        id: &str,
+        request: &ExecutionRequest,
+        out_dir: &Path,
+        cancel: CancellationToken,
+    ) -> Result<RunResult, ExecutorError> {
+        let limits = &self.config.limits;
+        // Attach before starting, so not a byte of output is missed.
+        let attached = self
+            .docker
+            .attach_container(
+                id,
+                Some(AttachContainerOptions {
+                    stream: true,
+                    stdout: true,
+                    stderr: true,
+                    logs: false,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(engine("attaching to the container"))?;
+        let mut output = attached.output;
+
+        self.docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(engine("starting the container"))?;
+        let clock = Instant::now();
+
+        let peak_memory = Arc::new(AtomicU64::new(0));
+        let cpu_time = Arc::new(AtomicU64::new(0));
+        let stats_task = {
+            let docker = self.docker.clone();
+            let id = id.to_string();
+            let (peak_memory, cpu_time) = (peak_memory.clone(), cpu_time.clone());
+            tokio::spawn(async move {
+                let mut stats = docker.stats(
+                    &id,
+                    Some(StatsOptions {
+                        stream: true,
+                        one_shot: false,
+                    }),
+                );
+                while let Some(Ok(sample)) = stats.next().await {
+                    if let Some(memory) = sample.memory_stats {
+                        let used = memory.max_usage.or(memory.usage).unwrap_or(0);
+                        peak_memory.fetch_max(used, Ordering::Relaxed);
+                    }
+                    if let Some(total) = sample
+                        .cpu_stats
+                        .and_then(|c| c.cpu_usage)
+                        .and_then(|u| u.total_usage)
+                    {
+                        cpu_time.fetch_max(total, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let mut stderr_truncated = false;
+        let deadline = tokio::time::sleep(request.timeout());
+        tokio::pin!(deadline);
+        let mut watchdog = tokio::time::interval(Duration::from_millis(200));
+        let mut stream_open = true;
+
+        let ending = loop {
+            tokio::select! {
+                chunk = output.next(), if stream_open => match chunk {
+                    Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
+                        if stdout.len() as u64 + message.len() as u64 > limits.max_stdout_bytes {
+                            break Ending::StdoutTooLarge;
+                        }
+                        stdout.extend_from_slice(&message);
+                    }
+                    Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
+                        let room = (limits.max_stderr_bytes as usize).saturating_sub(stderr.len());
+                        if message.len() > room {
+                            stderr_truncated = true;
+                        }
+                        stderr.extend_from_slice(&message[..message.len().min(room)]);
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        debug!(container = id, error = %e, "output stream ended with an error");
+                        stream_open = false;
+                    }
+                    // The streams close when the container's process exits.
+                    None => stream_open = false,
+                },
+                _ = async {}, if !stream_open => break Ending::Exited,
+                _ = &mut deadline => break Ending::TimedOut,
+                _ = cancel.cancelled() => break Ending::Cancelled,
+                _ = watchdog.tick() => {
+                    if let Ok((bytes, files)) = outputs::usage(out_dir)
+                        && (bytes > limits.max_output_bytes || files > limits.max_output_files) {
+                            break Ending::OutputTooLarge;
+                        }
+                }
+            }
+        };
+
+        if !matches!(ending, Ending::Exited) {
+            let kill = self
+                .docker
+                .kill_container(
+                    id,
+                    Some(KillContainerOptions {
+                        signal: "KILL".into(),
+                    }),
+                )
+                .await;
+            if let Err(e) = kill {
+                debug!(container = id, error = %e, "kill failed (the job may have just exited)");
+            }
+        }
+        // The process has exited (or been killed): wait for the engine to record its state.
+        let mut wait = self
+            .docker
+            .wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+        let exit_code = match tokio::time::timeout(Duration::from_secs(60), wait.next()).await {
+            Ok(Some(Ok(response))) => response.status_code,
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
+            Ok(Some(Err(e))) => return Err(engine("waiting for the container")(e)),
+            Ok(None) | Err(_) => {
+                return Err(ExecutorError::Engine(
+                    "the engine did not report the container's exit".into(),
+                ));
+            }
+        };
+        let duration = clock.elapsed();
+        let inspected = self
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(engine("inspecting the container"))?;
+        stats_task.abort();
+        let oom_killed = inspected.state.and_then(|s| s.oom_killed).unwrap_or(false);
+        let nonzero = |v: u64| (v > 0).then_some(v);
+        Ok(RunResult {
+            ending,
+            exit_code,
+            oom_killed,
+            stdout,
+            stderr,
+            stderr_truncated,
+            duration,
+            peak_memory_bytes: nonzero(peak_memory.load(Ordering::Relaxed)),
+            cpu_time_ns: nonzero(cpu_time.load(Ordering::Relaxed)),
+        })
+    }
+}
+
+struct RunResult {
+    ending: Ending,
+    exit_code: i64,
+    oom_killed: bool,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    stderr_truncated: bool,
+    duration: Duration,
+    peak_memory_bytes: Option<u64>,
+    cpu_time_ns: Option<u64>,
+}
+
+impl Executor for DockerExecutor {
+    fn admits(&self, spec: &JobSpec) -> Result<(), String> {
+        self.config.limits.admits(spec)
+    }
+
+    fn has_image<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, bool> {
+        Box::pin(async move { self.docker.inspect_image(&spec.image).await.is_ok() })
+    }
+
+    fn run(
+        &self,
+        request: ExecutionRequest,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'_, Result<ExecutionOutcome, ExecutorError>> {
+        Box::pin(self.execute(request, cancel))
+    }
+}

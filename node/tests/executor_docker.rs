@@ -1,0 +1,469 @@
+//! The Docker executor against the real engine: determinism of the result hash, every sandbox
+//! protection, the failure outcomes, and cleanup. Needs the `distributeai/toolbox:local` image
+//! (`scripts/build-images.sh`, which `scripts/test.sh` runs first).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::query_parameters::ListContainersOptions;
+use distributeai_node::executor::docker::{NODE_LABEL, SandboxLimits};
+use distributeai_node::executor::{
+    DockerExecutor, DockerExecutorConfig, ExecutionOutcome, ExecutionRequest, ExecutionStatus,
+    Executor, ExecutorError,
+};
+use distributeai_protocol::{ExecutionFailure, JobId, JobSpec};
+use tokio_util::sync::CancellationToken;
+
+const TOOLBOX: &str = "distributeai/toolbox:local";
+
+struct Harness {
+    executor: DockerExecutor,
+    node_id: String,
+    _work: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn new(limits: SandboxLimits) -> Self {
+        let work = tempfile::tempdir().expect("tempdir");
+        // A distinct node id per test, so parallel tests never see each other's containers.
+        let node_id = format!("test-{}", hex_id());
+        let executor = DockerExecutor::connect(DockerExecutorConfig {
+            work_dir: work.path().to_path_buf(),
+            node_id: node_id.clone(),
+            limits,
+        })
+        .await
+        .expect("the Docker engine must be reachable for these tests");
+        assert!(
+            executor.docker().inspect_image(TOOLBOX).await.is_ok(),
+            "image {TOOLBOX} is missing: run scripts/build-images.sh"
+        );
+        Self {
+            executor,
+            node_id,
+            _work: work,
+        }
+    }
+
+    async fn default() -> Self {
+        Self::new(test_limits()).await
+    }
+
+    async fn run(&self, spec: JobSpec) -> ExecutionOutcome {
+        self.run_cancellable(spec, CancellationToken::new()).await
+    }
+
+    async fn run_cancellable(&self, spec: JobSpec, cancel: CancellationToken) -> ExecutionOutcome {
+        let request = ExecutionRequest {
+            job_id: JobId(rand_bytes()),
+            attempt: 0,
+            spec,
+        };
+        let outcome =
+            tokio::time::timeout(Duration::from_secs(180), self.executor.run(request, cancel))
+                .await
+                .expect("execution must end within its bound")
+                .expect("execution");
+        self.assert_no_containers_left().await;
+        outcome
+    }
+
+    async fn containers(&self) -> usize {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{NODE_LABEL}={}", self.node_id)],
+        )]);
+        self.executor
+            .docker()
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .expect("list")
+            .len()
+    }
+
+    async fn assert_no_containers_left(&self) {
+        assert_eq!(
+            self.containers().await,
+            0,
+            "a container created by this test remains"
+        );
+    }
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let seed = blake3::hash(
+        &[
+            nanos.to_le_bytes().as_slice(),
+            &std::process::id().to_le_bytes(),
+        ]
+        .concat(),
+    );
+    b.copy_from_slice(seed.as_bytes());
+    b
+}
+
+fn hex_id() -> String {
+    rand_bytes()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn test_limits() -> SandboxLimits {
+    SandboxLimits {
+        max_cpus: 1,
+        max_memory_mb: 256,
+        allow_pull: false,
+        ..SandboxLimits::default()
+    }
+}
+
+fn sh(script: &str) -> JobSpec {
+    let mut spec = JobSpec::new(TOOLBOX, vec!["sh".into(), "-c".into(), script.into()]);
+    spec.resources.memory_mb = 64;
+    spec.timeout_s = 60;
+    spec
+}
+
+fn stdout(outcome: &ExecutionOutcome) -> String {
+    String::from_utf8_lossy(&outcome.stdout).into_owned()
+}
+
+fn stderr(outcome: &ExecutionOutcome) -> String {
+    String::from_utf8_lossy(&outcome.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_deterministic_job_gives_same_hash_and_different_output_a_different_one() {
+    let h = Harness::default().await;
+    let job = "seq 1 1000 | sha256sum; echo result > /out/answer.txt; mkdir -p /out/d; seq 1 10 > /out/d/n; cat /proc/sys/kernel/random/uuid >&2";
+    let first = h.run(sh(job)).await;
+    let second = h.run(sh(job)).await;
+    assert_eq!(
+        first.status,
+        ExecutionStatus::Completed { exit_code: 0 },
+        "{}",
+        stderr(&first)
+    );
+    assert!(first.result_hash.is_some());
+    assert_eq!(
+        first.result_hash, second.result_hash,
+        "stderr differs, the hash must not"
+    );
+    assert_ne!(first.stderr, second.stderr);
+
+    let different = h.run(sh(&job.replace("1000", "1001"))).await;
+    assert_ne!(first.result_hash, different.result_hash);
+    let other_file = h.run(sh(&job.replace("echo result", "echo other"))).await;
+    assert_ne!(first.result_hash, other_file.result_hash);
+    let other_exit = h.run(sh(&format!("{job}; exit 3"))).await;
+    assert_eq!(
+        other_exit.status,
+        ExecutionStatus::Completed { exit_code: 3 }
+    );
+    assert_ne!(first.result_hash, other_exit.result_hash);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_files_are_returned_and_hashed() {
+    let h = Harness::default().await;
+    let outcome = h
+        .run(sh("echo hello > /out/a.txt; mkdir /out/sub; printf xyz > /out/sub/b.bin; ln -s /etc/passwd /out/link; echo done"))
+        .await;
+    assert_eq!(
+        outcome.status,
+        ExecutionStatus::Completed { exit_code: 0 },
+        "{}",
+        stderr(&outcome)
+    );
+    let manifest = outcome.manifest.as_ref().expect("manifest");
+    let paths: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["a.txt", "sub/b.bin"], "symlinks are not outputs");
+    let dir = outcome.output_dir.as_ref().expect("output dir");
+    assert_eq!(std::fs::read(dir.join("sub/b.bin")).expect("read"), b"xyz");
+    assert_eq!(
+        manifest.files[1].content,
+        distributeai_protocol::ContentEntry::of(b"xyz")
+    );
+    assert_eq!(
+        Some(manifest.result_hash().expect("hash")),
+        outcome.result_hash
+    );
+    assert_eq!(stdout(&outcome), "done\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_over_the_cap_is_output_too_large() {
+    let h = Harness::new(SandboxLimits {
+        max_output_bytes: 1024 * 1024,
+        max_stdout_bytes: 64 * 1024,
+        ..test_limits()
+    })
+    .await;
+    let files = h
+        .run(sh(
+            "dd if=/dev/zero of=/out/big bs=1M count=4 2>/dev/null; sleep 5",
+        ))
+        .await;
+    assert_eq!(
+        files.status,
+        ExecutionStatus::Failed(ExecutionFailure::OutputTooLarge)
+    );
+    assert!(
+        files.duration < Duration::from_secs(5),
+        "the watchdog stops it before it ends"
+    );
+    let stdout = h.run(sh("head -c 200000 /dev/zero")).await;
+    assert_eq!(
+        stdout.status,
+        ExecutionStatus::Failed(ExecutionFailure::OutputTooLarge)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_cannot_reach_the_network() {
+    let h = Harness::default().await;
+    // A listener on the host's loopback: with host networking the job would reach it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let outcome = h
+        .run(sh(&format!(
+            "ls /sys/class/net; if echo hi | nc -w 2 127.0.0.1 {port}; then echo CONNECTED; fi"
+        )))
+        .await;
+    assert_eq!(
+        stdout(&outcome),
+        "lo\n",
+        "only a loopback interface; no connection made"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the host listener must not have been reached"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_cannot_write_to_the_root_filesystem_and_runs_unprivileged() {
+    let h = Harness::default().await;
+    let outcome = h
+        .run(sh(
+            "touch /evil 2>&1 || echo ROOT_RO; id -u; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; \
+             dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>/dev/null || echo TMP_FULL",
+        ))
+        .await;
+    let out = stdout(&outcome);
+    assert!(
+        out.contains("Read-only file system") && out.contains("ROOT_RO"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n65534\n"),
+        "runs as an unprivileged user: {out}"
+    );
+    assert!(
+        out.contains("CapEff:\t0000000000000000"),
+        "all capabilities dropped: {out}"
+    );
+    assert!(out.contains("NoNewPrivs:\t1"), "no-new-privileges: {out}");
+    assert!(out.contains("TMP_FULL"), "/tmp is size-limited: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_over_the_limit_ends_as_oom_and_the_worker_keeps_running() {
+    let h = Harness::default().await;
+    let mut spec = sh("x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}");
+    spec.resources.memory_mb = 32;
+    let outcome = h.run(spec).await;
+    assert_eq!(
+        outcome.status,
+        ExecutionStatus::Failed(ExecutionFailure::OutOfMemory)
+    );
+    let after = h.run(sh("echo still here")).await;
+    assert_eq!(stdout(&after), "still here\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_bomb_is_stopped_by_the_pids_limit() {
+    let h = Harness::new(SandboxLimits {
+        pids_limit: 64,
+        ..test_limits()
+    })
+    .await;
+    let forks = h
+        .run(sh(
+            "for i in $(seq 1 1000); do sleep 30 & done; echo all started",
+        ))
+        .await;
+    assert!(stderr(&forks).contains("can't fork"), "{}", stderr(&forks));
+    assert!(!stdout(&forks).contains("all started"));
+
+    let mut bomb = sh("bomb() { bomb | bomb & }; bomb; sleep 30");
+    bomb.timeout_s = 5;
+    let outcome = h.run(bomb).await;
+    assert!(
+        matches!(
+            outcome.status,
+            ExecutionStatus::Failed(ExecutionFailure::Timeout) | ExecutionStatus::Completed { .. }
+        ),
+        "{:?}",
+        outcome.status
+    );
+    assert_eq!(stdout(&h.run(sh("echo alive")).await), "alive\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_past_its_timeout_ends_as_timeout_and_its_container_is_gone() {
+    let h = Harness::default().await;
+    let mut spec = sh("echo started; sleep 60");
+    spec.timeout_s = 2;
+    let outcome = h.run(spec).await;
+    assert_eq!(
+        outcome.status,
+        ExecutionStatus::Failed(ExecutionFailure::Timeout)
+    );
+    assert!(outcome.duration < Duration::from_secs(30));
+    assert_eq!(stdout(&outcome), "started\n");
+    assert!(outcome.result_hash.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_stops_the_container() {
+    let h = Harness::default().await;
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        trigger.cancel();
+    });
+    let outcome = h.run_cancellable(sh("sleep 60"), cancel).await;
+    assert_eq!(outcome.status, ExecutionStatus::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_must_be_present_or_pullable_and_match_a_pinned_digest() {
+    let h = Harness::default().await;
+    let missing = h
+        .run(JobSpec::new("distributeai/does-not-exist:1", vec![]))
+        .await;
+    assert!(
+        matches!(
+            &missing.status,
+            ExecutionStatus::Failed(ExecutionFailure::ImageUnavailable(_))
+        ),
+        "{:?}",
+        missing.status
+    );
+
+    let id = h
+        .executor
+        .docker()
+        .inspect_image(TOOLBOX)
+        .await
+        .expect("inspect")
+        .id
+        .expect("id");
+    let mut pinned = sh("echo pinned");
+    pinned.image_digest = Some(id);
+    assert_eq!(stdout(&h.run(pinned).await), "pinned\n");
+
+    let mut wrong = sh("echo pinned");
+    wrong.image_digest = Some(format!("sha256:{}", "0".repeat(64)));
+    assert!(matches!(
+        h.run(wrong).await.status,
+        ExecutionStatus::Failed(ExecutionFailure::ImageUnavailable(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_beyond_what_the_worker_offers_are_refused() {
+    let h = Harness::default().await;
+    let mut big = sh("true");
+    big.resources.memory_mb = 100_000;
+    let request = ExecutionRequest {
+        job_id: JobId([1; 32]),
+        attempt: 0,
+        spec: big.clone(),
+    };
+    assert!(h.executor.admits(&big).is_err());
+    assert!(matches!(
+        h.executor.run(request, CancellationToken::new()).await,
+        Err(ExecutorError::Refused(_))
+    ));
+    let mut net = sh("true");
+    net.network = true;
+    assert!(h.executor.admits(&net).is_err());
+    let mut gpu = sh("true");
+    gpu.resources.gpus = 1;
+    assert!(h.executor.admits(&gpu).is_err());
+    assert!(h.executor.has_image(&sh("true")).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_left_by_a_crashed_run_are_removed_on_start() {
+    let first = Harness::default().await;
+    // Simulate a crash: a labelled container that nobody removed.
+    let labels = HashMap::from([(NODE_LABEL.to_string(), first.node_id.clone())]);
+    first
+        .executor
+        .docker()
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            bollard::models::ContainerCreateBody {
+                image: Some(TOOLBOX.into()),
+                cmd: Some(vec!["sleep".into(), "600".into()]),
+                labels: Some(labels),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    assert_eq!(first.containers().await, 1);
+    let removed = first.executor.remove_leftovers().await.expect("cleanup");
+    assert_eq!(removed, 1);
+    first.assert_no_containers_left().await;
+}
+
+fn example_spec(name: &str) -> JobSpec {
+    let path = format!("{}/../examples/{name}/job.json", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("read example spec");
+    let spec: JobSpec = serde_json::from_str(&text).expect("example spec parses");
+    spec.check().expect("example spec is valid");
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_examples_run_and_are_deterministic() {
+    let h = Harness::default().await;
+    for name in ["hash-verify", "image-process"] {
+        let spec = example_spec(name);
+        let first = h.run(spec.clone()).await;
+        assert_eq!(
+            first.status,
+            ExecutionStatus::Completed { exit_code: 0 },
+            "{name}: {}",
+            stderr(&first)
+        );
+        assert_eq!(
+            stdout(&first).trim().len(),
+            64,
+            "{name} prints a sha256: {}",
+            stdout(&first)
+        );
+        let second = h.run(spec).await;
+        assert_eq!(
+            first.result_hash, second.result_hash,
+            "{name} is deterministic"
+        );
+        assert!(first.manifest.as_ref().is_some_and(|m| m.files.len() >= 2));
+    }
+}
