@@ -1,10 +1,20 @@
 //! The `distributeai` command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use distributeai_protocol::NodeIdentity;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use distributeai_protocol::{Capabilities, NodeIdentity};
+use libp2p::Multiaddr;
+
+use crate::config::FileConfig;
+use crate::network::{NetworkConfig, Role, default_listen_addrs};
+use crate::service::{NodeConfig, RunningNode};
+
+/// Default address of the local HTTP API.
+pub const DEFAULT_API: &str = "127.0.0.1:7070";
 
 /// DistributeAI: run jobs on a peer-to-peer compute network, verified by k-of-n agreement.
 #[derive(Debug, Parser)]
@@ -18,6 +28,17 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a node: join the mesh, announce this machine, serve the local API.
+    Node(NodeArgs),
+    /// List the peers the local node knows.
+    Peers {
+        /// The node's API address.
+        #[arg(long, env = "DISTRIBUTEAI_API", default_value = DEFAULT_API)]
+        api: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show this node's identity (PeerId and public key), creating it on first use.
     Identity {
         /// The node's data directory [default: $XDG_DATA_HOME/distributeai].
@@ -29,36 +50,268 @@ pub enum Command {
     },
 }
 
+/// Options of `distributeai node`; each may also be set in the config file.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's data directory [default: $XDG_DATA_HOME/distributeai].
+    #[arg(long, env = "DISTRIBUTEAI_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file [default: <data dir>/config.toml when it exists].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (repeatable) [default: TCP and QUIC on port 4001].
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap peer to join through, `/ip4/…/tcp/…/p2p/<PeerId>` (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Do not discover peers on the LAN by mDNS.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Address of the local HTTP API [default: 127.0.0.1:7070].
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<SocketAddr>,
+    /// CPUs offered to jobs [default: all of this machine's].
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Memory offered to jobs, in MiB [default: this machine's total].
+    #[arg(long)]
+    pub memory_mb: Option<u64>,
+    /// Region label shown to other nodes, e.g. eu-west.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Do not bid for or run jobs (submit only).
+    #[arg(long)]
+    pub no_worker: bool,
+    /// Act as a Kademlia DHT server (for publicly reachable nodes).
+    #[arg(long)]
+    pub kad_server: bool,
+}
+
 /// Runs a parsed command line.
-pub fn run(cli: Cli) -> Result<()> {
+pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Identity { data_dir, json } => {
-            let data_dir = resolve_data_dir(data_dir)?;
-            let (identity, created) =
-                NodeIdentity::load_or_create(&data_dir).with_context(|| {
-                    format!("loading the node identity from {}", data_dir.display())
-                })?;
-            if json {
-                let out = serde_json::json!({
-                    "peer_id": identity.peer_id().to_string(),
-                    "public_key": identity.public_key(),
-                    "data_dir": data_dir,
-                    "created": created,
-                });
-                println!("{out}");
-            } else {
-                if created {
-                    eprintln!("created a new identity in {}", data_dir.display());
-                }
-                println!("peer_id:    {}", identity.peer_id());
-                println!("public_key: {}", identity.public_key());
-            }
-            Ok(())
-        }
+        Command::Node(args) => run_node(args).await,
+        Command::Peers { api, json } => peers(&api, json).await,
+        Command::Identity { data_dir, json } => identity(data_dir, json),
     }
 }
 
 fn resolve_data_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
     flag.or_else(crate::paths::default_data_dir)
         .context("no data directory: pass --data-dir, or set HOME or XDG_DATA_HOME")
+}
+
+fn identity(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
+    let data_dir = resolve_data_dir(data_dir)?;
+    let (identity, created) = NodeIdentity::load_or_create(&data_dir)
+        .with_context(|| format!("loading the node identity from {}", data_dir.display()))?;
+    if json {
+        let out = serde_json::json!({
+            "peer_id": identity.peer_id().to_string(),
+            "public_key": identity.public_key(),
+            "data_dir": data_dir,
+            "created": created,
+        });
+        println!("{out}");
+    } else {
+        if created {
+            eprintln!("created a new identity in {}", data_dir.display());
+        }
+        println!("peer_id:    {}", identity.peer_id());
+        println!("public_key: {}", identity.public_key());
+    }
+    Ok(())
+}
+
+/// Merges flags over the config file over defaults.
+pub fn node_config(args: NodeArgs) -> Result<NodeConfig> {
+    let data_dir = resolve_data_dir(args.data_dir)?;
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::load_default(&data_dir)?,
+    };
+    let host = crate::host::detect();
+    let listen = if !args.listen.is_empty() {
+        args.listen
+    } else {
+        file.listen.unwrap_or_else(|| default_listen_addrs(4001))
+    };
+    if listen.is_empty() {
+        bail!("no listen address: pass --listen or set listen in the config file");
+    }
+    let mut bootstrap = file.bootstrap.unwrap_or_default();
+    bootstrap.extend(args.bootstrap);
+    let cpus = args.cpus.or(file.cpus).unwrap_or(host.cpus);
+    let memory_mb = args.memory_mb.or(file.memory_mb).unwrap_or(host.memory_mb);
+    if cpus > host.cpus {
+        bail!(
+            "--cpus {cpus} is more than this machine has ({})",
+            host.cpus
+        );
+    }
+    if host.memory_mb > 0 && memory_mb > host.memory_mb {
+        bail!(
+            "--memory-mb {memory_mb} is more than this machine has ({} MiB)",
+            host.memory_mb
+        );
+    }
+    let capabilities = Capabilities {
+        cpus,
+        memory_mb,
+        gpus: host.gpus,
+        region: args.region.or(file.region).unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        images: Vec::new(),
+    };
+    capabilities
+        .check()
+        .map_err(|e| anyhow::anyhow!("invalid capabilities: {e}"))?;
+    let api_listen = match args.api.or(file.api) {
+        Some(addr) => addr,
+        None => DEFAULT_API.parse().context("default API address")?,
+    };
+    Ok(NodeConfig {
+        data_dir,
+        network: NetworkConfig {
+            listen,
+            bootstrap,
+            mdns: !args.no_mdns && file.mdns.unwrap_or(true),
+            role: Role::Node,
+            kad_server: (args.kad_server || file.kad_server == Some(true)).then_some(true),
+            ..NetworkConfig::default()
+        },
+        api_listen,
+        capabilities,
+        worker: !args.no_worker && file.worker.unwrap_or(true),
+        announce_interval: Duration::from_secs(30),
+        peer_expiry: Duration::from_secs(120),
+    })
+}
+
+async fn run_node(args: NodeArgs) -> Result<()> {
+    let mut config = node_config(args)?;
+    if config.worker {
+        // A worker runs jobs through Docker: announce the images it holds, or, without an
+        // engine, announce that it takes no jobs rather than bid and fail.
+        let probe = async {
+            crate::executor::docker::local_images(&crate::executor::docker::connect_engine().await?)
+                .await
+        };
+        match probe.await {
+            Ok(images) => config.capabilities.images = images,
+            Err(e) => {
+                tracing::warn!(error = %e, "no usable Docker engine: this node will not run jobs");
+                config.worker = false;
+            }
+        }
+    }
+    let node = crate::service::start(config)
+        .await
+        .context("starting the node")?;
+    print_started(&node);
+    let shutdown = node.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+    node.wait().await;
+    Ok(())
+}
+
+fn print_started(node: &RunningNode) {
+    println!("peer_id: {}", node.peer_id);
+    for address in &node.listen_addrs {
+        println!("listening on {address}");
+    }
+    println!("api: http://{}", node.api_addr);
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn peers(api: &str, json: bool) -> Result<()> {
+    let url = format!("{}/api/v1/peers", api_base(api));
+    let response = reqwest::get(&url).await.with_context(|| {
+        format!("cannot reach the node's API at {url}; is `distributeai node` running?")
+    })?;
+    let status = response.status();
+    let body = response.text().await.context("reading the API's answer")?;
+    if !status.is_success() {
+        bail!("the node answered {status}: {body}");
+    }
+    if json {
+        println!("{body}");
+        return Ok(());
+    }
+    let peers: Vec<serde_json::Value> =
+        serde_json::from_str(&body).context("the API's answer is not a peer list")?;
+    let now = distributeai_protocol::time::now_ms();
+    println!(
+        "{:<54} {:<9} {:<9} {:>4} {:>9} {:<10} LAST SEEN",
+        "PEER ID", "CONNECTED", "FOUND BY", "CPUS", "MEMORY", "REGION"
+    );
+    for peer in &peers {
+        let caps = &peer["capabilities"];
+        let ago = now.saturating_sub(peer["last_seen"].as_u64().unwrap_or(now)) / 1000;
+        println!(
+            "{:<54} {:<9} {:<9} {:>4} {:>9} {:<10} {}s ago",
+            peer["peer_id"].as_str().unwrap_or("?"),
+            if peer["connected"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            peer["source"].as_str().unwrap_or("-"),
+            caps["cpus"]
+                .as_u64()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            caps["memory_mb"]
+                .as_u64()
+                .map(|m| format!("{m} MiB"))
+                .unwrap_or_else(|| "-".into()),
+            caps["region"]
+                .as_str()
+                .filter(|r| !r.is_empty())
+                .unwrap_or("-"),
+            ago
+        );
+    }
+    if peers.is_empty() {
+        println!("(no peers yet)");
+    }
+    Ok(())
+}
+
+/// `host:port` or a full URL, as a base URL without a trailing slash.
+pub fn api_base(api: &str) -> String {
+    let trimmed = api.trim_end_matches('/');
+    if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
+        trimmed.to_string()
+    } else {
+        format!("http://{trimmed}")
+    }
 }

@@ -1,16 +1,44 @@
 //! The DistributeAI node: the `distributeai` binary's library.
 //!
+//! - [`api`]: the local HTTP API (axum).
 //! - [`cli`]: the command line (clap), one subcommand per user action.
+//! - [`config`]: the TOML config file.
 //! - [`executor`]: running a job in a sandboxed Docker container.
 //! - [`host`]: what this machine can offer (CPUs, memory, GPUs).
+//! - [`metrics`]: Prometheus counters, e.g. messages dropped at the edge by reason.
+//! - [`network`]: the libp2p mesh, owned by one task, driven through a cloneable client.
 //! - [`paths`]: where a node keeps its data.
+//! - [`peers`]: the table of known peers and their capabilities.
+//! - [`service`]: a running node: network, API and the loop tying them together.
 //!
 //! The mesh, executor, store and API are built on the protocol crate's types and the
 //! verifier's decisions; see `docs/architecture.md` for how a job flows through them.
 
+pub mod api;
 pub mod cli;
+pub mod config;
 pub mod executor;
 pub mod host;
+pub mod metrics;
+pub mod network;
 pub mod paths;
+pub mod peers;
+pub mod service;
 
 pub use cli::{Cli, run};
+
+/// Serialises a value through its `Display` form (PeerIds and multiaddrs in JSON).
+pub(crate) fn serde_display<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+/// Serialises a list through the values' `Display` forms.
+pub(crate) fn serde_display_vec<T: std::fmt::Display, S: serde::Serializer>(
+    values: &[T],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(values.iter().map(|v| v.to_string()))
+}

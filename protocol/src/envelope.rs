@@ -155,6 +155,21 @@ impl<T: SignedMessage> Signed<T> {
         })
     }
 
+    /// An envelope from its parts as they travel; nothing is checked until [`Signed::open`].
+    pub fn from_parts(body: Vec<u8>, signer: PublicKey, signature: SignatureBytes) -> Self {
+        Self {
+            body,
+            signer,
+            signature,
+            _type: PhantomData,
+        }
+    }
+
+    /// The claimed signature.
+    pub fn signature(&self) -> SignatureBytes {
+        self.signature
+    }
+
     /// Who claims to have signed it (verified only by [`Signed::open`]).
     pub fn signer(&self) -> PublicKey {
         self.signer

@@ -262,22 +262,12 @@ fn forged_verdicts_are_rejected() {
 
     // A bid whose signature was tampered with (claims a worker who never bid).
     let mut v = verdict();
-    let mut value: ciborium::Value = ciborium::from_reader(
-        distributeai_protocol::codec::encode(&signed_bid(0))
-            .expect("encode")
-            .as_slice(),
-    )
-    .expect("value");
-    if let ciborium::Value::Map(entries) = &mut value {
-        for (key, v) in entries.iter_mut() {
-            if key.as_text() == Some("signer") {
-                *v = ciborium::Value::Bytes(worker(7).public_key().as_bytes().to_vec());
-            }
-        }
-    }
-    let mut bytes = Vec::new();
-    ciborium::into_writer(&value, &mut bytes).expect("encode");
-    v.workers[0].bid = distributeai_protocol::codec::decode(&bytes).expect("decode");
+    let genuine = signed_bid(0);
+    v.workers[0].bid = Signed::from_parts(
+        genuine.body().to_vec(),
+        worker(7).public_key(),
+        genuine.signature(),
+    );
     assert!(matches!(
         open_verdict(&s, v),
         Err(ValidationError::Nested {

@@ -37,7 +37,8 @@ use bollard::query_parameters::{
 };
 use distributeai_protocol::limits::MAX_TIMEOUT_S;
 use distributeai_protocol::time::now_ms;
-use distributeai_protocol::{ExecutionFailure, JobSpec};
+use distributeai_protocol::validate::{check_image_digest, check_image_reference};
+use distributeai_protocol::{ExecutionFailure, JobSpec, LocalImage};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -178,6 +179,46 @@ enum Ending {
     Cancelled,
     StdoutTooLarge,
     OutputTooLarge,
+}
+
+/// Connects to the local Docker engine, agreeing on an API version it speaks.
+pub async fn connect_engine() -> Result<Docker, ExecutorError> {
+    let docker = Docker::connect_with_local_defaults()
+        .map_err(engine("connecting to the Docker engine"))?
+        // A request stays open as long as the longest job may run.
+        .with_timeout(Duration::from_secs(u64::from(MAX_TIMEOUT_S) + 600))
+        .negotiate_version()
+        .await
+        .map_err(engine("negotiating the Docker API version"))?;
+    docker
+        .ping()
+        .await
+        .map_err(engine("pinging the Docker engine"))?;
+    Ok(docker)
+}
+
+/// The tagged images present in the engine, for the node's announcement.
+pub async fn local_images(docker: &Docker) -> Result<Vec<LocalImage>, ExecutorError> {
+    let images = docker
+        .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+        .await
+        .map_err(engine("listing images"))?;
+    let mut out = Vec::new();
+    for image in images {
+        for tag in image.repo_tags.iter().filter(|t| *t != "<none>:<none>") {
+            if check_image_reference("images", tag).is_err() {
+                continue;
+            }
+            let digest = Some(image.id.clone()).filter(|d| check_image_digest("images", d).is_ok());
+            out.push(LocalImage {
+                reference: tag.clone(),
+                digest,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.reference.cmp(&b.reference));
+    out.truncate(distributeai_protocol::limits::MAX_LOCAL_IMAGES);
+    Ok(out)
 }
 
 impl DockerExecutor {

@@ -1,0 +1,155 @@
+//! The composed libp2p behaviour and the swarm built from it.
+
+use std::time::Duration;
+
+use distributeai_protocol::NodeIdentity;
+use distributeai_protocol::limits::{MAX_CLOCK_SKEW_MS, MAX_MESSAGE_BYTES};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    Swarm, gossipsub, identify, kad, mdns, noise, ping, relay, request_response, tcp, yamux,
+};
+
+use super::codec::{self, Codec};
+use super::{GOSSIP_TOPIC, IDENTIFY_PROTOCOL, KAD_PROTOCOL, NetworkConfig, NetworkError, Role};
+use crate::metrics::Metrics;
+
+/// Everything a DistributeAI peer speaks.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) kademlia: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(crate) request_response: request_response::Behaviour<Codec>,
+    pub(crate) relay_server: Toggle<relay::Behaviour>,
+    pub(crate) relay_client: relay::client::Behaviour,
+}
+
+fn setup_error(e: impl std::fmt::Display) -> NetworkError {
+    NetworkError::Setup(e.to_string())
+}
+
+fn gossipsub_behaviour(
+    key: &libp2p::identity::Keypair,
+    config: &NetworkConfig,
+) -> Result<gossipsub::Behaviour, NetworkError> {
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(config.gossip_heartbeat)
+        // Messages must carry the author's libp2p signature; ours sits inside the data.
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        // Nothing is forwarded until the event loop has verified our envelope.
+        .validate_messages()
+        .message_id_fn(|message: &gossipsub::Message| {
+            gossipsub::MessageId::from(blake3::hash(&message.data).as_bytes().to_vec())
+        })
+        .max_transmit_size(MAX_MESSAGE_BYTES + 64 * 1024)
+        // Remember ids at least as long as a signed message stays fresh, so replays within
+        // the skew window are recognised as duplicates.
+        .duplicate_cache_time(Duration::from_millis(2 * MAX_CLOCK_SKEW_MS))
+        .build()
+        .map_err(setup_error)?;
+    let mut gossipsub = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossip_config,
+    )
+    .map_err(setup_error)?;
+
+    let topic = gossipsub::IdentTopic::new(GOSSIP_TOPIC);
+    let mut params = gossipsub::PeerScoreParams {
+        // Several home nodes can share one public IP behind NAT, and test meshes share
+        // 127.0.0.1: colocation is not evidence of a Sybil attack here.
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    };
+    params.topics.insert(
+        topic.hash(),
+        gossipsub::TopicScoreParams {
+            // Each rejected message costs its sender; a few push it below the gossip
+            // threshold, more graylist it.
+            invalid_message_deliveries_weight: -10.0,
+            invalid_message_deliveries_decay: 0.5,
+            ..Default::default()
+        },
+    );
+    gossipsub
+        .with_peer_score(params, gossipsub::PeerScoreThresholds::default())
+        .map_err(setup_error)?;
+    gossipsub.subscribe(&topic).map_err(setup_error)?;
+    Ok(gossipsub)
+}
+
+/// Builds the swarm: transports, behaviours and swarm settings.
+pub(crate) fn build_swarm(
+    identity: &NodeIdentity,
+    config: &NetworkConfig,
+    metrics: Metrics,
+) -> Result<Swarm<Behaviour>, NetworkError> {
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(identity.libp2p_keypair())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(setup_error)?
+        .with_quic()
+        .with_dns()
+        .map_err(setup_error)?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(setup_error)?
+        .with_behaviour(|key, relay_client| {
+            let peer_id = key.public().to_peer_id();
+            let gossipsub = gossipsub_behaviour(key, config).map_err(|e| e.to_string())?;
+
+            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+            kad_config.set_query_timeout(Duration::from_secs(30));
+            let mut kademlia = kad::Behaviour::with_config(
+                peer_id,
+                kad::store::MemoryStore::new(peer_id),
+                kad_config,
+            );
+            let mode = match (config.role, config.kad_server) {
+                (Role::Bootstrap, _) | (_, Some(true)) => Some(kad::Mode::Server),
+                (_, Some(false)) => Some(kad::Mode::Client),
+                (_, None) => None,
+            };
+            kademlia.set_mode(mode);
+
+            let identify = identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                    .with_agent_version(format!("distributeai/{}", env!("CARGO_PKG_VERSION"))),
+            );
+            let mdns = if config.mdns {
+                let mdns_config = mdns::Config {
+                    query_interval: Duration::from_secs(5),
+                    ..Default::default()
+                };
+                Some(mdns::tokio::Behaviour::new(mdns_config, peer_id).map_err(|e| e.to_string())?)
+            } else {
+                None
+            };
+            let request_response = request_response::Behaviour::with_codec(
+                Codec::new(metrics.clone()),
+                [(codec::PROTOCOL, request_response::ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(config.request_timeout),
+            );
+            let relay_server = (config.role == Role::Bootstrap)
+                .then(|| relay::Behaviour::new(peer_id, relay::Config::default()));
+            Ok(Behaviour {
+                gossipsub,
+                kademlia,
+                identify,
+                ping: ping::Behaviour::default(),
+                mdns: mdns.into(),
+                request_response,
+                relay_server: relay_server.into(),
+                relay_client,
+            })
+        })
+        .map_err(setup_error)?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    Ok(swarm)
+}

@@ -1,0 +1,559 @@
+//! The task that owns the swarm: it runs commands from [`super::Client`], verifies everything
+//! that arrives, and turns swarm events into [`NetworkEvent`]s.
+
+use std::collections::{HashMap, HashSet};
+
+use distributeai_protocol::time::now_ms;
+use distributeai_protocol::{
+    Digest, GossipMessage, PublicKey, Request, Response, SignedMessage, ValidationContext,
+    ValidationError, VerifiedGossip,
+};
+use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns, request_response};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::behaviour::{Behaviour, BehaviourEvent};
+use super::replay::SeenCache;
+use super::{
+    ConnectedPeer, DiscoverySource, GOSSIP_TOPIC, InboundRequest, InboundRequestId, KAD_PROTOCOL,
+    NetworkConfig, NetworkError, NetworkEvent, NetworkInfo, VerifiedResponse,
+};
+use crate::metrics::Metrics;
+
+/// Commands from [`super::Client`].
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Publish on the gossip topic.
+    Publish {
+        message: GossipMessage,
+        reply: oneshot::Sender<Result<(), NetworkError>>,
+    },
+    /// Send a direct request.
+    Request {
+        peer: PeerId,
+        request: Request,
+        reply: oneshot::Sender<Result<VerifiedResponse, NetworkError>>,
+    },
+    /// Answer an inbound request.
+    Respond {
+        id: InboundRequestId,
+        response: Response,
+    },
+    /// Dial an address.
+    Dial {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<(), NetworkError>>,
+    },
+    /// Remember addresses of a peer.
+    AddAddresses {
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+    },
+    /// Report our state.
+    Info { reply: oneshot::Sender<NetworkInfo> },
+}
+
+/// Owns the swarm; run it with [`EventLoop::run`].
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    config: NetworkConfig,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetworkEvent>,
+    metrics: Metrics,
+    topic: gossipsub::IdentTopic,
+    pending_requests: HashMap<
+        request_response::OutboundRequestId,
+        (
+            PeerId,
+            oneshot::Sender<Result<VerifiedResponse, NetworkError>>,
+        ),
+    >,
+    inbound: HashMap<InboundRequestId, request_response::ResponseChannel<Response>>,
+    next_inbound: u64,
+    sources: HashMap<PeerId, DiscoverySource>,
+    bootstrap_peers: HashSet<PeerId>,
+    listen_addrs: Vec<Multiaddr>,
+    seen: SeenCache,
+}
+
+fn peer_of(address: &Multiaddr) -> Option<PeerId> {
+    address.iter().find_map(|p| match p {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+fn signer_is(signer: &PublicKey, peer: &PeerId) -> bool {
+    signer.peer_id().is_ok_and(|p| p == *peer)
+}
+
+fn gossip_parts(message: &VerifiedGossip) -> (&'static str, PublicKey, Digest) {
+    match message {
+        VerifiedGossip::Node(m) => (kind_name(&m.envelope), m.signer, m.envelope.content_id()),
+        VerifiedGossip::Job(m) => (kind_name(&m.envelope), m.signer, m.envelope.content_id()),
+        VerifiedGossip::Cancel(m) => (kind_name(&m.envelope), m.signer, m.envelope.content_id()),
+        VerifiedGossip::Verdict(m) => (kind_name(&m.envelope), m.signer, m.envelope.content_id()),
+    }
+}
+
+fn kind_name<T: SignedMessage>(_: &distributeai_protocol::Signed<T>) -> &'static str {
+    T::KIND.name()
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        mut swarm: Swarm<Behaviour>,
+        config: NetworkConfig,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<NetworkEvent>,
+        metrics: Metrics,
+    ) -> Result<Self, NetworkError> {
+        for address in &config.listen {
+            swarm
+                .listen_on(address.clone())
+                .map_err(|e| NetworkError::Setup(format!("cannot listen on {address}: {e}")))?;
+        }
+        let mut bootstrap_peers = HashSet::new();
+        for address in &config.bootstrap {
+            match peer_of(address) {
+                Some(peer) => {
+                    bootstrap_peers.insert(peer);
+                    swarm
+                        .behaviour_mut()
+                        .kademlia
+                        .add_address(&peer, address.clone());
+                }
+                None => {
+                    warn!(%address, "bootstrap address has no /p2p/<PeerId>; dialing it anyway")
+                }
+            }
+        }
+        let window = 2 * distributeai_protocol::limits::MAX_CLOCK_SKEW_MS;
+        Ok(Self {
+            swarm,
+            config,
+            commands,
+            events,
+            metrics,
+            topic: gossipsub::IdentTopic::new(GOSSIP_TOPIC),
+            pending_requests: HashMap::new(),
+            inbound: HashMap::new(),
+            next_inbound: 0,
+            sources: HashMap::new(),
+            bootstrap_peers,
+            listen_addrs: Vec::new(),
+            seen: SeenCache::new(window, 200_000),
+        })
+    }
+
+    /// Runs until `shutdown` fires or every [`super::Client`] is dropped.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.dial_bootstrap_peers();
+        let mut redial = tokio::time::interval(self.config.redial_interval);
+        redial.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                _ = redial.tick() => self.redial_if_isolated(),
+            }
+        }
+        debug!("network task stopped");
+    }
+
+    fn dial_bootstrap_peers(&mut self) {
+        for address in self.config.bootstrap.clone() {
+            if let Err(e) = self.swarm.dial(address.clone()) {
+                warn!(%address, error = %e, "cannot dial bootstrap peer");
+            }
+        }
+        if !self.bootstrap_peers.is_empty() {
+            // Fills the routing table; fails only when no peer is known, which we just added.
+            let _ = self.swarm.behaviour_mut().kademlia.bootstrap();
+        }
+    }
+
+    fn redial_if_isolated(&mut self) {
+        let connected_to_bootstrap = self
+            .bootstrap_peers
+            .iter()
+            .any(|p| self.swarm.is_connected(p));
+        if !self.config.bootstrap.is_empty() && !connected_to_bootstrap {
+            debug!("not connected to any bootstrap peer; dialing them again");
+            self.dial_bootstrap_peers();
+        }
+    }
+
+    fn emit(&mut self, event: NetworkEvent) {
+        if let Err(mpsc::error::TrySendError::Full(event)) = self.events.try_send(event) {
+            // The node is not keeping up; dropping is better than stalling the swarm.
+            let kind = match event {
+                NetworkEvent::Gossip { .. } => "gossip",
+                NetworkEvent::Request { .. } => "request",
+                _ => "event",
+            };
+            self.metrics.dropped(kind, "node_busy");
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Publish { message, reply } => {
+                let result = message
+                    .encode()
+                    .map_err(|e| NetworkError::Publish(e.to_string()))
+                    .and_then(|bytes| {
+                        self.swarm
+                            .behaviour_mut()
+                            .gossipsub
+                            .publish(self.topic.clone(), bytes)
+                            .map(|_| ())
+                            .map_err(|e| NetworkError::Publish(e.to_string()))
+                    });
+                let _ = reply.send(result);
+            }
+            Command::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .request_response
+                    .send_request(&peer, request);
+                self.pending_requests.insert(id, (peer, reply));
+            }
+            Command::Respond { id, response } => {
+                if let Some(channel) = self.inbound.remove(&id)
+                    && self
+                        .swarm
+                        .behaviour_mut()
+                        .request_response
+                        .send_response(channel, response)
+                        .is_err()
+                {
+                    debug!("the requester went away before our response");
+                }
+            }
+            Command::Dial { address, reply } => {
+                if let Some(peer) = peer_of(&address) {
+                    self.sources.entry(peer).or_insert(DiscoverySource::Dialed);
+                }
+                let result = self
+                    .swarm
+                    .dial(address)
+                    .map_err(|e| NetworkError::Dial(e.to_string()));
+                let _ = reply.send(result);
+            }
+            Command::AddAddresses { peer, addresses } => {
+                if peer == *self.swarm.local_peer_id() {
+                    return;
+                }
+                self.sources.entry(peer).or_insert(DiscoverySource::Gossip);
+                for address in addresses {
+                    self.swarm.add_peer_address(peer, address);
+                }
+            }
+            Command::Info { reply } => {
+                let _ = reply.send(self.info());
+            }
+        }
+    }
+
+    fn info(&self) -> NetworkInfo {
+        let mut connected: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+        for peer in self.swarm.connected_peers() {
+            connected.entry(*peer).or_default();
+        }
+        NetworkInfo {
+            peer_id: *self.swarm.local_peer_id(),
+            listen_addrs: self.listen_addrs.clone(),
+            connected: connected
+                .into_keys()
+                .map(|peer| ConnectedPeer {
+                    peer_id: peer,
+                    addresses: Vec::new(),
+                    source: self
+                        .sources
+                        .get(&peer)
+                        .copied()
+                        .unwrap_or(DiscoverySource::Inbound),
+                })
+                .collect(),
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                self.listen_addrs.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| *a != address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } if num_established.get() == 1 => {
+                let source = if self.bootstrap_peers.contains(&peer_id) {
+                    DiscoverySource::Bootstrap
+                } else if let Some(source) = self.sources.get(&peer_id) {
+                    *source
+                } else if matches!(endpoint, ConnectedPoint::Listener { .. }) {
+                    DiscoverySource::Inbound
+                } else {
+                    DiscoverySource::Dialed
+                };
+                self.sources.insert(peer_id, source);
+                debug!(%peer_id, ?source, "connected");
+                self.metrics
+                    .set_connected_peers(self.swarm.connected_peers().count());
+                self.emit(NetworkEvent::PeerConnected {
+                    peer: peer_id,
+                    source,
+                });
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.metrics
+                    .set_connected_peers(self.swarm.connected_peers().count());
+                self.emit(NetworkEvent::PeerDisconnected { peer: peer_id });
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(?peer_id, %error, "outgoing connection failed");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => self.on_gossip(propagation_source, message_id, message),
+            BehaviourEvent::RequestResponse(event) => self.on_request_response(event),
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
+                if info.protocols.contains(&KAD_PROTOCOL) =>
+            {
+                for address in &info.listen_addrs {
+                    self.swarm
+                        .behaviour_mut()
+                        .kademlia
+                        .add_address(&peer_id, address.clone());
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, address) in found {
+                    if peer == *self.swarm.local_peer_id() {
+                        continue;
+                    }
+                    self.sources.entry(peer).or_insert(DiscoverySource::Mdns);
+                    self.swarm.add_peer_address(peer, address.clone());
+                    if !self.swarm.is_connected(&peer)
+                        && let Err(e) = self.swarm.dial(address.clone())
+                    {
+                        debug!(%peer, %address, error = %e, "cannot dial mDNS peer");
+                    }
+                }
+            }
+            BehaviourEvent::Kademlia(kad::Event::RoutingUpdated {
+                peer, is_new_peer, ..
+            }) if is_new_peer => {
+                self.sources.entry(peer).or_insert(DiscoverySource::Dht);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossip(
+        &mut self,
+        propagation_source: PeerId,
+        message_id: gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) {
+        let now = now_ms();
+        let acceptance =
+            match GossipMessage::decode_verified(&message.data, &ValidationContext::live_at(now)) {
+                Ok(verified) => {
+                    let (kind, signer, content_id) = gossip_parts(&verified);
+                    let author = message.source;
+                    if !author.is_some_and(|a| signer_is(&signer, &a)) {
+                        self.drop_gossip(
+                            &propagation_source,
+                            "inconsistent",
+                            "signer is not the gossip author",
+                        );
+                        gossipsub::MessageAcceptance::Reject
+                    } else if !self.seen.first_sighting(content_id, now) {
+                        self.metrics.dropped("gossip", "replayed");
+                        debug!(%propagation_source, kind, "dropped replayed gossip");
+                        gossipsub::MessageAcceptance::Ignore
+                    } else {
+                        self.metrics.accepted(kind);
+                        if let Some(author) = author {
+                            self.emit(NetworkEvent::Gossip {
+                                author,
+                                message: verified,
+                            });
+                        }
+                        gossipsub::MessageAcceptance::Accept
+                    }
+                }
+                Err(error) => {
+                    self.drop_gossip(&propagation_source, error.reason(), &error.to_string());
+                    gossipsub::MessageAcceptance::Reject
+                }
+            };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&message_id, &propagation_source, acceptance);
+    }
+
+    fn drop_gossip(&self, from: &PeerId, reason: &str, detail: &str) {
+        self.metrics.dropped("gossip", reason);
+        debug!(%from, reason, detail, "dropped gossip message");
+    }
+
+    fn on_request_response(&mut self, event: request_response::Event<Request, Response>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => match verify_request(&peer, request) {
+                    Ok(request) => {
+                        let id = InboundRequestId(self.next_inbound);
+                        self.next_inbound += 1;
+                        self.inbound.insert(id, channel);
+                        self.metrics.accepted("request");
+                        self.emit(NetworkEvent::Request { peer, request, id });
+                    }
+                    Err(error) => {
+                        self.metrics.dropped("request", error.reason());
+                        debug!(%peer, %error, "refused direct request");
+                        let _ = self.swarm.behaviour_mut().request_response.send_response(
+                            channel,
+                            Response::Refused(truncate(&error.to_string())),
+                        );
+                    }
+                },
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some((peer, reply)) = self.pending_requests.remove(&request_id) {
+                        let verified = verify_response(&peer, response).map_err(|error| {
+                            self.metrics.dropped("response", error.reason());
+                            NetworkError::InvalidResponse {
+                                peer,
+                                reason: error.to_string(),
+                            }
+                        });
+                        let _ = reply.send(verified);
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, reply)) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Err(NetworkError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "inbound request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+fn truncate(text: &str) -> String {
+    let max = distributeai_protocol::limits::MAX_SHORT_TEXT_LEN;
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// Opens the signed part of a request and checks it was signed by the peer that sent it.
+fn verify_request(peer: &PeerId, request: Request) -> Result<InboundRequest, ValidationError> {
+    let ctx = ValidationContext::live();
+    let from_peer = |signer: &PublicKey| {
+        if signer_is(signer, peer) {
+            Ok(())
+        } else {
+            Err(ValidationError::WrongSigner(
+                "request is not signed by the peer that sent it",
+            ))
+        }
+    };
+    Ok(match request {
+        Request::Bid(m) => {
+            let v = m.open(&ctx)?;
+            from_peer(&v.signer)?;
+            InboundRequest::Bid(v)
+        }
+        Request::Assign(m) => {
+            let v = m.open(&ctx)?;
+            from_peer(&v.signer)?;
+            InboundRequest::Assign(v)
+        }
+        Request::Commit(m) => {
+            let v = m.open(&ctx)?;
+            from_peer(&v.signer)?;
+            InboundRequest::Commit(v)
+        }
+        Request::Reveal { job_id, attempt } => InboundRequest::Reveal { job_id, attempt },
+        Request::FetchOutput { job_id, offset } => InboundRequest::FetchOutput { job_id, offset },
+        Request::LedgerSync(sync) => InboundRequest::LedgerSync(sync),
+    })
+}
+
+/// Opens the signed part of a response and checks it was signed by the peer that sent it.
+fn verify_response(peer: &PeerId, response: Response) -> Result<VerifiedResponse, ValidationError> {
+    Ok(match response {
+        Response::Ack => VerifiedResponse::Ack,
+        Response::Refused(reason) => VerifiedResponse::Refused(reason),
+        Response::Reveal(m) => {
+            let v = m.open(&ValidationContext::live())?;
+            if !signer_is(&v.signer, peer) {
+                return Err(ValidationError::WrongSigner(
+                    "reveal is not signed by the peer that sent it",
+                ));
+            }
+            VerifiedResponse::Reveal(Box::new(v))
+        }
+        Response::Output(chunk) => VerifiedResponse::Output(chunk),
+        Response::Ledger(batch) => VerifiedResponse::Ledger(batch),
+    })
+}

@@ -1,0 +1,267 @@
+//! The mesh: one task owns the libp2p `Swarm`; the rest of the node talks to it through a
+//! cloneable [`Client`] and hears from it through a stream of [`NetworkEvent`]s.
+//!
+//! libp2p types stop here, apart from `PeerId` and `Multiaddr`, which name peers and
+//! addresses everywhere. Behaviours: gossipsub (signed, manual validation, blake3 message ids),
+//! Kademlia, identify, ping, mDNS, request-response with the protocol's CBOR codec, and relay
+//! (a server on bootstrap peers, a client on nodes). Transports: TCP + noise + yamux, QUIC,
+//! with DNS resolution.
+//!
+//! Every gossip message and every direct request is decoded and verified with the protocol
+//! crate in the event loop, before anything acts on it or gossipsub forwards it; rejects are
+//! reported to gossipsub (which penalises the sender's score) and counted by reason.
+
+mod behaviour;
+mod client;
+pub mod codec;
+mod event_loop;
+pub mod replay;
+
+use std::time::Duration;
+
+use distributeai_protocol::{
+    Assignment, Bid, JobId, LedgerSyncRequest, LedgerSyncResponse, NodeIdentity, OutputChunk,
+    ResultCommitment, ResultReveal, Verified, VerifiedGossip,
+};
+use libp2p::{Multiaddr, PeerId};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+pub use client::Client;
+pub use event_loop::EventLoop;
+
+use crate::metrics::Metrics;
+
+/// The gossipsub topic every node subscribes to.
+pub const GOSSIP_TOPIC: &str = "/distributeai/gossip/1.0.0";
+/// The Kademlia protocol name: a DHT of DistributeAI nodes only.
+pub const KAD_PROTOCOL: libp2p::StreamProtocol =
+    libp2p::StreamProtocol::new("/distributeai/kad/1.0.0");
+/// The identify protocol version.
+pub const IDENTIFY_PROTOCOL: &str = "/distributeai/1.0.0";
+
+/// What a peer on the mesh is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A full node: runs and submits jobs.
+    Node,
+    /// A bootstrap peer: routes only, and relays for peers behind NAT.
+    Bootstrap,
+}
+
+/// Network settings.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap peers to join through (`/ip4/…/tcp/…/p2p/<PeerId>`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Whether to discover peers on the LAN by mDNS.
+    pub mdns: bool,
+    /// Node or bootstrap peer.
+    pub role: Role,
+    /// Kademlia server mode: forced on or off, or `None` to let libp2p decide from whether
+    /// the node's addresses are confirmed reachable.
+    pub kad_server: Option<bool>,
+    /// How long a direct request may take.
+    pub request_timeout: Duration,
+    /// Gossipsub heartbeat.
+    pub gossip_heartbeat: Duration,
+    /// How often to re-dial bootstrap peers when connected to none of them.
+    pub redial_interval: Duration,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen_addrs(4001),
+            bootstrap: Vec::new(),
+            mdns: true,
+            role: Role::Node,
+            kad_server: None,
+            request_timeout: Duration::from_secs(30),
+            gossip_heartbeat: Duration::from_secs(1),
+            redial_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// TCP and QUIC on all IPv4 interfaces at `port`.
+pub fn default_listen_addrs(port: u16) -> Vec<Multiaddr> {
+    [
+        format!("/ip4/0.0.0.0/tcp/{port}"),
+        format!("/ip4/0.0.0.0/udp/{port}/quic-v1"),
+    ]
+    .iter()
+    .filter_map(|a| a.parse().ok())
+    .collect()
+}
+
+/// How we came to know a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoverySource {
+    /// It is one of our bootstrap peers.
+    Bootstrap,
+    /// Found on the LAN by mDNS.
+    Mdns,
+    /// Found through the Kademlia DHT.
+    Dht,
+    /// Learned from its signed node announcement on gossip.
+    Gossip,
+    /// It connected to us.
+    Inbound,
+    /// Dialed on request.
+    Dialed,
+}
+
+/// Opaque handle of an inbound request awaiting our response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InboundRequestId(u64);
+
+/// A direct request whose signed part has been verified, and whose signer is the peer that
+/// sent it.
+#[derive(Debug, Clone)]
+pub enum InboundRequest {
+    /// A worker's bid.
+    Bid(Verified<Bid>),
+    /// A submitter's assignment.
+    Assign(Verified<Assignment>),
+    /// A worker's commitment.
+    Commit(Verified<ResultCommitment>),
+    /// A submitter asks for the reveal.
+    Reveal {
+        /// The job.
+        job_id: JobId,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// A submitter fetches output.
+    FetchOutput {
+        /// The job.
+        job_id: JobId,
+        /// Offset into the bundle.
+        offset: u64,
+    },
+    /// A peer catches up on the ledger.
+    LedgerSync(LedgerSyncRequest),
+}
+
+/// A response whose signed part has been verified against the peer that sent it.
+#[derive(Debug, Clone)]
+pub enum VerifiedResponse {
+    /// Accepted.
+    Ack,
+    /// Refused, with the peer's reason.
+    Refused(String),
+    /// A reveal signed by the peer.
+    Reveal(Box<Verified<ResultReveal>>),
+    /// A piece of output.
+    Output(OutputChunk),
+    /// Ledger entries; each is validated by the ledger on its own.
+    Ledger(LedgerSyncResponse),
+}
+
+/// What the network tells the rest of the node.
+#[derive(Debug, Clone)]
+pub enum NetworkEvent {
+    /// A valid gossip message from another node.
+    Gossip {
+        /// The node that published it (also its signer).
+        author: PeerId,
+        /// The verified message.
+        message: VerifiedGossip,
+    },
+    /// A valid direct request; answer it with [`Client::respond`].
+    Request {
+        /// Who sent it.
+        peer: PeerId,
+        /// The verified request.
+        request: InboundRequest,
+        /// Where the answer goes.
+        id: InboundRequestId,
+    },
+    /// The first connection to a peer opened.
+    PeerConnected {
+        /// The peer.
+        peer: PeerId,
+        /// How we found it.
+        source: DiscoverySource,
+    },
+    /// The last connection to a peer closed.
+    PeerDisconnected {
+        /// The peer.
+        peer: PeerId,
+    },
+}
+
+/// A connected peer, as the network sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectedPeer {
+    /// The peer.
+    #[serde(serialize_with = "crate::serde_display")]
+    pub peer_id: PeerId,
+    /// Addresses we are connected to it on.
+    #[serde(serialize_with = "crate::serde_display_vec")]
+    pub addresses: Vec<Multiaddr>,
+    /// How we found it.
+    pub source: DiscoverySource,
+}
+
+/// The network's view of itself.
+#[derive(Debug, Clone)]
+pub struct NetworkInfo {
+    /// Our PeerId.
+    pub peer_id: PeerId,
+    /// Addresses we listen on.
+    pub listen_addrs: Vec<Multiaddr>,
+    /// Peers with an open connection.
+    pub connected: Vec<ConnectedPeer>,
+}
+
+/// Why a network operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NetworkError {
+    /// The network task has stopped.
+    #[error("the network task has stopped")]
+    Stopped,
+    /// The swarm could not be built or started.
+    #[error("cannot start the network: {0}")]
+    Setup(String),
+    /// Publishing failed (e.g. no peers subscribed yet).
+    #[error("publish failed: {0}")]
+    Publish(String),
+    /// A direct request failed (unreachable peer, timeout, refused stream).
+    #[error("request to {peer} failed: {reason}")]
+    Request {
+        /// The peer.
+        peer: PeerId,
+        /// What happened.
+        reason: String,
+    },
+    /// The peer's response failed verification.
+    #[error("invalid response from {peer}: {reason}")]
+    InvalidResponse {
+        /// The peer.
+        peer: PeerId,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Dialing failed.
+    #[error("dial failed: {0}")]
+    Dial(String),
+}
+
+/// Builds the swarm for `identity`. Returns the handle, the event stream and the loop that
+/// must be spawned (`event_loop.run(shutdown)`) for anything to happen.
+pub fn new(
+    identity: &NodeIdentity,
+    config: NetworkConfig,
+    metrics: Metrics,
+) -> Result<(Client, mpsc::Receiver<NetworkEvent>, EventLoop), NetworkError> {
+    let swarm = behaviour::build_swarm(identity, &config, metrics.clone())?;
+    let (command_tx, command_rx) = mpsc::channel(256);
+    let (event_tx, event_rx) = mpsc::channel(4096);
+    let event_loop = EventLoop::new(swarm, config, command_rx, event_tx, metrics)?;
+    Ok((Client::new(command_tx), event_rx, event_loop))
+}

@@ -1,0 +1,235 @@
+//! The table of peers this node knows: who they are, where they listen, what they offer, when
+//! we last heard from them, and whether we are connected. Pure state, updated by the node's
+//! service loop from network events; peers that go silent expire.
+
+use std::collections::HashMap;
+
+use distributeai_protocol::time::TimestampMs;
+use distributeai_protocol::{Capabilities, NodeAnnouncement, PublicKey, Verified};
+use libp2p::{Multiaddr, PeerId};
+use serde::Serialize;
+
+use crate::network::DiscoverySource;
+
+/// What we know of one peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerRecord {
+    /// Its PeerId.
+    #[serde(serialize_with = "crate::serde_display")]
+    pub peer_id: PeerId,
+    /// Its public key, when it has announced itself.
+    pub public_key: Option<PublicKey>,
+    /// Addresses it announced.
+    #[serde(serialize_with = "crate::serde_display_vec")]
+    pub addresses: Vec<Multiaddr>,
+    /// What it offers, from its latest signed announcement.
+    pub capabilities: Option<Capabilities>,
+    /// Whether it bids for jobs.
+    pub accepts_jobs: bool,
+    /// When we last heard from it (ms since the epoch).
+    pub last_seen: TimestampMs,
+    /// Whether a connection to it is open.
+    pub connected: bool,
+    /// How we found it.
+    pub source: Option<DiscoverySource>,
+    /// Sequence number of its latest announcement.
+    #[serde(skip)]
+    pub sequence: u64,
+}
+
+/// What an announcement did to the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnouncementOutcome {
+    /// A peer we had not heard announce before.
+    New,
+    /// A newer announcement of a known peer.
+    Updated,
+    /// Older than one we already have: ignored.
+    Stale,
+}
+
+/// Known peers, by PeerId.
+#[derive(Debug, Clone)]
+pub struct PeerTable {
+    peers: HashMap<PeerId, PeerRecord>,
+    expiry_ms: u64,
+}
+
+impl PeerTable {
+    /// A table that forgets disconnected peers silent for `expiry_ms`.
+    pub fn new(expiry_ms: u64) -> Self {
+        Self {
+            peers: HashMap::new(),
+            expiry_ms,
+        }
+    }
+
+    fn entry(&mut self, peer: PeerId, now: TimestampMs) -> &mut PeerRecord {
+        self.peers.entry(peer).or_insert_with(|| PeerRecord {
+            peer_id: peer,
+            public_key: None,
+            addresses: Vec::new(),
+            capabilities: None,
+            accepts_jobs: false,
+            last_seen: now,
+            connected: false,
+            source: None,
+            sequence: 0,
+        })
+    }
+
+    /// Records a verified announcement from `peer` (its signer).
+    pub fn on_announcement(
+        &mut self,
+        peer: PeerId,
+        announcement: &Verified<NodeAnnouncement>,
+        now: TimestampMs,
+    ) -> AnnouncementOutcome {
+        let message = &announcement.message;
+        let record = self.entry(peer, now);
+        let outcome = if record.capabilities.is_none() {
+            AnnouncementOutcome::New
+        } else if message.sequence > record.sequence {
+            AnnouncementOutcome::Updated
+        } else {
+            return AnnouncementOutcome::Stale;
+        };
+        record.public_key = Some(announcement.signer);
+        record.capabilities = Some(message.capabilities.clone());
+        record.accepts_jobs = message.accepts_jobs;
+        record.addresses = message
+            .listen_addrs
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        record.sequence = message.sequence;
+        record.last_seen = now;
+        if record.source.is_none() {
+            record.source = Some(DiscoverySource::Gossip);
+        }
+        outcome
+    }
+
+    /// Records that a connection to `peer` opened.
+    pub fn on_connected(&mut self, peer: PeerId, source: DiscoverySource, now: TimestampMs) {
+        let record = self.entry(peer, now);
+        record.connected = true;
+        record.last_seen = now;
+        if record.source.is_none() || source != DiscoverySource::Inbound {
+            record.source = Some(source);
+        }
+    }
+
+    /// Records that the last connection to `peer` closed.
+    pub fn on_disconnected(&mut self, peer: PeerId, now: TimestampMs) {
+        if let Some(record) = self.peers.get_mut(&peer) {
+            record.connected = false;
+            record.last_seen = now;
+        }
+    }
+
+    /// Forgets disconnected peers not heard from within the expiry; returns them.
+    pub fn expire(&mut self, now: TimestampMs) -> Vec<PeerId> {
+        let expiry = self.expiry_ms;
+        let expired: Vec<PeerId> = self
+            .peers
+            .values()
+            .filter(|r| !r.connected && r.last_seen.saturating_add(expiry) < now)
+            .map(|r| r.peer_id)
+            .collect();
+        for peer in &expired {
+            self.peers.remove(peer);
+        }
+        expired
+    }
+
+    /// One peer.
+    pub fn get(&self, peer: &PeerId) -> Option<&PeerRecord> {
+        self.peers.get(peer)
+    }
+
+    /// All peers, sorted by PeerId.
+    pub fn list(&self) -> Vec<PeerRecord> {
+        let mut peers: Vec<PeerRecord> = self.peers.values().cloned().collect();
+        peers.sort_by_key(|p| p.peer_id.to_string());
+        peers
+    }
+
+    /// Number of peers.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use distributeai_protocol::{NodeIdentity, Signed, ValidationContext};
+
+    use super::*;
+
+    fn announcement(
+        identity: &NodeIdentity,
+        sequence: u64,
+        now: TimestampMs,
+    ) -> Verified<NodeAnnouncement> {
+        let message = NodeAnnouncement {
+            capabilities: Capabilities {
+                cpus: 4,
+                memory_mb: 8192,
+                gpus: vec![],
+                region: "test".into(),
+                version: "0.1.0".into(),
+                images: vec![],
+            },
+            listen_addrs: vec!["/ip4/127.0.0.1/tcp/4001".into(), "not an address".into()],
+            accepts_jobs: true,
+            issued_at: now,
+            sequence,
+        };
+        Signed::sign(identity, &message)
+            .expect("sign")
+            .open(&ValidationContext::live_at(now))
+            .expect("open")
+    }
+
+    #[test]
+    fn announcements_update_newer_only_and_silent_peers_expire() {
+        let identity = NodeIdentity::from_secret([3; 32]);
+        let peer = identity.peer_id();
+        let mut table = PeerTable::new(1000);
+        assert_eq!(
+            table.on_announcement(peer, &announcement(&identity, 5, 0), 0),
+            AnnouncementOutcome::New
+        );
+        assert_eq!(
+            table.on_announcement(peer, &announcement(&identity, 4, 10), 10),
+            AnnouncementOutcome::Stale
+        );
+        assert_eq!(
+            table.on_announcement(peer, &announcement(&identity, 6, 20), 20),
+            AnnouncementOutcome::Updated
+        );
+        let record = table.get(&peer).expect("record");
+        assert_eq!(
+            record.addresses.len(),
+            1,
+            "unparsable addresses are skipped"
+        );
+        assert_eq!(record.last_seen, 20);
+
+        table.on_connected(peer, DiscoverySource::Mdns, 30);
+        assert!(
+            table.expire(5000).is_empty(),
+            "connected peers never expire"
+        );
+        table.on_disconnected(peer, 40);
+        assert!(table.expire(1040).is_empty());
+        assert_eq!(table.expire(1041), vec![peer]);
+        assert!(table.is_empty());
+    }
+}

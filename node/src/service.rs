@@ -1,0 +1,359 @@
+//! A running node: starts the network, the local API and the service loop that keeps the
+//! peer table and announces this node, and stops them all cleanly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use distributeai_protocol::time::now_ms;
+use distributeai_protocol::{
+    Capabilities, GossipMessage, IdentityError, NodeAnnouncement, NodeIdentity, Signed,
+    VerifiedGossip,
+};
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::metrics::Metrics;
+use crate::network::{
+    self, Client, InboundRequest, NetworkConfig, NetworkError, NetworkEvent, Role,
+};
+use crate::peers::{AnnouncementOutcome, PeerTable};
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Where the identity and state live.
+    pub data_dir: PathBuf,
+    /// Mesh settings.
+    pub network: NetworkConfig,
+    /// Address of the local HTTP API.
+    pub api_listen: SocketAddr,
+    /// What this node offers to jobs.
+    pub capabilities: Capabilities,
+    /// Whether this node bids for jobs.
+    pub worker: bool,
+    /// How often the node re-announces itself.
+    pub announce_interval: Duration,
+    /// Disconnected peers silent for this long are forgotten.
+    pub peer_expiry: Duration,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The identity could not be loaded or created.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The network could not start.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// The API address could not be bound.
+    #[error("cannot listen for the API on {addr}: {source}")]
+    Api {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// State the API reads.
+#[derive(Debug)]
+pub struct SharedState {
+    /// Our PeerId.
+    pub peer_id: PeerId,
+    /// When the node started.
+    pub started: Instant,
+    /// Node or bootstrap.
+    pub role: Role,
+    /// Whether we bid for jobs.
+    pub worker: bool,
+    /// What we offer.
+    pub capabilities: Capabilities,
+    /// Known peers.
+    pub peers: RwLock<PeerTable>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// The network handle.
+    pub network: Client,
+}
+
+/// A started node; [`RunningNode::stop`] shuts it down.
+pub struct RunningNode {
+    /// Our PeerId.
+    pub peer_id: PeerId,
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    /// Where the mesh listens, each with `/p2p/<PeerId>`.
+    pub listen_addrs: Vec<Multiaddr>,
+    /// State shared with the API.
+    pub state: Arc<SharedState>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl RunningNode {
+    /// The network handle.
+    pub fn network(&self) -> &Client {
+        &self.state.network
+    }
+
+    /// A token that stops the node when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops every task and waits for them.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits until the node is stopped through its shutdown token.
+    pub async fn wait(mut self) {
+        self.shutdown.cancelled().await;
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Appends `/p2p/<peer>` to a listen address, the form users paste into `--bootstrap`.
+pub fn with_peer_id(address: &Multiaddr, peer: PeerId) -> Multiaddr {
+    if address.iter().any(|p| matches!(p, Protocol::P2p(_))) {
+        address.clone()
+    } else {
+        address.clone().with(Protocol::P2p(peer))
+    }
+}
+
+/// Waits (bounded) for the swarm to report its listen addresses.
+pub async fn listen_addrs(
+    client: &Client,
+    expected: usize,
+) -> Result<Vec<Multiaddr>, NetworkError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = client.info().await?;
+        if info.listen_addrs.len() >= expected.max(1) || Instant::now() > deadline {
+            return Ok(info
+                .listen_addrs
+                .iter()
+                .map(|a| with_peer_id(a, info.peer_id))
+                .collect());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts a node: identity, network, API and service loop.
+pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+    let (identity, created) = NodeIdentity::load_or_create(&config.data_dir)?;
+    if created {
+        info!(data_dir = %config.data_dir.display(), "created a new node identity");
+    }
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+
+    let (client, events, event_loop) =
+        network::new(&identity, config.network.clone(), metrics.clone())?;
+    tasks.spawn(event_loop.run(shutdown.clone()));
+    let listen_addrs = listen_addrs(&client, config.network.listen.len()).await?;
+
+    let state = Arc::new(SharedState {
+        peer_id: identity.peer_id(),
+        started: Instant::now(),
+        role: config.network.role,
+        worker: config.worker,
+        capabilities: config.capabilities.clone(),
+        peers: RwLock::new(PeerTable::new(
+            u64::try_from(config.peer_expiry.as_millis()).unwrap_or(u64::MAX),
+        )),
+        metrics,
+        network: client,
+    });
+
+    let listener = TcpListener::bind(config.api_listen)
+        .await
+        .map_err(|source| StartError::Api {
+            addr: config.api_listen,
+            source,
+        })?;
+    let api_addr = listener.local_addr().map_err(|source| StartError::Api {
+        addr: config.api_listen,
+        source,
+    })?;
+    tasks.spawn(crate::api::serve(listener, state.clone(), shutdown.clone()));
+
+    let service = Service {
+        identity,
+        config,
+        state: state.clone(),
+        sequence: now_ms(),
+    };
+    tasks.spawn(service.run(events, shutdown.clone()));
+
+    Ok(RunningNode {
+        peer_id: state.peer_id,
+        api_addr,
+        listen_addrs,
+        state,
+        shutdown,
+        tasks,
+    })
+}
+
+/// The node's own loop over network events and timers.
+struct Service {
+    identity: NodeIdentity,
+    config: NodeConfig,
+    state: Arc<SharedState>,
+    sequence: u64,
+}
+
+/// Soonest an extra announcement follows the previous one.
+const MIN_ANNOUNCE_GAP: Duration = Duration::from_secs(2);
+/// Delay after a new connection before announcing, so the peer's gossip subscription is known.
+const ANNOUNCE_AFTER_CONNECT: Duration = Duration::from_millis(1500);
+
+impl Service {
+    async fn run(mut self, mut events: mpsc::Receiver<NetworkEvent>, shutdown: CancellationToken) {
+        let mut next_announce = tokio::time::Instant::now() + ANNOUNCE_AFTER_CONNECT;
+        let mut last_announce = tokio::time::Instant::now() - MIN_ANNOUNCE_GAP;
+        let mut expire = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = events.recv() => match event {
+                    Some(event) => {
+                        if let Some(soon) = self.on_event(event).await {
+                            let earliest = last_announce + MIN_ANNOUNCE_GAP;
+                            next_announce = next_announce.min((tokio::time::Instant::now() + soon).max(earliest));
+                        }
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(next_announce) => {
+                    self.announce().await;
+                    last_announce = tokio::time::Instant::now();
+                    next_announce = last_announce + self.config.announce_interval;
+                }
+                _ = expire.tick() => self.expire_peers(),
+            }
+        }
+    }
+
+    /// Handles one event; returns a delay after which to announce ourselves, if one is due.
+    async fn on_event(&mut self, event: NetworkEvent) -> Option<Duration> {
+        let now = now_ms();
+        match event {
+            NetworkEvent::Gossip { author, message } => match message {
+                VerifiedGossip::Node(announcement) => {
+                    let outcome =
+                        self.write_peers(|t| t.on_announcement(author, &announcement, now));
+                    let addresses = announcement
+                        .message
+                        .listen_addrs
+                        .iter()
+                        .filter_map(|a| a.parse().ok())
+                        .collect();
+                    if self
+                        .state
+                        .network
+                        .add_peer_addresses(author, addresses)
+                        .await
+                        .is_err()
+                    {
+                        return None;
+                    }
+                    // A peer we had never heard from may not know us either: introduce ourselves.
+                    (outcome == AnnouncementOutcome::New).then_some(Duration::ZERO)
+                }
+                VerifiedGossip::Job(_) | VerifiedGossip::Cancel(_) | VerifiedGossip::Verdict(_) => {
+                    debug!(%author, "job-flow gossip received; the job flow is not built yet");
+                    None
+                }
+            },
+            NetworkEvent::Request { peer, request, id } => {
+                let reason = match request {
+                    InboundRequest::LedgerSync(_) => "this node keeps no ledger yet",
+                    _ => "this node does not run the job flow yet",
+                };
+                debug!(%peer, reason, "refusing request");
+                let _ = self
+                    .state
+                    .network
+                    .respond(id, distributeai_protocol::Response::Refused(reason.into()))
+                    .await;
+                None
+            }
+            NetworkEvent::PeerConnected { peer, source } => {
+                self.write_peers(|t| t.on_connected(peer, source, now));
+                Some(ANNOUNCE_AFTER_CONNECT)
+            }
+            NetworkEvent::PeerDisconnected { peer } => {
+                self.write_peers(|t| t.on_disconnected(peer, now));
+                None
+            }
+        }
+    }
+
+    fn write_peers<T>(&self, f: impl FnOnce(&mut PeerTable) -> T) -> T {
+        let mut table = self
+            .state
+            .peers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let result = f(&mut table);
+        self.state.metrics.set_known_peers(table.len());
+        result
+    }
+
+    fn expire_peers(&self) {
+        let expired = self.write_peers(|t| t.expire(now_ms()));
+        for peer in expired {
+            debug!(%peer, "peer went silent; forgotten");
+        }
+    }
+
+    async fn announce(&mut self) {
+        let Ok(info) = self.state.network.info().await else {
+            return;
+        };
+        self.sequence = self.sequence.max(now_ms()).saturating_add(1);
+        let announcement = NodeAnnouncement {
+            capabilities: self.config.capabilities.clone(),
+            listen_addrs: info
+                .listen_addrs
+                .iter()
+                .take(distributeai_protocol::limits::MAX_LISTEN_ADDRS)
+                .map(|a| a.to_string())
+                .collect(),
+            accepts_jobs: self.config.worker,
+            issued_at: now_ms(),
+            sequence: self.sequence,
+        };
+        let signed = match Signed::sign(&self.identity, &announcement) {
+            Ok(signed) => signed,
+            Err(e) => {
+                warn!(error = %e, "cannot sign our announcement");
+                return;
+            }
+        };
+        match self
+            .state
+            .network
+            .publish(GossipMessage::Node(signed))
+            .await
+        {
+            Ok(()) => debug!(sequence = self.sequence, "announced ourselves"),
+            // Normal while no peer has subscribed yet; the next tick retries.
+            Err(e) => debug!(error = %e, "announcement not published"),
+        }
+    }
+}
