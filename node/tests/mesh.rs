@@ -231,3 +231,49 @@ async fn a_restarted_node_keeps_its_peer_id_and_rejoins() {
     );
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_behind_nat_is_reachable_through_the_bootstrap_relay() {
+    let bootstrap = TestPeer::start(Role::Bootstrap, vec![]).await;
+    let relay_addr: libp2p::Multiaddr = format!("{}/p2p-circuit", bootstrap.addrs[0])
+        .parse()
+        .expect("addr");
+
+    // The "NAT" node listens only through the relay: nobody can dial it directly.
+    let identity = distributeai_protocol::NodeIdentity::generate().expect("identity");
+    let mut config = network_config(Role::Node, bootstrap.addrs.clone());
+    config.listen = vec![relay_addr.clone()];
+    let (behind_nat, _events, event_loop) = distributeai_node::network::new(
+        &identity,
+        config,
+        distributeai_node::metrics::Metrics::new(),
+    )
+    .expect("network");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(event_loop.run(shutdown.clone()));
+    let reserved = wait_until(BOUND, || async {
+        behind_nat.info().await.is_ok_and(|i| {
+            i.listen_addrs
+                .iter()
+                .any(|a| a.to_string().contains("p2p-circuit"))
+        })
+    })
+    .await;
+    assert!(reserved, "the relay grants a reservation");
+
+    let dialer = TestPeer::start(Role::Node, vec![]).await;
+    let through_relay: libp2p::Multiaddr = format!("{relay_addr}/p2p/{}", identity.peer_id())
+        .parse()
+        .expect("addr");
+    dialer.client.dial(through_relay).await.expect("dial");
+    let connected = wait_until(BOUND, || async {
+        dialer
+            .client
+            .info()
+            .await
+            .is_ok_and(|i| i.connected.iter().any(|p| p.peer_id == identity.peer_id()))
+    })
+    .await;
+    assert!(connected, "a peer reaches the NAT node through the relay");
+    shutdown.cancel();
+}

@@ -78,7 +78,16 @@ pub struct EventLoop {
     sources: HashMap<PeerId, DiscoverySource>,
     bootstrap_peers: HashSet<PeerId>,
     listen_addrs: Vec<Multiaddr>,
+    /// Listening through relays (`…/p2p/<relay>/p2p-circuit`): each is (re)opened once a
+    /// connection to its relay exists, since a reservation rides on that connection.
+    relay_listens: Vec<RelayListen>,
     seen: SeenCache,
+}
+
+struct RelayListen {
+    address: Multiaddr,
+    relay: PeerId,
+    listener: Option<libp2p::core::transport::ListenerId>,
 }
 
 fn peer_of(address: &Multiaddr) -> Option<PeerId> {
@@ -86,6 +95,14 @@ fn peer_of(address: &Multiaddr) -> Option<PeerId> {
         Protocol::P2p(peer) => Some(peer),
         _ => None,
     })
+}
+
+/// The relay's own address: everything before `/p2p-circuit`.
+fn relay_dial_address(circuit: &Multiaddr) -> Multiaddr {
+    circuit
+        .iter()
+        .take_while(|p| !matches!(p, Protocol::P2pCircuit))
+        .collect()
 }
 
 fn signer_is(signer: &PublicKey, peer: &PeerId) -> bool {
@@ -113,7 +130,22 @@ impl EventLoop {
         events: mpsc::Sender<NetworkEvent>,
         metrics: Metrics,
     ) -> Result<Self, NetworkError> {
+        let mut relay_listens = Vec::new();
         for address in &config.listen {
+            if address.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+                let relay = peer_of(address).ok_or_else(|| {
+                    NetworkError::Setup(format!(
+                        "relay address {address} must name the relay with /p2p/<PeerId>"
+                    ))
+                })?;
+                swarm.add_peer_address(relay, address.clone());
+                relay_listens.push(RelayListen {
+                    address: address.clone(),
+                    relay,
+                    listener: None,
+                });
+                continue;
+            }
             swarm
                 .listen_on(address.clone())
                 .map_err(|e| NetworkError::Setup(format!("cannot listen on {address}: {e}")))?;
@@ -147,6 +179,7 @@ impl EventLoop {
             sources: HashMap::new(),
             bootstrap_peers,
             listen_addrs: Vec::new(),
+            relay_listens,
             seen: SeenCache::new(window, 200_000),
         })
     }
@@ -171,7 +204,13 @@ impl EventLoop {
     }
 
     fn dial_bootstrap_peers(&mut self) {
-        for address in self.config.bootstrap.clone() {
+        let relays: Vec<Multiaddr> = self
+            .relay_listens
+            .iter()
+            .filter(|r| r.listener.is_none() && !self.swarm.is_connected(&r.relay))
+            .map(|r| relay_dial_address(&r.address))
+            .collect();
+        for address in self.config.bootstrap.iter().cloned().chain(relays) {
             if let Err(e) = self.swarm.dial(address.clone()) {
                 warn!(%address, error = %e, "cannot dial bootstrap peer");
             }
@@ -187,9 +226,26 @@ impl EventLoop {
             .bootstrap_peers
             .iter()
             .any(|p| self.swarm.is_connected(p));
-        if !self.config.bootstrap.is_empty() && !connected_to_bootstrap {
-            debug!("not connected to any bootstrap peer; dialing them again");
+        let relay_missing = self.relay_listens.iter().any(|r| r.listener.is_none());
+        if (!self.config.bootstrap.is_empty() && !connected_to_bootstrap) || relay_missing {
+            debug!("not connected to any bootstrap peer or relay; dialing them again");
             self.dial_bootstrap_peers();
+        }
+    }
+
+    /// Opens the relay listeners that go through `peer`, now that we are connected to it.
+    fn listen_through_relay(&mut self, peer: PeerId) {
+        for relay in self
+            .relay_listens
+            .iter_mut()
+            .filter(|r| r.relay == peer && r.listener.is_none())
+        {
+            match self.swarm.listen_on(relay.address.clone()) {
+                Ok(id) => relay.listener = Some(id),
+                Err(e) => {
+                    warn!(address = %relay.address, error = %e, "cannot listen through relay")
+                }
+            }
         }
     }
 
@@ -297,6 +353,12 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
+                if self.config.role == super::Role::Bootstrap {
+                    // A bootstrap peer is reachable at the addresses it listens on by
+                    // definition; confirming them lets it serve Kademlia and relay
+                    // reservations, which libp2p offers only with known external addresses.
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.listen_addrs.push(address);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
@@ -319,6 +381,7 @@ impl EventLoop {
                 };
                 self.sources.insert(peer_id, source);
                 debug!(%peer_id, ?source, "connected");
+                self.listen_through_relay(peer_id);
                 self.metrics
                     .set_connected_peers(self.swarm.connected_peers().count());
                 self.emit(NetworkEvent::PeerConnected {
@@ -335,6 +398,26 @@ impl EventLoop {
                     .set_connected_peers(self.swarm.connected_peers().count());
                 self.emit(NetworkEvent::PeerDisconnected { peer: peer_id });
             }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                reason,
+            } => {
+                self.listen_addrs.retain(|a| !addresses.contains(a));
+                match self
+                    .relay_listens
+                    .iter_mut()
+                    .find(|r| r.listener == Some(listener_id))
+                {
+                    Some(relay) => {
+                        // The relay went away or refused; reopened when we reconnect to it.
+                        debug!(address = %relay.address, ?reason, "relay listener closed");
+                        relay.listener = None;
+                    }
+                    None => warn!(?addresses, ?reason, "a listener closed"),
+                }
+            }
+            SwarmEvent::ListenerError { error, .. } => warn!(%error, "listener error"),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(?peer_id, %error, "outgoing connection failed");
             }

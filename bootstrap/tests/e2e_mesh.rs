@@ -1,0 +1,133 @@
+//! End to end with the real binaries: a bootstrap peer and node processes on loopback form a
+//! mesh that `distributeai peers` shows; SIGTERM stops them cleanly; a restarted bootstrap peer
+//! keeps its address.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn start_bootstrap(dir: &std::path::Path) -> (Proc, String) {
+    let mut cmd = Command::new(bootstrap_bin());
+    cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
+        .arg(dir.join("boot"));
+    let mut boot = Proc::spawn("bootstrap", cmd, &dir.join("boot.log"));
+    let address = boot.wait_for_line("listening on /ip4/127.0.0.1/tcp/");
+    (boot, format!("/ip4/127.0.0.1/tcp/{address}"))
+}
+
+fn start_node(dir: &std::path::Path, i: usize, bootstrap: &str) -> (Proc, String, String) {
+    let mut cmd = Command::new(node_bin());
+    cmd.arg("node")
+        .args([
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--bootstrap",
+            bootstrap,
+            "--cpus",
+            "1",
+            "--memory-mb",
+            "512",
+            "--region",
+        ])
+        .arg(format!("r{i}"))
+        .arg("--data-dir")
+        .arg(dir.join(format!("node{i}")));
+    let mut node = Proc::spawn(&format!("node{i}"), cmd, &dir.join(format!("node{i}.log")));
+    let peer_id = node.wait_for_line("peer_id:");
+    let api = node.wait_for_line("api: http://");
+    (node, peer_id, api)
+}
+
+fn peers_json(api: &str) -> Vec<serde_json::Value> {
+    let mut cmd = Command::new(node_bin());
+    cmd.args(["peers", "--json", "--api", api]);
+    serde_json::from_str(&output(cmd)).expect("peers JSON")
+}
+
+#[test]
+fn bootstrap_and_node_processes_form_a_mesh_that_peers_shows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut boot, boot_addr) = start_bootstrap(dir.path());
+    assert!(boot_addr.contains("/p2p/12D3KooW"), "{boot_addr}");
+
+    let mut nodes: Vec<(Proc, String, String)> = (0..3)
+        .map(|i| start_node(dir.path(), i, &boot_addr))
+        .collect();
+    let ids: Vec<String> = nodes.iter().map(|n| n.1.clone()).collect();
+    let meshed = wait_until(|| {
+        nodes.iter().all(|(_, own, api)| {
+            let peers = peers_json(api);
+            ids.iter().filter(|id| *id != own).all(|id| {
+                peers
+                    .iter()
+                    .any(|p| p["peer_id"] == id.as_str() && p["capabilities"]["cpus"] == 1)
+            })
+        })
+    });
+    assert!(meshed, "every node's `distributeai peers` lists the others");
+
+    // The human-readable table names the peers too.
+    let mut cmd = Command::new(node_bin());
+    cmd.args(["peers", "--api", &nodes[0].2]);
+    let table = output(cmd);
+    assert!(
+        table.contains("PEER ID") && table.contains(&ids[1]),
+        "{table}"
+    );
+
+    // SIGTERM shuts a node down cleanly.
+    for (node, _, _) in &mut nodes {
+        assert!(
+            node.terminate().success(),
+            "{} exits 0 on SIGTERM",
+            node.name
+        );
+    }
+
+    // A restarted bootstrap peer keeps its identity, so its address stays valid.
+    assert!(boot.terminate().success());
+    let (_boot, again) = start_bootstrap(dir.path());
+    let peer_of = |a: &str| a.rsplit("/p2p/").next().map(str::to_string);
+    assert_eq!(peer_of(&again), peer_of(&boot_addr));
+}
+
+#[test]
+fn bad_flags_and_config_are_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "bootstrapp = []\n").expect("write");
+    let out = Command::new(node_bin())
+        .args(["node", "--no-mdns", "--data-dir"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("bootstrapp"),
+        "{stderr}"
+    );
+
+    let out = Command::new(node_bin())
+        .args(["node", "--listen", "not-a-multiaddr"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+
+    let out = Command::new(node_bin())
+        .args(["peers", "--api", "127.0.0.1:1"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is `distributeai node` running?"));
+}
