@@ -3,11 +3,18 @@
 //! - `GET /healthz`: `ok` while the node runs.
 //! - `GET /api/v1/node`: this node (PeerId, listen addresses, version, uptime, role).
 //! - `GET /api/v1/peers`: known peers with addresses, capabilities, last seen, connected.
+//! - `POST /api/v1/jobs`: submit a job spec (400 naming the field when invalid).
+//! - `GET /api/v1/jobs`, `GET /api/v1/jobs/{id}`: jobs with bids, executions, verdict.
+//! - `GET /api/v1/jobs/{id}/logs`: the job's timeline.
+//! - `GET /api/v1/jobs/{id}/result`: the verified stdout, or `?format=tar` for the `/out` files.
+//! - `DELETE /api/v1/jobs/{id}`: cancel.
+//! - `GET /api/v1/stats`: counts.
 //! - `GET /metrics`: Prometheus metrics.
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,9 +24,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::jobs::SubmitError;
+use crate::jobs::model::{JobStatus, JobView};
 use crate::network::Role;
 use crate::peers::PeerRecord;
 use crate::service::{SharedState, with_peer_id};
+use distributeai_protocol::{JobId, JobSpec};
 
 /// The answer of `GET /api/v1/node`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -74,6 +84,11 @@ pub fn router(state: Arc<SharedState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/node", get(node_info))
         .route("/api/v1/peers", get(peers))
+        .route("/api/v1/jobs", get(list_jobs).post(submit_job))
+        .route("/api/v1/jobs/{id}", get(get_job).delete(cancel_job))
+        .route("/api/v1/jobs/{id}/logs", get(job_logs))
+        .route("/api/v1/jobs/{id}/result", get(job_result))
+        .route("/api/v1/stats", get(stats))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
@@ -133,4 +148,121 @@ async fn metrics(State(state): State<Arc<SharedState>>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+fn parse_id(id: &str) -> Result<JobId, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "a job id is 64 hex digits"))
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such job")
+}
+
+async fn submit_job(
+    State(state): State<Arc<SharedState>>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let spec: JobSpec = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid job spec: {e}")))?;
+    match state.jobs.submit(spec).await {
+        Ok(view) => Ok((StatusCode::CREATED, Json(view))),
+        Err(SubmitError::Invalid(e)) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+        )),
+    }
+}
+
+async fn list_jobs(State(state): State<Arc<SharedState>>) -> Json<Vec<JobView>> {
+    Json(state.jobs.list().await)
+}
+
+async fn get_job(
+    State(state): State<Arc<SharedState>>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_id(&id)?;
+    state.jobs.get(id).await.map(Json).ok_or_else(not_found)
+}
+
+async fn cancel_job(
+    State(state): State<Arc<SharedState>>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_id(&id)?;
+    state.jobs.cancel(id).await.map(Json).ok_or_else(not_found)
+}
+
+/// One line of a job's timeline.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct LogLine {
+    /// When (ms since the epoch).
+    pub at: u64,
+    /// What happened.
+    pub message: String,
+}
+
+async fn job_logs(
+    State(state): State<Arc<SharedState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<LogLine>>, ApiError> {
+    let id = parse_id(&id)?;
+    let job = state.jobs.job(id).await.ok_or_else(not_found)?;
+    Ok(Json(
+        job.events
+            .into_iter()
+            .map(|(at, message)| LogLine { at, message })
+            .collect(),
+    ))
+}
+
+/// `?format=tar` selects the `/out` files instead of stdout.
+#[derive(Debug, serde::Deserialize)]
+struct ResultQuery {
+    format: Option<String>,
+}
+
+async fn job_result(
+    State(state): State<Arc<SharedState>>,
+    Path(id): Path<String>,
+    Query(query): Query<ResultQuery>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let job = state.jobs.job(id).await.ok_or_else(not_found)?;
+    if job.status != JobStatus::Completed {
+        let message = match &job.failure_reason {
+            Some(reason) => format!("the job has no verified result: {reason}"),
+            None => format!("the job is {:?}; no verified result yet", job.status).to_lowercase(),
+        };
+        return Err(ApiError::new(StatusCode::CONFLICT, message));
+    }
+    let dir = state.jobs.output_dir(&id);
+    let internal =
+        |e: std::io::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    match query.format.as_deref() {
+        None | Some("stdout") => {
+            let bytes = tokio::fs::read(dir.join(crate::jobs::output::STDOUT_FILE))
+                .await
+                .map_err(internal)?;
+            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+        }
+        Some("tar") => {
+            let tar =
+                tokio::task::spawn_blocking(move || crate::jobs::output::tar_of_outputs(&dir))
+                    .await
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                    .map_err(internal)?;
+            Ok(([(header::CONTENT_TYPE, "application/x-tar")], tar).into_response())
+        }
+        Some(other) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("unknown format {other:?}: use stdout or tar"),
+        )),
+    }
+}
+
+async fn stats(State(state): State<Arc<SharedState>>) -> Json<crate::jobs::Stats> {
+    Json(state.jobs.stats().await)
 }

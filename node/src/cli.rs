@@ -10,6 +10,7 @@ use distributeai_protocol::{Capabilities, NodeIdentity};
 use libp2p::Multiaddr;
 
 use crate::config::FileConfig;
+use crate::jobs::{Fault, JobsConfig};
 use crate::network::{NetworkConfig, Role, default_listen_addrs};
 use crate::service::{NodeConfig, RunningNode};
 
@@ -39,6 +40,55 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Submit a job to the network through the local node.
+    Submit(SubmitArgs),
+    /// Show one job: status, bids, executions, votes and verdict.
+    Get {
+        /// Job id.
+        id: String,
+        /// How to reach the node.
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List the jobs this node submitted.
+    List {
+        /// How to reach the node.
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show a job's timeline.
+    Logs {
+        /// Job id.
+        id: String,
+        /// How to reach the node.
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Print a job's verified output (stdout), or unpack its /out files with -o.
+    Result {
+        /// Job id.
+        id: String,
+        /// Unpack the job's /out files into this folder instead of printing stdout.
+        #[arg(short = 'o', long = "output", value_name = "DIR")]
+        output: Option<PathBuf>,
+        /// How to reach the node.
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Cancel a job: workers stop it.
+    Cancel {
+        /// Job id.
+        id: String,
+        /// How to reach the node.
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show counts of jobs and work.
+    Stats {
+        /// How to reach the node.
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Show this node's identity (PeerId and public key), creating it on first use.
     Identity {
         /// The node's data directory [default: $XDG_DATA_HOME/distributeai].
@@ -48,6 +98,54 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How to reach the local node.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// The node's API address.
+    #[arg(long, env = "DISTRIBUTEAI_API", default_value = DEFAULT_API)]
+    pub api: String,
+    /// Print JSON as the API returns it.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `distributeai submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// A job spec file (JSON, as in examples/); flags given here override its values.
+    #[arg(long, value_name = "SPEC")]
+    pub file: Option<PathBuf>,
+    /// How many workers run the job (n).
+    #[arg(long)]
+    pub redundancy: Option<u8>,
+    /// How many of them must agree (k).
+    #[arg(long)]
+    pub consensus: Option<u8>,
+    /// CPUs each worker gives the job.
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Memory limit in MiB.
+    #[arg(long)]
+    pub memory_mb: Option<u64>,
+    /// Timeout in seconds.
+    #[arg(long)]
+    pub timeout: Option<u32>,
+    /// Credits paid to each agreeing worker.
+    #[arg(long)]
+    pub reward: Option<u64>,
+    /// Wait for the verdict, showing bids, executions and votes; exit non-zero if it fails.
+    #[arg(long)]
+    pub wait: bool,
+    /// How to reach the node.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Container image (unless --file gives one).
+    pub image: Option<String>,
+    /// Command and arguments, after `--`.
+    #[arg(last = true)]
+    pub command: Vec<String>,
 }
 
 /// Options of `distributeai node`; each may also be set in the config file.
@@ -86,6 +184,10 @@ pub struct NodeArgs {
     /// Act as a Kademlia DHT server (for publicly reachable nodes).
     #[arg(long)]
     pub kad_server: bool,
+    /// FOR TESTS AND DEMOS ONLY: misbehave on purpose (return wrong results, crash mid-job,
+    /// or stay silent) to show how the network copes. Never use on a real node.
+    #[arg(long, value_enum, value_name = "FAULT")]
+    pub simulate_fault: Option<Fault>,
 }
 
 /// Runs a parsed command line.
@@ -93,13 +195,23 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Node(args) => run_node(args).await,
         Command::Peers { api, json } => peers(&api, json).await,
+        Command::Submit(args) => crate::client::submit(args).await,
+        Command::Get { id, api } => crate::client::get(&id, &api).await,
+        Command::List { api } => crate::client::list(&api).await,
+        Command::Logs { id, api } => crate::client::logs(&id, &api).await,
+        Command::Result { id, output, api } => crate::client::result(&id, output, &api).await,
+        Command::Cancel { id, api } => crate::client::cancel(&id, &api).await,
+        Command::Stats { api } => crate::client::stats(&api).await,
         Command::Identity { data_dir, json } => identity(data_dir, json),
     }
 }
 
 fn resolve_data_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
-    flag.or_else(crate::paths::default_data_dir)
-        .context("no data directory: pass --data-dir, or set HOME or XDG_DATA_HOME")
+    let dir = flag
+        .or_else(crate::paths::default_data_dir)
+        .context("no data directory: pass --data-dir, or set HOME or XDG_DATA_HOME")?;
+    // Absolute, so folders handed to Docker and printed to users are unambiguous.
+    std::path::absolute(&dir).with_context(|| format!("resolving {}", dir.display()))
 }
 
 fn identity(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
@@ -186,26 +298,16 @@ pub fn node_config(args: NodeArgs) -> Result<NodeConfig> {
         worker: !args.no_worker && file.worker.unwrap_or(true),
         announce_interval: Duration::from_secs(30),
         peer_expiry: Duration::from_secs(120),
+        jobs: JobsConfig {
+            fault: args.simulate_fault,
+            ..JobsConfig::default()
+        },
+        executor: None,
     })
 }
 
 async fn run_node(args: NodeArgs) -> Result<()> {
-    let mut config = node_config(args)?;
-    if config.worker {
-        // A worker runs jobs through Docker: announce the images it holds, or, without an
-        // engine, announce that it takes no jobs rather than bid and fail.
-        let probe = async {
-            crate::executor::docker::local_images(&crate::executor::docker::connect_engine().await?)
-                .await
-        };
-        match probe.await {
-            Ok(images) => config.capabilities.images = images,
-            Err(e) => {
-                tracing::warn!(error = %e, "no usable Docker engine: this node will not run jobs");
-                config.worker = false;
-            }
-        }
-    }
+    let config = node_config(args)?;
     let node = crate::service::start(config)
         .await
         .context("starting the node")?;

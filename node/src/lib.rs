@@ -2,28 +2,34 @@
 //!
 //! - [`api`]: the local HTTP API (axum).
 //! - [`cli`]: the command line (clap), one subcommand per user action.
+//! - [`client`]: CLI commands that use a running node's API.
 //! - [`config`]: the TOML config file.
 //! - [`executor`]: running a job in a sandboxed Docker container.
 //! - [`host`]: what this machine can offer (CPUs, memory, GPUs).
+//! - [`jobs`]: the job flow: submitter and worker sides, persisted in the store.
 //! - [`metrics`]: Prometheus counters, e.g. messages dropped at the edge by reason.
 //! - [`network`]: the libp2p mesh, owned by one task, driven through a cloneable client.
 //! - [`paths`]: where a node keeps its data.
 //! - [`peers`]: the table of known peers and their capabilities.
 //! - [`service`]: a running node: network, API and the loop tying them together.
+//! - [`store`]: persistent state in sled.
 //!
 //! The mesh, executor, store and API are built on the protocol crate's types and the
 //! verifier's decisions; see `docs/architecture.md` for how a job flows through them.
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod executor;
 pub mod host;
+pub mod jobs;
 pub mod metrics;
 pub mod network;
 pub mod paths;
 pub mod peers;
 pub mod service;
+pub mod store;
 
 pub use cli::{Cli, run};
 

@@ -19,14 +19,16 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::executor::docker::SandboxLimits;
+use crate::executor::{DockerExecutor, DockerExecutorConfig, Executor};
+use crate::jobs::{JobMsg, JobsConfig, JobsHandle};
 use crate::metrics::Metrics;
-use crate::network::{
-    self, Client, InboundRequest, NetworkConfig, NetworkError, NetworkEvent, Role,
-};
+use crate::network::{self, Client, NetworkConfig, NetworkError, NetworkEvent, Role};
 use crate::peers::{AnnouncementOutcome, PeerTable};
+use crate::store::{Store, StoreError};
 
 /// Everything a node needs to start.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeConfig {
     /// Where the identity and state live.
     pub data_dir: PathBuf,
@@ -42,6 +44,22 @@ pub struct NodeConfig {
     pub announce_interval: Duration,
     /// Disconnected peers silent for this long are forgotten.
     pub peer_expiry: Duration,
+    /// Job-flow tunables (and the simulated fault, for tests and demos).
+    pub jobs: JobsConfig,
+    /// The executor to run jobs with; `None` connects to the local Docker engine.
+    pub executor: Option<Arc<dyn Executor>>,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("data_dir", &self.data_dir)
+            .field("network", &self.network)
+            .field("api_listen", &self.api_listen)
+            .field("worker", &self.worker)
+            .field("jobs", &self.jobs)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a node could not start.
@@ -53,6 +71,9 @@ pub enum StartError {
     /// The network could not start.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The API address could not be bound.
     #[error("cannot listen for the API on {addr}: {source}")]
     Api {
@@ -77,7 +98,9 @@ pub struct SharedState {
     /// What we offer.
     pub capabilities: Capabilities,
     /// Known peers.
-    pub peers: RwLock<PeerTable>,
+    pub peers: Arc<RwLock<PeerTable>>,
+    /// The job flow.
+    pub jobs: JobsHandle,
     /// Counters.
     pub metrics: Metrics,
     /// The network handle.
@@ -151,8 +174,14 @@ pub async fn listen_addrs(
 }
 
 /// Starts a node: identity, network, API and service loop.
-pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
     let (identity, created) = NodeIdentity::load_or_create(&config.data_dir)?;
+    let store = Store::open(&config.data_dir)?;
+    let executor = if config.worker {
+        worker_executor(&mut config, &identity).await
+    } else {
+        None
+    };
     if created {
         info!(data_dir = %config.data_dir.display(), "created a new node identity");
     }
@@ -165,15 +194,32 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     tasks.spawn(event_loop.run(shutdown.clone()));
     let listen_addrs = listen_addrs(&client, config.network.listen.len()).await?;
 
+    let peers = Arc::new(RwLock::new(PeerTable::new(
+        u64::try_from(config.peer_expiry.as_millis()).unwrap_or(u64::MAX),
+    )));
+    let jobs_config = JobsConfig {
+        worker: config.worker,
+        ..config.jobs.clone()
+    };
+    let jobs = crate::jobs::spawn(
+        identity.clone(),
+        client.clone(),
+        store,
+        executor,
+        jobs_config,
+        peers.clone(),
+        config.data_dir.clone(),
+        &mut tasks,
+        shutdown.clone(),
+    )?;
     let state = Arc::new(SharedState {
         peer_id: identity.peer_id(),
         started: Instant::now(),
         role: config.network.role,
         worker: config.worker,
         capabilities: config.capabilities.clone(),
-        peers: RwLock::new(PeerTable::new(
-            u64::try_from(config.peer_expiry.as_millis()).unwrap_or(u64::MAX),
-        )),
+        peers,
+        jobs,
         metrics,
         network: client,
     });
@@ -206,6 +252,41 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         shutdown,
         tasks,
     })
+}
+
+/// The executor a worker runs jobs with: the given one, or Docker. Without a usable engine
+/// the node announces that it takes no jobs rather than bid and fail.
+async fn worker_executor(
+    config: &mut NodeConfig,
+    identity: &NodeIdentity,
+) -> Option<Arc<dyn Executor>> {
+    if let Some(executor) = config.executor.clone() {
+        return Some(executor);
+    }
+    let docker_config = DockerExecutorConfig {
+        work_dir: config.data_dir.join("work"),
+        node_id: identity.peer_id().to_string(),
+        limits: SandboxLimits {
+            max_cpus: config.capabilities.cpus.max(1),
+            max_memory_mb: config.capabilities.memory_mb,
+            gpus: u32::try_from(config.capabilities.gpus.len()).unwrap_or(0),
+            ..SandboxLimits::default()
+        },
+    };
+    match DockerExecutor::connect(docker_config).await {
+        Ok(executor) => {
+            match crate::executor::docker::local_images(executor.docker()).await {
+                Ok(images) => config.capabilities.images = images,
+                Err(e) => warn!(error = %e, "cannot list local images"),
+            }
+            Some(Arc::new(executor))
+        }
+        Err(e) => {
+            warn!(error = %e, "no usable Docker engine: this node will not run jobs");
+            config.worker = false;
+            None
+        }
+    }
 }
 
 /// The node's own loop over network events and timers.
@@ -274,21 +355,18 @@ impl Service {
                     // A peer we had never heard from may not know us either: introduce ourselves.
                     (outcome == AnnouncementOutcome::New).then_some(Duration::ZERO)
                 }
-                VerifiedGossip::Job(_) | VerifiedGossip::Cancel(_) | VerifiedGossip::Verdict(_) => {
-                    debug!(%author, "job-flow gossip received; the job flow is not built yet");
+                message => {
+                    self.state
+                        .jobs
+                        .forward(JobMsg::Gossip { author, message })
+                        .await;
                     None
                 }
             },
             NetworkEvent::Request { peer, request, id } => {
-                let reason = match request {
-                    InboundRequest::LedgerSync(_) => "this node keeps no ledger yet",
-                    _ => "this node does not run the job flow yet",
-                };
-                debug!(%peer, reason, "refusing request");
-                let _ = self
-                    .state
-                    .network
-                    .respond(id, distributeai_protocol::Response::Refused(reason.into()))
+                self.state
+                    .jobs
+                    .forward(JobMsg::Request { peer, request, id })
                     .await;
                 None
             }

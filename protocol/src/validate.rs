@@ -227,6 +227,16 @@ pub trait Validate {
     fn validate(&self, signer: &PublicKey, ctx: &ValidationContext) -> Result<(), ValidationError>;
 }
 
+/// Cuts `text` to at most [`MAX_SHORT_TEXT_LEN`] bytes on a character boundary, so a reason or
+/// error message always fits the field it is sent in.
+pub fn short_text(text: &str) -> String {
+    let mut end = text.len().min(MAX_SHORT_TEXT_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
 fn check_len(field: &'static str, text: &str, max: usize) -> Result<(), ValidationError> {
     if text.len() > max {
         return Err(ValidationError::TooLong {

@@ -1,10 +1,13 @@
 //! Pure decision logic of DistributeAI: no I/O, no async, no networking.
 //!
 //! - [`consensus`]: the k-of-n decision a submitter makes as results arrive.
+//! - [`selection`]: choosing n workers among the bidders, weighted and spread over operators.
 //!
 //! Everything here is deterministic and generic over worker and hash types, so it is tested
 //! exhaustively and simulated at scale without a network.
 
 pub mod consensus;
+pub mod selection;
 
 pub use consensus::{Decision, Recorded, Report, Tally, TallyError};
+pub use selection::{Candidate, Selection, select};

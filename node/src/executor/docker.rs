@@ -37,7 +37,7 @@ use bollard::query_parameters::{
 };
 use distributeai_protocol::limits::MAX_TIMEOUT_S;
 use distributeai_protocol::time::now_ms;
-use distributeai_protocol::validate::{check_image_digest, check_image_reference};
+use distributeai_protocol::validate::{check_image_digest, check_image_reference, short_text};
 use distributeai_protocol::{ExecutionFailure, JobSpec, LocalImage};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -236,8 +236,12 @@ impl DockerExecutor {
             .ping()
             .await
             .map_err(engine("pinging the Docker engine"))?;
+        let mut config = config;
         fs::create_dir_all(&config.work_dir)
             .map_err(io_error(format!("creating {}", config.work_dir.display())))?;
+        // Docker bind-mounts only absolute paths.
+        config.work_dir = fs::canonicalize(&config.work_dir)
+            .map_err(io_error(format!("resolving {}", config.work_dir.display())))?;
         let executor = Self {
             docker,
             config: Arc::new(config),
@@ -299,21 +303,24 @@ impl DockerExecutor {
             Ok(image) => image,
             Err(e) if is_not_found(&e) => {
                 if !self.config.limits.allow_pull {
-                    return Err(ExecutionFailure::ImageUnavailable(format!(
+                    return Err(ExecutionFailure::ImageUnavailable(short_text(&format!(
                         "{} is not present and this worker does not pull images",
                         spec.image
-                    )));
+                    ))));
                 }
                 self.pull(&spec.image).await?;
                 self.docker.inspect_image(&spec.image).await.map_err(|e| {
-                    ExecutionFailure::ImageUnavailable(format!("{} after pulling: {e}", spec.image))
+                    ExecutionFailure::ImageUnavailable(short_text(&format!(
+                        "{} after pulling: {e}",
+                        spec.image
+                    )))
                 })?
             }
             Err(e) => {
-                return Err(ExecutionFailure::ImageUnavailable(format!(
+                return Err(ExecutionFailure::ImageUnavailable(short_text(&format!(
                     "{}: {e}",
                     spec.image
-                )));
+                ))));
             }
         };
         let id = image.id.clone().ok_or_else(|| {
@@ -325,10 +332,10 @@ impl DockerExecutor {
                     .is_some_and(|(_, digest)| digest == pinned)
             });
             if id != *pinned && !repo_digest_matches {
-                return Err(ExecutionFailure::ImageUnavailable(format!(
+                return Err(ExecutionFailure::ImageUnavailable(short_text(&format!(
                     "local image {} does not have the pinned digest {pinned}",
                     spec.image
-                )));
+                ))));
             }
         }
         Ok(id)
@@ -346,8 +353,9 @@ impl DockerExecutor {
         );
         let mut last_status = String::new();
         while let Some(step) = progress.next().await {
-            let step = step
-                .map_err(|e| ExecutionFailure::ImageUnavailable(format!("pulling {image}: {e}")))?;
+            let step = step.map_err(|e| {
+                ExecutionFailure::ImageUnavailable(short_text(&format!("pulling {image}: {e}")))
+            })?;
             if let Some(status) = step.status
                 && status != last_status
             {

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use distributeai_protocol::time::now_ms;
+use distributeai_protocol::validate::short_text;
 use distributeai_protocol::{
     Digest, GossipMessage, PublicKey, Request, Response, SignedMessage, ValidationContext,
     ValidationError, VerifiedGossip,
@@ -535,7 +536,7 @@ impl EventLoop {
                         debug!(%peer, %error, "refused direct request");
                         let _ = self.swarm.behaviour_mut().request_response.send_response(
                             channel,
-                            Response::Refused(truncate(&error.to_string())),
+                            Response::Refused(short_text(&error.to_string())),
                         );
                     }
                 },
@@ -574,18 +575,6 @@ impl EventLoop {
             request_response::Event::ResponseSent { .. } => {}
         }
     }
-}
-
-fn truncate(text: &str) -> String {
-    let max = distributeai_protocol::limits::MAX_SHORT_TEXT_LEN;
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }
 
 /// Opens the signed part of a request and checks it was signed by the peer that sent it.

@@ -48,6 +48,8 @@ pub fn node_config(data_dir: &Path, bootstrap: Vec<Multiaddr>, region: &str) -> 
         worker: true,
         announce_interval: Duration::from_secs(3),
         peer_expiry: Duration::from_secs(60),
+        jobs: distributeai_node::jobs::JobsConfig::default(),
+        executor: None,
     }
 }
 

@@ -1,0 +1,402 @@
+//! The CLI commands that talk to a running node through its local HTTP API.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use distributeai_protocol::JobSpec;
+use serde::de::DeserializeOwned;
+
+use crate::api::LogLine;
+use crate::cli::{ApiArgs, SubmitArgs, api_base};
+use crate::jobs::model::{JobStatus, JobView};
+
+/// A thin JSON client of the node's API.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(args: &ApiArgs) -> Self {
+        Self {
+            base: api_base(&args.api),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<reqwest::Response> {
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the node's API at {}; is `distributeai node` running?",
+                self.base
+            )
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or(body);
+        bail!("{what}: {message} ({status})")
+    }
+
+    async fn get_text(&self, path: &str, what: &str) -> Result<String> {
+        let response = self
+            .send(self.http.get(format!("{}{path}", self.base)), what)
+            .await?;
+        response.text().await.context("reading the API's answer")
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {
+        let text = self.get_text(path, what).await?;
+        serde_json::from_str(&text).context("the API's answer is not what this CLI expects")
+    }
+
+    async fn get_bytes(&self, path: &str, what: &str) -> Result<Vec<u8>> {
+        let response = self
+            .send(self.http.get(format!("{}{path}", self.base)), what)
+            .await?;
+        Ok(response
+            .bytes()
+            .await
+            .context("reading the output")?
+            .to_vec())
+    }
+}
+
+/// Builds the spec from the file and flags.
+fn spec_from(args: &SubmitArgs) -> Result<JobSpec> {
+    let mut spec = match &args.file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str::<JobSpec>(&text)
+                .with_context(|| format!("{} is not a valid job spec", path.display()))?
+        }
+        None => {
+            let image = args
+                .image
+                .clone()
+                .context("give an IMAGE (and a command after --), or a spec with --file")?;
+            JobSpec::new(image, Vec::new())
+        }
+    };
+    if args.file.is_some()
+        && let Some(image) = &args.image
+    {
+        spec.image = image.clone();
+    }
+    if !args.command.is_empty() {
+        spec.command = args.command.clone();
+    }
+    if let Some(n) = args.redundancy {
+        spec.redundancy = n;
+    }
+    if let Some(k) = args.consensus {
+        spec.consensus = k;
+    }
+    if let Some(cpus) = args.cpus {
+        spec.resources.cpus = cpus;
+    }
+    if let Some(memory) = args.memory_mb {
+        spec.resources.memory_mb = memory;
+    }
+    if let Some(timeout) = args.timeout {
+        spec.timeout_s = timeout;
+    }
+    if let Some(reward) = args.reward {
+        spec.reward = reward;
+    }
+    spec.check()
+        .map_err(|e| anyhow::anyhow!("invalid job: {e}"))?;
+    Ok(spec)
+}
+
+/// `distributeai submit`.
+pub async fn submit(args: SubmitArgs) -> Result<()> {
+    let spec = spec_from(&args)?;
+    let api = Api::new(&args.api);
+    let response = api
+        .send(
+            api.http
+                .post(format!("{}/api/v1/jobs", api.base))
+                .json(&spec),
+            "submitting",
+        )
+        .await?;
+    let job: JobView = response.json().await.context("reading the submitted job")?;
+    if !args.wait {
+        if args.api.json {
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        } else {
+            println!("{}", job.id);
+        }
+        return Ok(());
+    }
+    if !args.api.json {
+        println!(
+            "job {} submitted (n={}, k={})",
+            job.id, job.spec.redundancy, job.spec.consensus
+        );
+    }
+    let final_job = follow(&api, &job.id, !args.api.json).await?;
+    if args.api.json {
+        println!("{}", serde_json::to_string_pretty(&final_job)?);
+    } else {
+        print_summary(&final_job);
+        if final_job.status == JobStatus::Completed {
+            let output = api
+                .get_bytes(
+                    &format!("/api/v1/jobs/{}/result", job.id),
+                    "fetching the result",
+                )
+                .await?;
+            println!("verified output ({} bytes):", output.len());
+            std::io::stdout().write_all(&output)?;
+        }
+    }
+    match final_job.status {
+        JobStatus::Completed => Ok(()),
+        status => bail!(
+            "job {} ended {}: {}",
+            final_job.id,
+            format!("{status:?}").to_lowercase(),
+            final_job
+                .failure_reason
+                .as_deref()
+                .unwrap_or("no reason given")
+        ),
+    }
+}
+
+/// Polls a job until it is final, printing its timeline as it grows.
+async fn follow(api: &Api, id: &str, print: bool) -> Result<JobView> {
+    let mut shown = 0usize;
+    let mut start: Option<u64> = None;
+    loop {
+        let job: JobView = api
+            .get(&format!("/api/v1/jobs/{id}"), "following the job")
+            .await?;
+        if print {
+            let lines: Vec<LogLine> = api
+                .get(&format!("/api/v1/jobs/{id}/logs"), "reading the timeline")
+                .await?;
+            let t0 = *start.get_or_insert(job.submitted_at);
+            for line in lines.iter().skip(shown) {
+                let secs = line.at.saturating_sub(t0) as f64 / 1000.0;
+                println!("  [{secs:>6.2}s] {}", line.message);
+            }
+            shown = lines.len();
+        }
+        if job.status.is_final() {
+            return Ok(job);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn print_summary(job: &JobView) {
+    println!(
+        "job {}: {}",
+        job.id,
+        format!("{:?}", job.status).to_lowercase()
+    );
+    println!(
+        "  image: {}  n={} k={}",
+        job.spec.image, job.spec.redundancy, job.spec.consensus
+    );
+    println!("  bids: {}", job.bids.len());
+    for e in &job.executions {
+        println!(
+            "  worker {}  {:<9} hash {}  exit {}{}",
+            e.peer_id,
+            format!("{:?}", e.status).to_lowercase(),
+            e.result_hash.as_deref().map(|h| &h[..12]).unwrap_or("-"),
+            e.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            e.failure
+                .as_deref()
+                .map(|f| format!("  ({f})"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(v) = &job.verdict {
+        println!(
+            "  verdict: {} {}",
+            v.outcome,
+            v.result_hash
+                .as_deref()
+                .or(v.reason.as_deref())
+                .unwrap_or("")
+        );
+        println!("    agreeing:    {}", v.agreeing.join(", "));
+        if !v.disagreeing.is_empty() {
+            println!("    disagreeing: {}", v.disagreeing.join(", "));
+        }
+        if !v.failed.is_empty() {
+            println!("    failed:      {}", v.failed.join(", "));
+        }
+        if !v.silent.is_empty() {
+            println!("    silent:      {}", v.silent.join(", "));
+        }
+    }
+    let t = &job.timings;
+    let ms = |v: Option<u64>| v.map(|v| format!("{v} ms")).unwrap_or_else(|| "-".into());
+    println!(
+        "  timings: bidding {}, execution {}, verification {}, output fetch {}, total {}",
+        ms(t.bidding_ms),
+        ms(t.execution_ms),
+        ms(t.verification_ms),
+        ms(t.fetch_ms),
+        ms(t.total_ms)
+    );
+}
+
+/// `distributeai get`.
+pub async fn get(id: &str, args: &ApiArgs) -> Result<()> {
+    let api = Api::new(args);
+    if args.json {
+        println!(
+            "{}",
+            api.get_text(&format!("/api/v1/jobs/{id}"), "getting the job")
+                .await?
+        );
+        return Ok(());
+    }
+    let job: JobView = api
+        .get(&format!("/api/v1/jobs/{id}"), "getting the job")
+        .await?;
+    print_summary(&job);
+    Ok(())
+}
+
+/// `distributeai list`.
+pub async fn list(args: &ApiArgs) -> Result<()> {
+    let api = Api::new(args);
+    if args.json {
+        println!("{}", api.get_text("/api/v1/jobs", "listing jobs").await?);
+        return Ok(());
+    }
+    let jobs: Vec<JobView> = api.get("/api/v1/jobs", "listing jobs").await?;
+    println!("{:<66} {:<10} {:<5} IMAGE", "JOB ID", "STATUS", "N/K");
+    for job in &jobs {
+        println!(
+            "{:<66} {:<10} {:<5} {}",
+            job.id,
+            format!("{:?}", job.status).to_lowercase(),
+            format!("{}/{}", job.spec.redundancy, job.spec.consensus),
+            job.spec.image
+        );
+    }
+    if jobs.is_empty() {
+        println!("(no jobs)");
+    }
+    Ok(())
+}
+
+/// `distributeai logs`.
+pub async fn logs(id: &str, args: &ApiArgs) -> Result<()> {
+    let api = Api::new(args);
+    if args.json {
+        println!(
+            "{}",
+            api.get_text(&format!("/api/v1/jobs/{id}/logs"), "reading the timeline")
+                .await?
+        );
+        return Ok(());
+    }
+    let lines: Vec<LogLine> = api
+        .get(&format!("/api/v1/jobs/{id}/logs"), "reading the timeline")
+        .await?;
+    let t0 = lines.first().map(|l| l.at).unwrap_or(0);
+    for line in lines {
+        println!(
+            "[{:>7.2}s] {}",
+            line.at.saturating_sub(t0) as f64 / 1000.0,
+            line.message
+        );
+    }
+    Ok(())
+}
+
+/// `distributeai result`.
+pub async fn result(id: &str, output: Option<PathBuf>, args: &ApiArgs) -> Result<()> {
+    let api = Api::new(args);
+    match output {
+        None => {
+            let bytes = api
+                .get_bytes(&format!("/api/v1/jobs/{id}/result"), "fetching the result")
+                .await?;
+            std::io::stdout().write_all(&bytes)?;
+        }
+        Some(dir) => {
+            let tar = api
+                .get_bytes(
+                    &format!("/api/v1/jobs/{id}/result?format=tar"),
+                    "fetching the result",
+                )
+                .await?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            // tar refuses entries that would land outside `dir` (absolute or `..` paths).
+            tar::Archive::new(tar.as_slice())
+                .unpack(&dir)
+                .with_context(|| format!("unpacking into {}", dir.display()))?;
+            eprintln!("output files written to {}", dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// `distributeai cancel`.
+pub async fn cancel(id: &str, args: &ApiArgs) -> Result<()> {
+    let api = Api::new(args);
+    let response = api
+        .send(
+            api.http.delete(format!("{}/api/v1/jobs/{id}", api.base)),
+            "cancelling",
+        )
+        .await?;
+    let job: JobView = response.json().await.context("reading the answer")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&job)?);
+    } else {
+        println!(
+            "job {}: {}",
+            job.id,
+            format!("{:?}", job.status).to_lowercase()
+        );
+    }
+    Ok(())
+}
+
+/// `distributeai stats`.
+pub async fn stats(args: &ApiArgs) -> Result<()> {
+    let api = Api::new(args);
+    let text = api.get_text("/api/v1/stats", "reading stats").await?;
+    if args.json {
+        println!("{text}");
+        return Ok(());
+    }
+    let stats: crate::jobs::Stats = serde_json::from_str(&text)?;
+    let mut statuses: Vec<_> = stats.jobs.iter().collect();
+    statuses.sort();
+    println!("submitted jobs:");
+    for (status, count) in statuses {
+        println!("  {status:<10} {count}");
+    }
+    println!(
+        "work accepted: {}  running now: {}",
+        stats.work_accepted, stats.work_running
+    );
+    Ok(())
+}
