@@ -6,6 +6,8 @@
 //! running the same deterministic job agree.
 
 pub mod docker;
+#[cfg(feature = "test-support")]
+pub mod fake;
 pub mod outputs;
 
 use std::future::Future;

@@ -58,6 +58,8 @@ pub struct JobsConfig {
     pub bid_window: Duration,
     /// Bids beyond n to wait for before closing the window early (reserves).
     pub reserve_bids: usize,
+    /// With at least n bids, close the window once no bid arrived for this long.
+    pub bid_quiet: Duration,
     /// After this long with fewer than n bids, run with what there is (at least k) or fail.
     pub bid_wait_max: Duration,
     /// Extra time on top of the job's timeout before a worker counts as silent.
@@ -77,6 +79,7 @@ impl Default for JobsConfig {
             max_concurrent: 2,
             bid_window: Duration::from_secs(3),
             reserve_bids: 2,
+            bid_quiet: Duration::from_millis(750),
             bid_wait_max: Duration::from_secs(60),
             deadline_grace: Duration::from_secs(60),
             max_reassignments: 4,

@@ -231,7 +231,11 @@ impl JobManager {
                 let n = usize::from(job.spec.redundancy);
                 let k = usize::from(job.spec.consensus);
                 let enough = job.bids.len() >= n + self.config.reserve_bids;
-                let window_over = now >= job.bidding_closes_at && job.bids.len() >= n;
+                // With n bids in hand, a quiet spell means no more are coming soon.
+                let quiet = job.bids.last().is_some_and(|b| {
+                    now >= b.received_at + self.config.bid_quiet.as_millis() as u64
+                });
+                let window_over = (now >= job.bidding_closes_at || quiet) && job.bids.len() >= n;
                 let waited_out =
                     now >= job.submitted_at + self.config.bid_wait_max.as_millis() as u64;
                 if enough || window_over {

@@ -1,0 +1,203 @@
+//! End to end with the real binaries and the real Docker engine: a bootstrap peer and four
+//! `distributeai node` processes, one of them lying; `distributeai submit --wait` returns the
+//! verified output of the example job and `distributeai get --json` shows the verdict. Needs
+//! the `distributeai/toolbox:local` image (`scripts/build-images.sh`, run by `scripts/test.sh`).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+struct Network {
+    _boot: Proc,
+    boot_addr: String,
+    nodes: Vec<(Proc, String, String)>,
+}
+
+fn start_network(dir: &Path, faults: &[Option<&str>]) -> Network {
+    let mut cmd = Command::new(bootstrap_bin());
+    cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
+        .arg(dir.join("boot"));
+    let mut boot = Proc::spawn("bootstrap", cmd, &dir.join("boot.log"));
+    let boot_addr = format!(
+        "/ip4/127.0.0.1/tcp/{}",
+        boot.wait_for_line("listening on /ip4/127.0.0.1/tcp/")
+    );
+    let nodes = faults
+        .iter()
+        .enumerate()
+        .map(|(i, fault)| start_node(dir, i, &boot_addr, *fault))
+        .collect();
+    let network = Network {
+        _boot: boot,
+        boot_addr,
+        nodes,
+    };
+    let ids: Vec<String> = network.nodes.iter().map(|n| n.1.clone()).collect();
+    let api = network.nodes[0].2.clone();
+    let meshed = wait_until(|| {
+        let mut cmd = Command::new(node_bin());
+        cmd.args(["peers", "--json", "--api", &api]);
+        let peers: Vec<serde_json::Value> = serde_json::from_str(&output(cmd)).unwrap_or_default();
+        ids[1..].iter().all(|id| {
+            peers
+                .iter()
+                .any(|p| p["peer_id"] == id.as_str() && p["accepts_jobs"] == true)
+        })
+    });
+    assert!(meshed, "the submitter hears every worker");
+    // Let the workers hear the submitter too, so their bids can reach it.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    network
+}
+
+fn start_node(
+    dir: &Path,
+    i: usize,
+    bootstrap: &str,
+    fault: Option<&str>,
+) -> (Proc, String, String) {
+    let mut cmd = Command::new(node_bin());
+    cmd.arg("node")
+        .args([
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--bootstrap",
+            bootstrap,
+            "--cpus",
+            "1",
+            "--memory-mb",
+            "512",
+        ])
+        .arg("--data-dir")
+        .arg(dir.join(format!("node{i}")));
+    if i == 0 {
+        cmd.arg("--no-worker");
+    }
+    if let Some(fault) = fault {
+        cmd.args(["--simulate-fault", fault]);
+    }
+    let mut node = Proc::spawn(&format!("node{i}"), cmd, &dir.join(format!("node{i}.log")));
+    let peer_id = node.wait_for_line("peer_id:");
+    let api = node.wait_for_line("api: http://");
+    (node, peer_id, api)
+}
+
+fn example(name: &str) -> String {
+    format!("{}/../examples/{name}/job.json", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn submit_wait_returns_the_verified_output_and_get_shows_the_verdict() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = start_network(dir.path(), &[None, None, None, Some("wrong-result")]);
+    let api = &net.nodes[0].2;
+    let liar = &net.nodes[3].1;
+
+    let out = Command::new(node_bin())
+        .args([
+            "submit",
+            "--wait",
+            "--api",
+            api,
+            "--file",
+            &example("hash-verify"),
+        ])
+        .output()
+        .expect("run submit");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "submit --wait failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("verdict: accepted"), "{stdout}");
+    let digest = stdout.lines().last().expect("output line").trim();
+    assert_eq!(
+        digest.len(),
+        64,
+        "the verified output is the job's sha256: {stdout}"
+    );
+    let job_id = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("job ")
+                .and_then(|r| r.split_whitespace().next())
+        })
+        .expect("job id")
+        .trim_end_matches(':')
+        .to_string();
+
+    let mut cmd = Command::new(node_bin());
+    cmd.args(["get", "--json", "--api", api, &job_id]);
+    let job: serde_json::Value = serde_json::from_str(&output(cmd)).expect("job JSON");
+    assert_eq!(job["status"], "completed");
+    assert_eq!(job["verdict"]["outcome"], "accepted");
+    assert_eq!(job["verdict"]["agreeing"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        job["verdict"]["disagreeing"][0],
+        liar.as_str(),
+        "the lying worker is named"
+    );
+    assert_eq!(job["executions"].as_array().map(Vec::len), Some(3));
+
+    // The /out files unpack with `result -o`, and match what stdout said.
+    let files = dir.path().join("result");
+    let mut cmd = Command::new(node_bin());
+    cmd.args(["result", "--api", api, &job_id, "-o"])
+        .arg(&files);
+    output(cmd);
+    let written = std::fs::read_to_string(files.join("sha256.txt")).expect("sha256.txt unpacked");
+    assert_eq!(written.trim(), digest);
+    let mut cmd = Command::new(node_bin());
+    cmd.args(["result", "--api", api, &job_id]);
+    assert_eq!(output(cmd).trim(), digest);
+}
+
+#[test]
+fn a_worker_that_crashes_mid_job_resumes_its_assignment_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut net = start_network(dir.path(), &[None, None, Some("crash-mid-job")]);
+    let api = net.nodes[0].2.clone();
+    let mut cmd = Command::new(node_bin());
+    cmd.args([
+        "submit",
+        "--api",
+        &api,
+        "--redundancy",
+        "2",
+        "--consensus",
+        "2",
+        "--file",
+        &example("hash-verify"),
+    ]);
+    let job_id = output(cmd).trim().to_string();
+
+    // The faulty worker accepts, starts, and dies.
+    let (crashed, _, _) = &mut net.nodes[2];
+    let exited = wait_until(|| crashed.exited());
+    assert!(exited, "the worker crashed as told");
+
+    // Started again on the same data without the fault, it runs the job it had accepted.
+    let (restarted, _, _) = start_node(dir.path(), 2, &net.boot_addr, None);
+    net.nodes[2].0 = restarted;
+
+    let done = wait_until(|| {
+        let mut cmd = Command::new(node_bin());
+        cmd.args(["get", "--json", "--api", &api, &job_id]);
+        let job: serde_json::Value = serde_json::from_str(&output(cmd)).unwrap_or_default();
+        job["status"] == "completed"
+    });
+    assert!(
+        done,
+        "the job completes once the worker is back; logs in {}",
+        dir.path().display()
+    );
+}

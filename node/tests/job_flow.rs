@@ -1,0 +1,409 @@
+//! The job flow in-process with fast fake executors: consensus against liars, silent and
+//! failing workers, a submitter restarted mid-job, and a worker that copies a commitment.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use distributeai_node::executor::fake::{FakeBehaviour, FakeExecutor};
+use distributeai_node::jobs::model::{JobStatus, JobView};
+use distributeai_node::jobs::{Fault, JobsConfig};
+use distributeai_node::network::{NetworkEvent, Role};
+use distributeai_node::service::{self, RunningNode};
+use distributeai_protocol::time::now_ms;
+use distributeai_protocol::{
+    Bid, CommittedOutcome, Digest, JobSpec, Request, ResultCommitment, Signed, VerifiedGossip,
+};
+use libp2p::Multiaddr;
+
+const BOUND: Duration = Duration::from_secs(120);
+
+fn jobs_config(fault: Option<Fault>) -> JobsConfig {
+    JobsConfig {
+        bid_window: Duration::from_secs(1),
+        reserve_bids: 1,
+        bid_wait_max: Duration::from_secs(30),
+        deadline_grace: Duration::from_secs(2),
+        fault,
+        ..JobsConfig::default()
+    }
+}
+
+struct Net {
+    bootstrap: TestPeer,
+    submitter: TestNode,
+    workers: Vec<TestNode>,
+}
+
+async fn start_worker(
+    bootstrap: &[Multiaddr],
+    behaviour: FakeBehaviour,
+    fault: Option<Fault>,
+) -> TestNode {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = node_config(dir.path(), bootstrap.to_vec(), "worker");
+    config.jobs = jobs_config(fault);
+    config.executor = Some(Arc::new(FakeExecutor {
+        work_dir: dir.path().join("work"),
+        behaviour,
+        delay: Duration::from_millis(300),
+    }));
+    let node = service::start(config).await.expect("worker starts");
+    TestNode { node, dir }
+}
+
+async fn start_submitter_in(dir: tempfile::TempDir, bootstrap: &[Multiaddr]) -> TestNode {
+    let mut config = node_config(dir.path(), bootstrap.to_vec(), "submitter");
+    config.worker = false;
+    config.jobs = jobs_config(None);
+    let node = service::start(config).await.expect("submitter starts");
+    TestNode { node, dir }
+}
+
+/// A bootstrap peer, a submitter and workers, with the submitter hearing every worker.
+async fn network(workers: &[(FakeBehaviour, Option<Fault>)]) -> Net {
+    let bootstrap = TestPeer::start(Role::Bootstrap, vec![]).await;
+    let submitter =
+        start_submitter_in(tempfile::tempdir().expect("tempdir"), &bootstrap.addrs).await;
+    let mut nodes = Vec::new();
+    for (behaviour, fault) in workers {
+        nodes.push(start_worker(&bootstrap.addrs, *behaviour, *fault).await);
+    }
+    let net = Net {
+        bootstrap,
+        submitter,
+        workers: nodes,
+    };
+    net.wait_meshed().await;
+    net
+}
+
+impl Net {
+    async fn wait_meshed(&self) {
+        let ids: Vec<String> = self
+            .workers
+            .iter()
+            .map(|w| w.node.peer_id.to_string())
+            .collect();
+        let meshed = wait_until(BOUND, || async {
+            let peers = self.submitter.peers().await;
+            ids.iter().all(|id| {
+                peers
+                    .iter()
+                    .any(|p| p["peer_id"] == id.as_str() && p["accepts_jobs"] == true)
+            })
+        })
+        .await;
+        assert!(meshed, "the submitter hears every worker");
+        // Workers must also have heard the submitter, to reach it with bids.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    fn worker_id(&self, i: usize) -> String {
+        self.workers[i].node.peer_id.to_string()
+    }
+}
+
+fn spec(n: u8, k: u8) -> JobSpec {
+    let mut spec = JobSpec::new(
+        "distributeai/toolbox:local",
+        vec!["sha256sum".into(), "data".into()],
+    );
+    spec.redundancy = n;
+    spec.consensus = k;
+    spec.timeout_s = 3;
+    spec.reward = 5;
+    spec
+}
+
+async fn submit(node: &RunningNode, spec: JobSpec) -> JobView {
+    node.state.jobs.submit(spec).await.expect("submit")
+}
+
+async fn wait_final(node: &RunningNode, id: &str) -> JobView {
+    let id = id.parse().expect("job id");
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let job = node.state.jobs.get(id).await.expect("job exists");
+        if job.status.is_final() {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job did not finish: {job:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_of_three_with_one_liar_is_accepted_and_names_the_liar() {
+    let net = network(&[
+        (FakeBehaviour::Honest, None),
+        (FakeBehaviour::Honest, None),
+        (FakeBehaviour::Honest, Some(Fault::WrongResult)),
+    ])
+    .await;
+    let job = submit(&net.submitter.node, spec(3, 2)).await;
+    let job = wait_final(&net.submitter.node, &job.id).await;
+    assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
+    let verdict = job.verdict.expect("verdict");
+    assert_eq!(verdict.outcome, "accepted");
+    assert_eq!(
+        verdict.disagreeing,
+        vec![net.worker_id(2)],
+        "the liar is named"
+    );
+    let mut agreeing = verdict.agreeing.clone();
+    agreeing.sort();
+    let mut honest = vec![net.worker_id(0), net.worker_id(1)];
+    honest.sort();
+    assert_eq!(agreeing, honest);
+
+    // The verified output is the honest one.
+    let out = std::fs::read(
+        net.submitter
+            .node
+            .state
+            .jobs
+            .output_dir(&job.id.parse().expect("id"))
+            .join("stdout"),
+    )
+    .expect("stored output");
+    let expected = blake3::hash(b"sha256sum\0data").to_hex().to_string() + "\n";
+    assert_eq!(String::from_utf8_lossy(&out), expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_of_three_with_two_agreeing_liars_is_never_accepted() {
+    let net = network(&[
+        (FakeBehaviour::Honest, None),
+        (FakeBehaviour::Honest, Some(Fault::WrongResult)),
+        (FakeBehaviour::Honest, Some(Fault::WrongResult)),
+    ])
+    .await;
+    let job = submit(&net.submitter.node, spec(3, 3)).await;
+    let job = wait_final(&net.submitter.node, &job.id).await;
+    assert_eq!(job.status, JobStatus::Failed, "{job:#?}");
+    let verdict = job.verdict.expect("verdict");
+    assert_eq!(verdict.outcome, "failed");
+    assert!(verdict.agreeing.is_empty());
+    assert!(
+        job.failure_reason
+            .is_some_and(|r| r.contains("no 3 matching results"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_failures_end_as_failed_with_a_reason() {
+    let net = network(&[
+        (FakeBehaviour::Fail, None),
+        (FakeBehaviour::Fail, None),
+        (FakeBehaviour::Honest, None),
+    ])
+    .await;
+    let job = submit(&net.submitter.node, spec(3, 2)).await;
+    let job = wait_final(&net.submitter.node, &job.id).await;
+    assert_eq!(job.status, JobStatus::Failed);
+    let reason = job.failure_reason.expect("reason");
+    assert!(reason.contains("no 2 matching results"), "{reason}");
+    assert_eq!(job.verdict.expect("verdict").failed.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_worker_is_replaced_and_the_job_completes() {
+    // Four bidders for three slots, one of them silent. Selection is random, so submit until
+    // the silent worker is among the chosen (three in four chances each time).
+    let net = network(&[
+        (FakeBehaviour::Honest, None),
+        (FakeBehaviour::Honest, None),
+        (FakeBehaviour::Honest, None),
+        (FakeBehaviour::Honest, Some(Fault::Silent)),
+    ])
+    .await;
+    let silent = net.worker_id(3);
+    for _ in 0..10 {
+        let job = submit(&net.submitter.node, spec(3, 3)).await;
+        let job = wait_final(&net.submitter.node, &job.id).await;
+        assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
+        let Some(execution) = job.executions.iter().find(|e| e.peer_id == silent) else {
+            continue;
+        };
+        assert!(!execution.active, "the silent worker lost its slot");
+        assert_eq!(format!("{:?}", execution.status), "Silent");
+        assert_eq!(job.executions.len(), 4, "a reserve took its place");
+        assert_eq!(job.verdict.expect("verdict").silent, vec![silent]);
+        return;
+    }
+    panic!("the silent worker was never selected in 10 jobs");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_submitter_killed_mid_job_and_restarted_completes_the_job() {
+    let bootstrap = TestPeer::start(Role::Bootstrap, vec![]).await;
+    let submitter =
+        start_submitter_in(tempfile::tempdir().expect("tempdir"), &bootstrap.addrs).await;
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = node_config(dir.path(), bootstrap.addrs.clone(), "worker");
+        config.jobs = jobs_config(None);
+        config.executor = Some(Arc::new(FakeExecutor {
+            work_dir: dir.path().join("work"),
+            behaviour: FakeBehaviour::Honest,
+            // Long enough for the submitter to be down when the results are ready.
+            delay: Duration::from_secs(4),
+        }));
+        workers.push(TestNode {
+            node: service::start(config).await.expect("worker"),
+            dir,
+        });
+    }
+    let net = Net {
+        bootstrap,
+        submitter,
+        workers,
+    };
+    net.wait_meshed().await;
+    let Net {
+        bootstrap,
+        submitter,
+        workers: _workers,
+    } = net;
+
+    let mut job_spec = spec(3, 2);
+    job_spec.timeout_s = 30;
+    let job = submit(&submitter.node, job_spec).await;
+    let id: distributeai_protocol::JobId = job.id.parse().expect("id");
+    let running = wait_until(BOUND, || async {
+        submitter
+            .node
+            .state
+            .jobs
+            .get(id)
+            .await
+            .is_some_and(|j| j.status == JobStatus::Running)
+    })
+    .await;
+    assert!(running, "the job gets assigned");
+
+    // Kill the submitter while the workers execute, then start it again on the same data.
+    let TestNode { node, dir } = submitter;
+    node.stop().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let restarted = start_submitter_in(dir, &bootstrap.addrs).await;
+    let job = wait_final(&restarted.node, &job.id).await;
+    assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
+    assert_eq!(job.verdict.expect("verdict").agreeing.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_copies_another_workers_commitment_is_detected() {
+    let net = network(&[(FakeBehaviour::Honest, None), (FakeBehaviour::Honest, None)]).await;
+    // The copier: a bare peer that bids, accepts its assignment, then sends the commitment
+    // of an honest worker (as if it had leaked) instead of doing the work.
+    let mut copier = TestPeer::start(Role::Node, net.bootstrap.addrs.clone()).await;
+    let copier_id = copier.identity.peer_id().to_string();
+    assert!(wait_until(BOUND, || async { copier.connected().await > 0 }).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let job = submit(&net.submitter.node, spec(3, 2)).await;
+    let id: distributeai_protocol::JobId = job.id.parse().expect("id");
+    let submitter_peer = net.submitter.node.peer_id;
+    // Bid on the announcement, acknowledge the assignment.
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let mut assigned_attempt = None;
+    while assigned_attempt.is_none() && tokio::time::Instant::now() < deadline {
+        let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_secs(1), copier.events.recv()).await
+        else {
+            continue;
+        };
+        match event {
+            NetworkEvent::Gossip {
+                message: VerifiedGossip::Job(announcement),
+                ..
+            } if announcement.envelope.job_id() == id => {
+                let bid = Bid {
+                    job_id: id,
+                    image_present: true,
+                    running_jobs: 0,
+                    issued_at: now_ms(),
+                };
+                let signed = Signed::sign(&copier.identity, &bid).expect("sign");
+                copier
+                    .client
+                    .request(submitter_peer, Request::Bid(signed))
+                    .await
+                    .expect("bid");
+            }
+            NetworkEvent::Request {
+                request: distributeai_node::network::InboundRequest::Assign(a),
+                id: request_id,
+                ..
+            } => {
+                copier
+                    .client
+                    .respond(request_id, distributeai_protocol::Response::Ack)
+                    .await
+                    .expect("ack");
+                assigned_attempt = Some(a.message.attempt);
+            }
+            _ => {}
+        }
+    }
+    let attempt = assigned_attempt.expect("the copier is assigned");
+
+    // Wait for an honest commitment, and send it as the copier's own.
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let leaked: Digest = loop {
+        let job = net.submitter.node.state.jobs.get(id).await.expect("job");
+        let found = job
+            .executions
+            .iter()
+            .find_map(|e| e.commitment.as_ref().and_then(|c| c.parse().ok()));
+        if let Some(digest) = found {
+            break digest;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "an honest worker commits"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let commit = ResultCommitment {
+        job_id: id,
+        attempt,
+        outcome: CommittedOutcome::Committed(leaked),
+        issued_at: now_ms(),
+    };
+    let signed = Signed::sign(&copier.identity, &commit).expect("sign");
+    let _ = copier
+        .client
+        .request(submitter_peer, Request::Commit(signed))
+        .await;
+
+    let job = wait_final(&net.submitter.node, &job.id).await;
+    let execution = job
+        .executions
+        .iter()
+        .find(|e| e.peer_id == copier_id)
+        .expect("the copier was assigned");
+    assert_eq!(format!("{:?}", execution.status), "Invalid", "{job:#?}");
+    assert!(
+        execution
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.contains("copied"))
+    );
+    assert_eq!(
+        job.status,
+        JobStatus::Completed,
+        "the honest workers still agree"
+    );
+    let verdict = job.verdict.expect("verdict");
+    assert!(verdict.failed.contains(&copier_id));
+    assert!(!verdict.agreeing.contains(&copier_id));
+}
