@@ -1,0 +1,57 @@
+# Shared by demo.sh and bench-job-flow.sh: starts a bootstrap peer and four nodes on
+# 127.0.0.1 (node 0 submits and runs no jobs; node 3 lies on purpose) and stops them on exit.
+# Expects `say` and `bin` to be set; sets `work`, `api` (node 0's API) and `ids`.
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Waits for a line starting with $2 in file $1 and prints the rest of it.
+wait_line() {
+  for _ in $(seq 1 300); do
+    if line=$(grep -m1 "^$2" "$1" 2>/dev/null); then
+      echo "${line#"$2"}"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "timed out waiting for '$2' in $1:" >&2
+  tail -20 "$1" >&2
+  return 1
+}
+
+say "Starting a bootstrap peer and four nodes on 127.0.0.1 (mDNS off: nothing leaves this machine)"
+"$bin/distributeai-bootstrap" --listen /ip4/127.0.0.1/tcp/0 --data-dir "$work/boot" >"$work/boot.out" 2>"$work/boot.log" &
+pids+=($!)
+boot=$(wait_line "$work/boot.out" "listening on ")
+echo "bootstrap peer: $boot"
+
+declare -a apis ids
+roles=("submitter (runs no jobs)" "honest worker" "honest worker" "LYING worker (--simulate-fault wrong-result)")
+for i in 0 1 2 3; do
+  args=(node --no-mdns --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0 --bootstrap "$boot"
+        --data-dir "$work/node$i" --cpus 1 --memory-mb 512 --region "demo-$i")
+  [[ $i == 0 ]] && args+=(--no-worker)
+  [[ $i == 3 ]] && args+=(--simulate-fault wrong-result)
+  "$bin/distributeai" "${args[@]}" >"$work/node$i.out" 2>"$work/node$i.log" &
+  pids+=($!)
+  ids[i]=$(wait_line "$work/node$i.out" "peer_id: ")
+  apis[i]=$(wait_line "$work/node$i.out" "api: http://")
+  echo "node $i  ${ids[i]}  ${roles[i]}"
+done
+api=${apis[0]}
+
+say "Waiting for the mesh to form"
+for _ in $(seq 1 120); do
+  workers=$("$bin/distributeai" peers --json --api "$api" | { grep -o '"accepts_jobs":true' || true; } | wc -l)
+  [[ $workers -ge 3 ]] && break
+  sleep 0.5
+done
+"$bin/distributeai" peers --api "$api"
+sleep 2 # let the workers hear the submitter's announcement too
+
