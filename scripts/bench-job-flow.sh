@@ -16,7 +16,8 @@ source scripts/lib/local-net.sh >&2
 
 say "Submitting $runs jobs"
 for i in $(seq 1 "$runs"); do
-  "$bin/distributeai" submit --wait --json --api "$api" --file examples/hash-verify/job.json >"$work/job$i.json"
+  # reward 0: the submitter earns no credits in this network, and the grant covers only a few paid jobs
+  "$bin/distributeai" submit --wait --json --api "$api" --file examples/hash-verify/job.json --reward 0 >"$work/job$i.json"
 done
 
 python3 - "$work" "$runs" <<'PY'

@@ -31,5 +31,9 @@ say "The verdict, as any node's API shows it (distributeai get $job)"
 
 say "The lying worker"
 echo "node 3 (${ids[3]}) is named as disagreeing; its result was not accepted."
+
+say "The ledger the verdict fed (every node computes the same; distributeai ledger)"
+sleep 1
+"$bin/distributeai" ledger --api "${apis[1]}"
 echo
 echo "Done. Everything this demo started is stopped now."

@@ -9,6 +9,7 @@
 //! - `GET /api/v1/jobs/{id}/result`: the verified stdout, or `?format=tar` for the `/out` files.
 //! - `DELETE /api/v1/jobs/{id}`: cancel.
 //! - `GET /api/v1/stats`: counts.
+//! - `GET /api/v1/ledger`: every identity's reputation and credits, the summary hash and count.
 //! - `GET /metrics`: Prometheus metrics.
 
 use std::sync::Arc;
@@ -89,6 +90,7 @@ pub fn router(state: Arc<SharedState>) -> Router {
         .route("/api/v1/jobs/{id}/logs", get(job_logs))
         .route("/api/v1/jobs/{id}/result", get(job_result))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/ledger", get(ledger))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
@@ -131,12 +133,54 @@ async fn node_info(State(state): State<Arc<SharedState>>) -> Result<Json<NodeInf
     }))
 }
 
-async fn peers(State(state): State<Arc<SharedState>>) -> Json<Vec<PeerRecord>> {
-    let table = state
+/// A peer as `GET /api/v1/peers` shows it: the peer table's record plus its ledger standing.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerView {
+    /// What the peer table knows.
+    #[serde(flatten)]
+    pub record: PeerRecord,
+    /// Reputation from the ledger.
+    pub reputation: f64,
+    /// Credits from the ledger.
+    pub credits: i64,
+}
+
+async fn peers(State(state): State<Arc<SharedState>>) -> Json<Vec<PeerView>> {
+    let records = state
         .peers
         .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .list();
+    let ledger = state
+        .ledger
+        .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    Json(table.list())
+    Json(
+        records
+            .into_iter()
+            .map(|record| {
+                let standing = record
+                    .public_key
+                    .map(|k| ledger.standing(&k))
+                    .unwrap_or_default();
+                PeerView {
+                    record,
+                    reputation: (standing.reputation * 100.0).round() / 100.0,
+                    credits: standing.credits,
+                }
+            })
+            .collect(),
+    )
+}
+
+async fn ledger(State(state): State<Arc<SharedState>>) -> Json<crate::ledger::LedgerView> {
+    Json(
+        state
+            .ledger
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .view(),
+    )
 }
 
 async fn metrics(State(state): State<Arc<SharedState>>) -> Response {

@@ -83,6 +83,12 @@ pub enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Show the ledger: every identity's reputation and credits, and the summary hash.
+    Ledger {
+        /// How to reach the node.
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Show counts of jobs and work.
     Stats {
         /// How to reach the node.
@@ -202,6 +208,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Result { id, output, api } => crate::client::result(&id, output, &api).await,
         Command::Cancel { id, api } => crate::client::cancel(&id, &api).await,
         Command::Stats { api } => crate::client::stats(&api).await,
+        Command::Ledger { api } => crate::client::ledger(&api).await,
         Command::Identity { data_dir, json } => identity(data_dir, json),
     }
 }
@@ -298,6 +305,7 @@ pub fn node_config(args: NodeArgs) -> Result<NodeConfig> {
         worker: !args.no_worker && file.worker.unwrap_or(true),
         announce_interval: Duration::from_secs(30),
         peer_expiry: Duration::from_secs(120),
+        ledger_sync_interval: Duration::from_secs(30),
         jobs: JobsConfig {
             fault: args.simulate_fault,
             ..JobsConfig::default()
@@ -372,14 +380,14 @@ async fn peers(api: &str, json: bool) -> Result<()> {
         serde_json::from_str(&body).context("the API's answer is not a peer list")?;
     let now = distributeai_protocol::time::now_ms();
     println!(
-        "{:<54} {:<9} {:<9} {:>4} {:>9} {:<10} LAST SEEN",
-        "PEER ID", "CONNECTED", "FOUND BY", "CPUS", "MEMORY", "REGION"
+        "{:<54} {:<9} {:<9} {:>4} {:>9} {:<10} {:>6} {:>7} LAST SEEN",
+        "PEER ID", "CONNECTED", "FOUND BY", "CPUS", "MEMORY", "REGION", "REP", "CREDITS"
     );
     for peer in &peers {
         let caps = &peer["capabilities"];
         let ago = now.saturating_sub(peer["last_seen"].as_u64().unwrap_or(now)) / 1000;
         println!(
-            "{:<54} {:<9} {:<9} {:>4} {:>9} {:<10} {}s ago",
+            "{:<54} {:<9} {:<9} {:>4} {:>9} {:<10} {:>6} {:>7} {}s ago",
             peer["peer_id"].as_str().unwrap_or("?"),
             if peer["connected"].as_bool() == Some(true) {
                 "yes"
@@ -399,6 +407,14 @@ async fn peers(api: &str, json: bool) -> Result<()> {
                 .as_str()
                 .filter(|r| !r.is_empty())
                 .unwrap_or("-"),
+            peer["reputation"]
+                .as_f64()
+                .map(|r| format!("{r:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            peer["credits"]
+                .as_i64()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
             ago
         );
     }

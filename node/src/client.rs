@@ -400,3 +400,26 @@ pub async fn stats(args: &ApiArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// `distributeai ledger`.
+pub async fn ledger(args: &ApiArgs) -> Result<()> {
+    let api = Api::new(args);
+    let text = api.get_text("/api/v1/ledger", "reading the ledger").await?;
+    if args.json {
+        println!("{text}");
+        return Ok(());
+    }
+    let view: crate::ledger::LedgerView = serde_json::from_str(&text)?;
+    println!("ledger: {} entries, summary {}", view.entries, view.summary);
+    println!(
+        "{:<54} {:>10} {:>8} {:>7} {:>10} {:>7} {:>7}",
+        "PEER ID", "REPUTATION", "CREDITS", "AGREED", "DISAGREED", "FAILED", "SILENT"
+    );
+    for p in &view.peers {
+        println!(
+            "{:<54} {:>10.1} {:>8} {:>7} {:>10} {:>7} {:>7}",
+            p.peer_id, p.reputation, p.credits, p.agreed, p.disagreed, p.failed, p.silent
+        );
+    }
+    Ok(())
+}

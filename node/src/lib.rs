@@ -7,6 +7,7 @@
 //! - [`executor`]: running a job in a sandboxed Docker container.
 //! - [`host`]: what this machine can offer (CPUs, memory, GPUs).
 //! - [`jobs`]: the job flow: submitter and worker sides, persisted in the store.
+//! - [`ledger`]: verdicts, and the reputation and credits derived from them; sync with peers.
 //! - [`metrics`]: Prometheus counters, e.g. messages dropped at the edge by reason.
 //! - [`network`]: the libp2p mesh, owned by one task, driven through a cloneable client.
 //! - [`paths`]: where a node keeps its data.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod executor;
 pub mod host;
 pub mod jobs;
+pub mod ledger;
 pub mod metrics;
 pub mod network;
 pub mod paths;

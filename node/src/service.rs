@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::executor::docker::SandboxLimits;
 use crate::executor::{DockerExecutor, DockerExecutorConfig, Executor};
 use crate::jobs::{JobMsg, JobsConfig, JobsHandle};
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::network::{self, Client, NetworkConfig, NetworkError, NetworkEvent, Role};
 use crate::peers::{AnnouncementOutcome, PeerTable};
@@ -44,6 +45,8 @@ pub struct NodeConfig {
     pub announce_interval: Duration,
     /// Disconnected peers silent for this long are forgotten.
     pub peer_expiry: Duration,
+    /// How often the ledger is compared with peers.
+    pub ledger_sync_interval: Duration,
     /// Job-flow tunables (and the simulated fault, for tests and demos).
     pub jobs: JobsConfig,
     /// The executor to run jobs with; `None` connects to the local Docker engine.
@@ -101,6 +104,8 @@ pub struct SharedState {
     pub peers: Arc<RwLock<PeerTable>>,
     /// The job flow.
     pub jobs: JobsHandle,
+    /// The ledger.
+    pub ledger: Arc<RwLock<Ledger>>,
     /// Counters.
     pub metrics: Metrics,
     /// The network handle.
@@ -177,6 +182,7 @@ pub async fn listen_addrs(
 pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
     let (identity, created) = NodeIdentity::load_or_create(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
+    let ledger = Arc::new(RwLock::new(Ledger::open(store.clone())?));
     let executor = if config.worker {
         worker_executor(&mut config, &identity).await
     } else {
@@ -202,16 +208,30 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
         ..config.jobs.clone()
     };
     let jobs = crate::jobs::spawn(
-        identity.clone(),
-        client.clone(),
-        store,
-        executor,
-        jobs_config,
-        peers.clone(),
-        config.data_dir.clone(),
+        crate::jobs::Parts {
+            identity: identity.clone(),
+            network: client.clone(),
+            store,
+            executor,
+            config: jobs_config,
+            peers: peers.clone(),
+            ledger: ledger.clone(),
+            metrics: metrics.clone(),
+            data_dir: config.data_dir.clone(),
+        },
         &mut tasks,
         shutdown.clone(),
     )?;
+    let (sync_trigger, sync_requests) = mpsc::channel(64);
+    tasks.spawn(crate::ledger::run_sync(
+        client.clone(),
+        ledger.clone(),
+        peers.clone(),
+        metrics.clone(),
+        sync_requests,
+        config.ledger_sync_interval,
+        shutdown.clone(),
+    ));
     let state = Arc::new(SharedState {
         peer_id: identity.peer_id(),
         started: Instant::now(),
@@ -220,6 +240,7 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
         capabilities: config.capabilities.clone(),
         peers,
         jobs,
+        ledger,
         metrics,
         network: client,
     });
@@ -241,6 +262,7 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
         config,
         state: state.clone(),
         sequence: now_ms(),
+        sync_trigger,
     };
     tasks.spawn(service.run(events, shutdown.clone()));
 
@@ -295,6 +317,7 @@ struct Service {
     config: NodeConfig,
     state: Arc<SharedState>,
     sequence: u64,
+    sync_trigger: mpsc::Sender<()>,
 }
 
 /// Soonest an extra announcement follows the previous one.
@@ -372,6 +395,7 @@ impl Service {
             }
             NetworkEvent::PeerConnected { peer, source } => {
                 self.write_peers(|t| t.on_connected(peer, source, now));
+                let _ = self.sync_trigger.try_send(());
                 Some(ANNOUNCE_AFTER_CONNECT)
             }
             NetworkEvent::PeerDisconnected { peer } => {

@@ -6,137 +6,17 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::jobs::*;
 use common::*;
 use distributeai_node::executor::fake::{FakeBehaviour, FakeExecutor};
-use distributeai_node::jobs::model::{JobStatus, JobView};
-use distributeai_node::jobs::{Fault, JobsConfig};
+use distributeai_node::jobs::Fault;
+use distributeai_node::jobs::model::JobStatus;
 use distributeai_node::network::{NetworkEvent, Role};
-use distributeai_node::service::{self, RunningNode};
+use distributeai_node::service::{self};
 use distributeai_protocol::time::now_ms;
 use distributeai_protocol::{
-    Bid, CommittedOutcome, Digest, JobSpec, Request, ResultCommitment, Signed, VerifiedGossip,
+    Bid, CommittedOutcome, Digest, Request, ResultCommitment, Signed, VerifiedGossip,
 };
-use libp2p::Multiaddr;
-
-const BOUND: Duration = Duration::from_secs(120);
-
-fn jobs_config(fault: Option<Fault>) -> JobsConfig {
-    JobsConfig {
-        bid_window: Duration::from_secs(1),
-        reserve_bids: 1,
-        bid_wait_max: Duration::from_secs(30),
-        deadline_grace: Duration::from_secs(2),
-        fault,
-        ..JobsConfig::default()
-    }
-}
-
-struct Net {
-    bootstrap: TestPeer,
-    submitter: TestNode,
-    workers: Vec<TestNode>,
-}
-
-async fn start_worker(
-    bootstrap: &[Multiaddr],
-    behaviour: FakeBehaviour,
-    fault: Option<Fault>,
-) -> TestNode {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = node_config(dir.path(), bootstrap.to_vec(), "worker");
-    config.jobs = jobs_config(fault);
-    config.executor = Some(Arc::new(FakeExecutor {
-        work_dir: dir.path().join("work"),
-        behaviour,
-        delay: Duration::from_millis(300),
-    }));
-    let node = service::start(config).await.expect("worker starts");
-    TestNode { node, dir }
-}
-
-async fn start_submitter_in(dir: tempfile::TempDir, bootstrap: &[Multiaddr]) -> TestNode {
-    let mut config = node_config(dir.path(), bootstrap.to_vec(), "submitter");
-    config.worker = false;
-    config.jobs = jobs_config(None);
-    let node = service::start(config).await.expect("submitter starts");
-    TestNode { node, dir }
-}
-
-/// A bootstrap peer, a submitter and workers, with the submitter hearing every worker.
-async fn network(workers: &[(FakeBehaviour, Option<Fault>)]) -> Net {
-    let bootstrap = TestPeer::start(Role::Bootstrap, vec![]).await;
-    let submitter =
-        start_submitter_in(tempfile::tempdir().expect("tempdir"), &bootstrap.addrs).await;
-    let mut nodes = Vec::new();
-    for (behaviour, fault) in workers {
-        nodes.push(start_worker(&bootstrap.addrs, *behaviour, *fault).await);
-    }
-    let net = Net {
-        bootstrap,
-        submitter,
-        workers: nodes,
-    };
-    net.wait_meshed().await;
-    net
-}
-
-impl Net {
-    async fn wait_meshed(&self) {
-        let ids: Vec<String> = self
-            .workers
-            .iter()
-            .map(|w| w.node.peer_id.to_string())
-            .collect();
-        let meshed = wait_until(BOUND, || async {
-            let peers = self.submitter.peers().await;
-            ids.iter().all(|id| {
-                peers
-                    .iter()
-                    .any(|p| p["peer_id"] == id.as_str() && p["accepts_jobs"] == true)
-            })
-        })
-        .await;
-        assert!(meshed, "the submitter hears every worker");
-        // Workers must also have heard the submitter, to reach it with bids.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-
-    fn worker_id(&self, i: usize) -> String {
-        self.workers[i].node.peer_id.to_string()
-    }
-}
-
-fn spec(n: u8, k: u8) -> JobSpec {
-    let mut spec = JobSpec::new(
-        "distributeai/toolbox:local",
-        vec!["sha256sum".into(), "data".into()],
-    );
-    spec.redundancy = n;
-    spec.consensus = k;
-    spec.timeout_s = 3;
-    spec.reward = 5;
-    spec
-}
-
-async fn submit(node: &RunningNode, spec: JobSpec) -> JobView {
-    node.state.jobs.submit(spec).await.expect("submit")
-}
-
-async fn wait_final(node: &RunningNode, id: &str) -> JobView {
-    let id = id.parse().expect("job id");
-    let deadline = tokio::time::Instant::now() + BOUND;
-    loop {
-        let job = node.state.jobs.get(id).await.expect("job exists");
-        if job.status.is_final() {
-            return job;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "job did not finish: {job:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_of_three_with_one_liar_is_accepted_and_names_the_liar() {
@@ -225,7 +105,10 @@ async fn a_silent_worker_is_replaced_and_the_job_completes() {
     .await;
     let silent = net.worker_id(3);
     for _ in 0..10 {
-        let job = submit(&net.submitter.node, spec(3, 3)).await;
+        // No reward: the submitter's starting credits would not cover ten paid jobs.
+        let mut unpaid = spec(3, 3);
+        unpaid.reward = 0;
+        let job = submit(&net.submitter.node, unpaid).await;
         let job = wait_final(&net.submitter.node, &job.id).await;
         assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
         let Some(execution) = job.executions.iter().find(|e| e.peer_id == silent) else {

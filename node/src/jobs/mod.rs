@@ -261,6 +261,8 @@ pub struct JobManager {
     executor: Option<Arc<dyn Executor>>,
     config: JobsConfig,
     peers: Arc<std::sync::RwLock<PeerTable>>,
+    ledger: Arc<std::sync::RwLock<crate::ledger::Ledger>>,
+    metrics: crate::metrics::Metrics,
     outputs_dir: PathBuf,
     tx: mpsc::Sender<JobMsg>,
     rx: mpsc::Receiver<JobMsg>,
@@ -275,15 +277,18 @@ pub struct JobManager {
 
 impl JobManager {
     /// Loads stored jobs and assignments; returns the manager and its handle.
-    pub fn new(
-        identity: NodeIdentity,
-        network: Client,
-        store: Store,
-        executor: Option<Arc<dyn Executor>>,
-        config: JobsConfig,
-        peers: Arc<std::sync::RwLock<PeerTable>>,
-        data_dir: PathBuf,
-    ) -> Result<(Self, JobsHandle), StoreError> {
+    pub fn new(parts: Parts) -> Result<(Self, JobsHandle), StoreError> {
+        let Parts {
+            identity,
+            network,
+            store,
+            executor,
+            config,
+            peers,
+            ledger,
+            metrics,
+            data_dir,
+        } = parts;
         let (tx, rx) = mpsc::channel(1024);
         let mut jobs = HashMap::new();
         for mut job in store.all::<Job>(Table::Jobs)? {
@@ -311,6 +316,8 @@ impl JobManager {
                 executor,
                 config,
                 peers,
+                ledger,
+                metrics,
                 outputs_dir,
                 tx,
                 rx,
@@ -426,8 +433,18 @@ impl JobManager {
             InboundRequest::FetchOutput { job_id, offset } => {
                 self.on_fetch_request(peer, job_id, offset)
             }
-            InboundRequest::LedgerSync(_) => {
-                distributeai_protocol::Response::Refused("this node keeps no ledger yet".into())
+            InboundRequest::LedgerSync(sync) => {
+                let page = self
+                    .ledger
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .page(&sync);
+                match page {
+                    Ok(batch) => distributeai_protocol::Response::Ledger(batch),
+                    Err(e) => distributeai_protocol::Response::Refused(
+                        distributeai_protocol::validate::short_text(&e.to_string()),
+                    ),
+                }
             }
         };
         if self.network.respond(id, response).await.is_err() {
@@ -468,21 +485,35 @@ impl JobManager {
     }
 }
 
+/// What the job manager is built from.
+pub struct Parts {
+    /// This node's identity.
+    pub identity: NodeIdentity,
+    /// The network handle.
+    pub network: Client,
+    /// The store.
+    pub store: Store,
+    /// The executor, for a worker.
+    pub executor: Option<Arc<dyn Executor>>,
+    /// Tunables.
+    pub config: JobsConfig,
+    /// Known peers (for operator groups).
+    pub peers: Arc<std::sync::RwLock<PeerTable>>,
+    /// The ledger (reputation for selection, credits for bidding).
+    pub ledger: Arc<std::sync::RwLock<crate::ledger::Ledger>>,
+    /// Counters.
+    pub metrics: crate::metrics::Metrics,
+    /// The data directory.
+    pub data_dir: PathBuf,
+}
+
 /// Starts the job manager task; returns its handle.
-#[allow(clippy::too_many_arguments)]
 pub fn spawn(
-    identity: NodeIdentity,
-    network: Client,
-    store: Store,
-    executor: Option<Arc<dyn Executor>>,
-    config: JobsConfig,
-    peers: Arc<std::sync::RwLock<PeerTable>>,
-    data_dir: PathBuf,
+    parts: Parts,
     tasks: &mut tokio::task::JoinSet<()>,
     shutdown: CancellationToken,
 ) -> Result<JobsHandle, StoreError> {
-    let (manager, handle) =
-        JobManager::new(identity, network, store, executor, config, peers, data_dir)?;
+    let (manager, handle) = JobManager::new(parts)?;
     tasks.spawn(manager.run(shutdown));
     Ok(handle)
 }

@@ -291,15 +291,19 @@ impl JobManager {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
+        let ledger = self.ledger.read().unwrap_or_else(|p| p.into_inner());
         let candidates: Vec<Candidate<PublicKey, String>> = job
             .bids
             .iter()
             .map(|b| Candidate {
                 worker: b.worker,
-                weight: 1.0,
+                weight: distributeai_verifier::reputation::selection_weight(
+                    &ledger.standing(&b.worker),
+                ),
                 group: operator_group(&self.peers, &b.worker),
             })
             .collect();
+        drop(ledger);
         let selection = select(&candidates, n, &mut rand::rng());
         job.reserves = selection.reserves;
         job.status = JobStatus::Running;
@@ -849,7 +853,17 @@ impl JobManager {
             Ok(signed) => job.verdict = Some(signed),
             Err(e) => warn!(error = %e, "cannot sign the verdict"),
         }
+        let own = job
+            .verdict
+            .as_ref()
+            .map(|v| v.open(&distributeai_protocol::ValidationContext::live().archived()));
         self.persist_job(&id);
+        // Our own gossip never comes back to us: enter the verdict in our ledger directly.
+        match own {
+            Some(Ok(verified)) => self.record_verdict(&verified),
+            Some(Err(e)) => warn!(error = %e, "our own verdict does not validate"),
+            None => {}
+        }
         if status == JobStatus::Completed {
             info!(job_id = %id.short(), "job completed");
         }

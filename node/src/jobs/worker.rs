@@ -44,6 +44,20 @@ impl JobManager {
             debug!(job_id = %id.short(), "not bidding: busy");
             return;
         }
+        // A submitter that cannot pay every worker gets no bids.
+        let spec = &job.message.spec;
+        let owed =
+            i64::try_from(spec.reward.saturating_mul(spec.redundancy.into())).unwrap_or(i64::MAX);
+        let credits = self
+            .ledger
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .standing(&job.signer)
+            .credits;
+        if owed > 0 && credits < owed {
+            debug!(job_id = %id.short(), credits, owed, "not bidding: the submitter cannot cover the reward");
+            return;
+        }
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let image_present = executor.has_image(&job.message.spec).await;
@@ -480,6 +494,7 @@ impl JobManager {
     /// A verdict ends a job for its workers: the submitter has what it needs, so the output
     /// kept for it can go.
     pub(super) fn on_verdict_gossip(&mut self, verdict: Verified<Verdict>) {
+        self.record_verdict(&verdict);
         let job_id = verdict.message.job.job_id();
         for item in self
             .work
@@ -498,6 +513,25 @@ impl JobManager {
             .collect();
         for key in keys {
             self.persist_work(&key);
+        }
+    }
+}
+
+impl JobManager {
+    /// Adds a verdict (already verified at the edge) to the ledger.
+    pub(super) fn record_verdict(&mut self, verdict: &Verified<Verdict>) {
+        let result = self
+            .ledger
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(verdict);
+        match result {
+            Ok(_) => {}
+            Err(crate::ledger::LedgerError::DoubleVerdict(job)) => {
+                self.metrics.dropped("verdict", "double_verdict");
+                debug!(job_id = %job.short(), "refused a second verdict for a job");
+            }
+            Err(e) => warn!(error = %e, "cannot store a ledger entry"),
         }
     }
 }

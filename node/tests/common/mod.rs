@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod jobs;
+
 use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
@@ -48,6 +50,7 @@ pub fn node_config(data_dir: &Path, bootstrap: Vec<Multiaddr>, region: &str) -> 
         worker: true,
         announce_interval: Duration::from_secs(3),
         peer_expiry: Duration::from_secs(60),
+        ledger_sync_interval: Duration::from_secs(5),
         jobs: distributeai_node::jobs::JobsConfig::default(),
         executor: None,
     }

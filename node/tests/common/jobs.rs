@@ -1,0 +1,134 @@
+//! Helpers for job-flow tests: a bootstrap peer, a submitter and workers with fake executors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use distributeai_node::executor::fake::{FakeBehaviour, FakeExecutor};
+use distributeai_node::jobs::model::JobView;
+use distributeai_node::jobs::{Fault, JobsConfig};
+use distributeai_node::network::Role;
+use distributeai_node::service::{self, RunningNode};
+use distributeai_protocol::JobSpec;
+use libp2p::Multiaddr;
+
+use super::*;
+
+pub const BOUND: Duration = Duration::from_secs(120);
+
+pub fn jobs_config(fault: Option<Fault>) -> JobsConfig {
+    JobsConfig {
+        bid_window: Duration::from_secs(1),
+        reserve_bids: 1,
+        bid_wait_max: Duration::from_secs(30),
+        deadline_grace: Duration::from_secs(2),
+        fault,
+        ..JobsConfig::default()
+    }
+}
+
+pub struct Net {
+    pub bootstrap: TestPeer,
+    pub submitter: TestNode,
+    pub workers: Vec<TestNode>,
+}
+
+pub async fn start_worker(
+    bootstrap: &[Multiaddr],
+    behaviour: FakeBehaviour,
+    fault: Option<Fault>,
+) -> TestNode {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = node_config(dir.path(), bootstrap.to_vec(), "worker");
+    config.jobs = jobs_config(fault);
+    config.executor = Some(Arc::new(FakeExecutor {
+        work_dir: dir.path().join("work"),
+        behaviour,
+        delay: Duration::from_millis(300),
+    }));
+    let node = service::start(config).await.expect("worker starts");
+    TestNode { node, dir }
+}
+
+pub async fn start_submitter_in(dir: tempfile::TempDir, bootstrap: &[Multiaddr]) -> TestNode {
+    let mut config = node_config(dir.path(), bootstrap.to_vec(), "submitter");
+    config.worker = false;
+    config.jobs = jobs_config(None);
+    let node = service::start(config).await.expect("submitter starts");
+    TestNode { node, dir }
+}
+
+/// A bootstrap peer, a submitter and workers, with the submitter hearing every worker.
+pub async fn network(workers: &[(FakeBehaviour, Option<Fault>)]) -> Net {
+    let bootstrap = TestPeer::start(Role::Bootstrap, vec![]).await;
+    let submitter =
+        start_submitter_in(tempfile::tempdir().expect("tempdir"), &bootstrap.addrs).await;
+    let mut nodes = Vec::new();
+    for (behaviour, fault) in workers {
+        nodes.push(start_worker(&bootstrap.addrs, *behaviour, *fault).await);
+    }
+    let net = Net {
+        bootstrap,
+        submitter,
+        workers: nodes,
+    };
+    net.wait_meshed().await;
+    net
+}
+
+impl Net {
+    pub async fn wait_meshed(&self) {
+        let ids: Vec<String> = self
+            .workers
+            .iter()
+            .map(|w| w.node.peer_id.to_string())
+            .collect();
+        let meshed = wait_until(BOUND, || async {
+            let peers = self.submitter.peers().await;
+            ids.iter().all(|id| {
+                peers
+                    .iter()
+                    .any(|p| p["peer_id"] == id.as_str() && p["accepts_jobs"] == true)
+            })
+        })
+        .await;
+        assert!(meshed, "the submitter hears every worker");
+        // Workers must also have heard the submitter, to reach it with bids.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    pub fn worker_id(&self, i: usize) -> String {
+        self.workers[i].node.peer_id.to_string()
+    }
+}
+
+pub fn spec(n: u8, k: u8) -> JobSpec {
+    let mut spec = JobSpec::new(
+        "distributeai/toolbox:local",
+        vec!["sha256sum".into(), "data".into()],
+    );
+    spec.redundancy = n;
+    spec.consensus = k;
+    spec.timeout_s = 3;
+    spec.reward = 5;
+    spec
+}
+
+pub async fn submit(node: &RunningNode, spec: JobSpec) -> JobView {
+    node.state.jobs.submit(spec).await.expect("submit")
+}
+
+pub async fn wait_final(node: &RunningNode, id: &str) -> JobView {
+    let id = id.parse().expect("job id");
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let job = node.state.jobs.get(id).await.expect("job exists");
+        if job.status.is_final() {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job did not finish: {job:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
