@@ -9,6 +9,7 @@
 //! - `GET /api/v1/jobs/{id}/result`: the verified stdout, or `?format=tar` for the `/out` files.
 //! - `DELETE /api/v1/jobs/{id}`: cancel.
 //! - `GET /api/v1/stats`: counts.
+//! - `GET /api/v1/events`: server-sent events, one per change to a job or to the peers.
 //! - `GET /api/v1/ledger`: every identity's reputation and credits, the summary hash and count.
 //! - `GET /metrics`: Prometheus metrics.
 
@@ -91,6 +92,7 @@ pub fn router(state: Arc<SharedState>) -> Router {
         .route("/api/v1/jobs/{id}/result", get(job_result))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/ledger", get(ledger))
+        .route("/api/v1/events", get(events))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
@@ -309,4 +311,37 @@ async fn job_result(
 
 async fn stats(State(state): State<Arc<SharedState>>) -> Json<crate::jobs::Stats> {
     Json(state.jobs.stats().await)
+}
+
+/// A change worth redrawing for, sent on `GET /api/v1/events`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ApiEvent {
+    /// A job changed.
+    Job {
+        /// Job id.
+        id: String,
+        /// Its status now.
+        status: JobStatus,
+    },
+    /// The peer table changed.
+    Peers,
+}
+
+async fn events(
+    State(state): State<Arc<SharedState>>,
+) -> axum::response::Sse<
+    impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use tokio::sync::broadcast::error::RecvError;
+    let stream = futures::stream::unfold(state.events.subscribe(), |mut rx| async move {
+        let data = match rx.recv().await {
+            Ok(event) => serde_json::to_string(&event).unwrap_or_default(),
+            // A client that fell behind is told to fetch everything again.
+            Err(RecvError::Lagged(_)) => r#"{"type":"resync"}"#.to_string(),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(axum::response::sse::Event::default().data(data)), rx))
+    });
+    axum::response::Sse::new(stream).keep_alive(axum::response::sse::KeepAlive::default())
 }

@@ -95,6 +95,12 @@ pub enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// The terminal UI: overview, jobs, submit, peers and ledger, live.
+    Tui {
+        /// The node's API address.
+        #[arg(long, env = "DISTRIBUTEAI_API", default_value = DEFAULT_API)]
+        api: String,
+    },
     /// Show this node's identity (PeerId and public key), creating it on first use.
     Identity {
         /// The node's data directory [default: $XDG_DATA_HOME/distributeai].
@@ -209,6 +215,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cancel { id, api } => crate::client::cancel(&id, &api).await,
         Command::Stats { api } => crate::client::stats(&api).await,
         Command::Ledger { api } => crate::client::ledger(&api).await,
+        Command::Tui { api } => distributeai_tui::run(&api).await,
         Command::Identity { data_dir, json } => identity(data_dir, json),
     }
 }

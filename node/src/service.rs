@@ -106,6 +106,8 @@ pub struct SharedState {
     pub jobs: JobsHandle,
     /// The ledger.
     pub ledger: Arc<RwLock<Ledger>>,
+    /// Changes to jobs and peers, for `GET /api/v1/events`.
+    pub events: tokio::sync::broadcast::Sender<crate::api::ApiEvent>,
     /// Counters.
     pub metrics: Metrics,
     /// The network handle.
@@ -183,6 +185,7 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
     let (identity, created) = NodeIdentity::load_or_create(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
     let ledger = Arc::new(RwLock::new(Ledger::open(store.clone())?));
+    let (api_events, _) = tokio::sync::broadcast::channel(256);
     let executor = if config.worker {
         worker_executor(&mut config, &identity).await
     } else {
@@ -218,6 +221,7 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
             ledger: ledger.clone(),
             metrics: metrics.clone(),
             data_dir: config.data_dir.clone(),
+            events: api_events.clone(),
         },
         &mut tasks,
         shutdown.clone(),
@@ -241,6 +245,7 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
         peers,
         jobs,
         ledger,
+        events: api_events,
         metrics,
         network: client,
     });
@@ -406,6 +411,7 @@ impl Service {
     }
 
     fn write_peers<T>(&self, f: impl FnOnce(&mut PeerTable) -> T) -> T {
+        let _ = self.state.events.send(crate::api::ApiEvent::Peers);
         let mut table = self
             .state
             .peers

@@ -263,6 +263,7 @@ pub struct JobManager {
     peers: Arc<std::sync::RwLock<PeerTable>>,
     ledger: Arc<std::sync::RwLock<crate::ledger::Ledger>>,
     metrics: crate::metrics::Metrics,
+    events: tokio::sync::broadcast::Sender<crate::api::ApiEvent>,
     outputs_dir: PathBuf,
     tx: mpsc::Sender<JobMsg>,
     rx: mpsc::Receiver<JobMsg>,
@@ -288,6 +289,7 @@ impl JobManager {
             ledger,
             metrics,
             data_dir,
+            events,
         } = parts;
         let (tx, rx) = mpsc::channel(1024);
         let mut jobs = HashMap::new();
@@ -318,6 +320,7 @@ impl JobManager {
                 peers,
                 ledger,
                 metrics,
+                events,
                 outputs_dir,
                 tx,
                 rx,
@@ -467,6 +470,12 @@ impl JobManager {
     }
 
     fn persist_job(&self, id: &JobId) {
+        if let Some(job) = self.jobs.get(id) {
+            let _ = self.events.send(crate::api::ApiEvent::Job {
+                id: id.to_hex(),
+                status: job.status,
+            });
+        }
         if let Some(job) = self.jobs.get(id)
             && let Err(e) = self.store.put(Table::Jobs, id.as_bytes(), job)
         {
@@ -505,6 +514,8 @@ pub struct Parts {
     pub metrics: crate::metrics::Metrics,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// Where job changes are announced to API clients.
+    pub events: tokio::sync::broadcast::Sender<crate::api::ApiEvent>,
 }
 
 /// Starts the job manager task; returns its handle.
