@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 # The Docker tests run the locally built toolbox image; no registry is contacted.
 scripts/build-images.sh
+# The end-to-end tests run the real binaries, so build them all first.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

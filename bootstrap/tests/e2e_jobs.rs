@@ -5,90 +5,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use common::*;
-
-struct Network {
-    _boot: Proc,
-    boot_addr: String,
-    nodes: Vec<(Proc, String, String)>,
-}
-
-fn start_network(dir: &Path, faults: &[Option<&str>]) -> Network {
-    let mut cmd = Command::new(bootstrap_bin());
-    cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
-        .arg(dir.join("boot"));
-    let mut boot = Proc::spawn("bootstrap", cmd, &dir.join("boot.log"));
-    let boot_addr = format!(
-        "/ip4/127.0.0.1/tcp/{}",
-        boot.wait_for_line("listening on /ip4/127.0.0.1/tcp/")
-    );
-    let nodes = faults
-        .iter()
-        .enumerate()
-        .map(|(i, fault)| start_node(dir, i, &boot_addr, *fault))
-        .collect();
-    let network = Network {
-        _boot: boot,
-        boot_addr,
-        nodes,
-    };
-    let ids: Vec<String> = network.nodes.iter().map(|n| n.1.clone()).collect();
-    let api = network.nodes[0].2.clone();
-    let meshed = wait_until(|| {
-        let mut cmd = Command::new(node_bin());
-        cmd.args(["peers", "--json", "--api", &api]);
-        let peers: Vec<serde_json::Value> = serde_json::from_str(&output(cmd)).unwrap_or_default();
-        ids[1..].iter().all(|id| {
-            peers
-                .iter()
-                .any(|p| p["peer_id"] == id.as_str() && p["accepts_jobs"] == true)
-        })
-    });
-    assert!(meshed, "the submitter hears every worker");
-    // Let the workers hear the submitter too, so their bids can reach it.
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    network
-}
-
-fn start_node(
-    dir: &Path,
-    i: usize,
-    bootstrap: &str,
-    fault: Option<&str>,
-) -> (Proc, String, String) {
-    let mut cmd = Command::new(node_bin());
-    cmd.arg("node")
-        .args([
-            "--no-mdns",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--api",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--bootstrap",
-            bootstrap,
-            "--cpus",
-            "1",
-            "--memory-mb",
-            "512",
-        ])
-        .arg("--data-dir")
-        .arg(dir.join(format!("node{i}")));
-    if i == 0 {
-        cmd.arg("--no-worker");
-    }
-    if let Some(fault) = fault {
-        cmd.args(["--simulate-fault", fault]);
-    }
-    let mut node = Proc::spawn(&format!("node{i}"), cmd, &dir.join(format!("node{i}.log")));
-    let peer_id = node.wait_for_line("peer_id:");
-    let api = node.wait_for_line("api: http://");
-    (node, peer_id, api)
-}
 
 fn example(name: &str) -> String {
     format!("{}/../examples/{name}/job.json", env!("CARGO_MANIFEST_DIR"))

@@ -71,7 +71,7 @@ pub struct Detail {
     pub logs: Vec<Value>,
     /// The verified stdout, once completed.
     pub output: Option<String>,
-    /// Scroll offset of the lower pane.
+    /// Lines the timeline is scrolled back from its newest line.
     pub scroll: u16,
 }
 
@@ -344,8 +344,8 @@ impl App {
                             self.detail = None
                         }
                         KeyCode::Char('c') => return Action::Cancel(detail.id.clone()),
-                        _ if down => detail.scroll = detail.scroll.saturating_add(1),
-                        _ if up => detail.scroll = detail.scroll.saturating_sub(1),
+                        _ if up => detail.scroll = detail.scroll.saturating_add(1),
+                        _ if down => detail.scroll = detail.scroll.saturating_sub(1),
                         _ => {}
                     }
                     return Action::None;
@@ -574,8 +574,12 @@ mod tests {
         assert_eq!(app.visible_jobs().len(), 2);
         assert_eq!(app.on_key(key(KeyCode::Enter)), Action::Refresh);
         assert_eq!(app.detail.as_ref().map(|d| d.id.as_str()), Some("aaaa1111"));
-        app.on_key(key(KeyCode::Down));
-        assert_eq!(app.detail.as_ref().map(|d| d.scroll), Some(1));
+        app.on_key(key(KeyCode::Up));
+        assert_eq!(
+            app.detail.as_ref().map(|d| d.scroll),
+            Some(1),
+            "up scrolls back in time"
+        );
         app.on_key(key(KeyCode::Esc));
         assert!(app.detail.is_none());
     }

@@ -395,24 +395,38 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
         table_area,
     );
 
-    let mut lines: Vec<Line> = detail
+    // The verified output first (what the user came for), then the timeline, following its
+    // newest line unless the user scrolled back.
+    let lower = match &detail.output {
+        Some(output) => {
+            let shown = output.lines().count().clamp(1, 6) as u16 + 2;
+            let [out_area, rest] =
+                Layout::vertical([Constraint::Length(shown), Constraint::Min(3)]).areas(lower);
+            let lines: Vec<Line> = output.lines().map(|l| Line::raw(l.to_string())).collect();
+            frame.render_widget(
+                Paragraph::new(lines).block(
+                    Block::default()
+                        .borders(Borders::ALL)
+                        .title(" Verified output "),
+                ),
+                out_area,
+            );
+            rest
+        }
+        None => lower,
+    };
+    let lines: Vec<Line> = detail
         .logs
         .iter()
         .map(|l| Line::raw(s(&l["message"])))
         .collect();
-    if let Some(output) = &detail.output {
-        lines.push(Line::styled(
-            "── verified output ──",
-            Style::default().add_modifier(Modifier::BOLD),
-        ));
-        lines.extend(output.lines().map(|l| Line::raw(l.to_string())));
-    }
+    let visible = lower.height.saturating_sub(2);
+    let bottom = (lines.len() as u16).saturating_sub(visible);
+    let scroll = bottom.saturating_sub(detail.scroll);
     frame.render_widget(
-        Paragraph::new(lines).scroll((detail.scroll, 0)).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(" Timeline and output "),
-        ),
+        Paragraph::new(lines)
+            .scroll((scroll, 0))
+            .block(Block::default().borders(Borders::ALL).title(" Timeline ")),
         lower,
     );
 }

@@ -130,7 +130,7 @@ fn job_detail_shows_executions_votes_verdict_timeline_and_output() {
         "cf439518a98c",
         "512ms",
         "accepted cfc4aecea507: 2 of 3 agree",
-        "verified output",
+        "Verified output",
         "1de9b0035badba63",
         "Esc back",
     ] {
