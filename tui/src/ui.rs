@@ -119,9 +119,15 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
 }
 
 fn draw_overview(frame: &mut Frame, app: &App, area: Rect, _now_ms: u64) {
-    let [top, bottom] = Layout::vertical([Constraint::Length(9), Constraint::Min(3)]).areas(area);
-    let [node_area, mesh_area] =
-        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(top);
+    // The node box spans the width so a full PeerId and multiaddr fit on a line at 80 columns.
+    let [node_area, middle, bottom] = Layout::vertical([
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Min(3),
+    ])
+    .areas(area);
+    let [mesh_area, work_area] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(middle);
 
     let mut lines = Vec::new();
     if let Connection::Unreachable(error) = &app.connection {
@@ -135,9 +141,17 @@ fn draw_overview(frame: &mut Frame, app: &App, area: Rect, _now_ms: u64) {
     }
     if let Some(node) = &app.data.node {
         let uptime = node["uptime_s"].as_u64().unwrap_or(0);
-        lines.push(Line::raw(format!("peer id  {}", s(&node["peer_id"]))));
+        let own = app.data.ledger.as_ref().and_then(|l| {
+            l["peers"]
+                .as_array()
+                .and_then(|p| p.iter().find(|p| p["peer_id"] == node["peer_id"]).cloned())
+        });
+        let (rep, credits) = own
+            .map(|p| (s(&p["reputation"]), s(&p["credits"])))
+            .unwrap_or_else(|| ("100".into(), "50".into()));
+        lines.push(Line::raw(format!("peer id   {}", s(&node["peer_id"]))));
         lines.push(Line::raw(format!(
-            "role     {}{}   up {}h{:02}m{:02}s",
+            "role      {}{}   up {}h{:02}m{:02}s",
             s(&node["role"]),
             if node["worker"] == true {
                 " + worker"
@@ -148,30 +162,20 @@ fn draw_overview(frame: &mut Frame, app: &App, area: Rect, _now_ms: u64) {
             uptime / 60 % 60,
             uptime % 60
         )));
+        lines.push(Line::raw(format!(
+            "standing  reputation {rep} · credits {credits}"
+        )));
         for addr in node["listen_addrs"]
             .as_array()
             .into_iter()
             .flatten()
-            .take(3)
+            .take(2)
         {
-            lines.push(Line::raw(format!("listen   {}", s(addr))));
+            lines.push(Line::raw(format!("listen    {}", s(addr))));
         }
-        let own = app.data.ledger.as_ref().and_then(|l| {
-            l["peers"]
-                .as_array()
-                .and_then(|p| p.iter().find(|p| p["peer_id"] == node["peer_id"]).cloned())
-        });
-        let (rep, credits) = own
-            .map(|p| (s(&p["reputation"]), s(&p["credits"])))
-            .unwrap_or_else(|| ("100".into(), "50".into()));
-        lines.push(Line::raw(format!(
-            "standing reputation {rep} · credits {credits}"
-        )));
     }
     frame.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: true })
-            .block(Block::default().borders(Borders::ALL).title(" This node ")),
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" This node ")),
         node_area,
     );
 
@@ -193,6 +197,13 @@ fn draw_overview(frame: &mut Frame, app: &App, area: Rect, _now_ms: u64) {
     for (source, count) in by_source {
         mesh.push(Line::raw(format!("  {count} via {source}")));
     }
+    frame.render_widget(
+        Paragraph::new(mesh)
+            .wrap(Wrap { trim: true })
+            .block(Block::default().borders(Borders::ALL).title(" Mesh ")),
+        mesh_area,
+    );
+
     let mut statuses: Vec<(String, u64)> = app
         .data
         .stats
@@ -205,27 +216,29 @@ fn draw_overview(frame: &mut Frame, app: &App, area: Rect, _now_ms: u64) {
         })
         .unwrap_or_default();
     statuses.sort();
-    let jobs_line = if statuses.is_empty() {
-        "no jobs submitted yet".to_string()
-    } else {
-        statuses
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(" · ")
-    };
-    mesh.push(Line::raw(format!("jobs: {jobs_line}")));
+    let mut work = Vec::new();
+    if statuses.is_empty() {
+        work.push(Line::raw("no jobs submitted yet"));
+    }
+    for (status, count) in statuses {
+        work.push(Line::from(vec![
+            Span::raw(format!("  {count} ")),
+            Span::styled(status.clone(), status_style(&status)),
+        ]));
+    }
     if let Some(ledger) = &app.data.ledger {
-        mesh.push(Line::raw(format!(
+        work.push(Line::raw(format!(
             "ledger: {} entries",
             s(&ledger["entries"])
         )));
     }
     frame.render_widget(
-        Paragraph::new(mesh)
-            .wrap(Wrap { trim: true })
-            .block(Block::default().borders(Borders::ALL).title(" Mesh ")),
-        mesh_area,
+        Paragraph::new(work).wrap(Wrap { trim: true }).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" Jobs by status "),
+        ),
+        work_area,
     );
 
     let events: Vec<Line> = app.events.iter().map(|e| Line::raw(e.clone())).collect();

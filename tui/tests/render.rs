@@ -64,7 +64,7 @@ fn overview_shows_the_node_the_mesh_standing_jobs_and_events() {
         "credits 30",
         "2 peers known, 1 connected",
         "1 via bootstrap",
-        "completed 1",
+        "1 completed",
         "job 222233334444 completed",
         "q quit",
     ] {
