@@ -8,43 +8,6 @@ use std::process::Command;
 
 use common::*;
 
-fn start_bootstrap(dir: &std::path::Path) -> (Proc, String) {
-    let mut cmd = Command::new(bootstrap_bin());
-    cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
-        .arg(dir.join("boot"));
-    let mut boot = Proc::spawn("bootstrap", cmd, &dir.join("boot.log"));
-    let address = boot.wait_for_line("listening on /ip4/127.0.0.1/tcp/");
-    (boot, format!("/ip4/127.0.0.1/tcp/{address}"))
-}
-
-fn start_node(dir: &std::path::Path, i: usize, bootstrap: &str) -> (Proc, String, String) {
-    let mut cmd = Command::new(node_bin());
-    cmd.arg("node")
-        .args([
-            "--no-mdns",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--api",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--bootstrap",
-            bootstrap,
-            "--cpus",
-            "1",
-            "--memory-mb",
-            "512",
-            "--region",
-        ])
-        .arg(format!("r{i}"))
-        .arg("--data-dir")
-        .arg(dir.join(format!("node{i}")));
-    let mut node = Proc::spawn(&format!("node{i}"), cmd, &dir.join(format!("node{i}.log")));
-    let peer_id = node.wait_for_line("peer_id:");
-    let api = node.wait_for_line("api: http://");
-    (node, peer_id, api)
-}
-
 fn peers_json(api: &str) -> Vec<serde_json::Value> {
     let mut cmd = Command::new(node_bin());
     cmd.args(["peers", "--json", "--api", api]);
@@ -58,7 +21,7 @@ fn bootstrap_and_node_processes_form_a_mesh_that_peers_shows() {
     assert!(boot_addr.contains("/p2p/12D3KooW"), "{boot_addr}");
 
     let mut nodes: Vec<(Proc, String, String)> = (0..3)
-        .map(|i| start_node(dir.path(), i, &boot_addr))
+        .map(|i| start_node(dir.path(), i, &boot_addr, None))
         .collect();
     let ids: Vec<String> = nodes.iter().map(|n| n.1.clone()).collect();
     let meshed = wait_until(|| {

@@ -345,6 +345,20 @@ fn print_started(node: &RunningNode) {
     println!("api: http://{}", node.api_addr);
 }
 
+/// Logs to stderr, filtered by `DISTRIBUTEAI_LOG` (default: info, libp2p's chatter quieter).
+pub fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("DISTRIBUTEAI_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,libp2p_mdns=warn,libp2p_gossipsub=warn,libp2p_kad=error",
+            )
+        });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -385,7 +385,8 @@ pub async fn run_sync(
 mod tests {
     use distributeai_protocol::time::now_ms;
     use distributeai_protocol::{
-        Bid, JobAnnouncement, JobSpec, NodeIdentity, ResultHash, VerdictOutcome, WorkerRecord,
+        Bid, CommittedOutcome, JobAnnouncement, JobSpec, NodeIdentity, ResultCommitment,
+        ResultHash, VerdictOutcome, WorkerRecord,
     };
 
     use super::*;
@@ -421,6 +422,18 @@ mod tests {
                     },
                 )
                 .expect("sign"),
+                commitment: Some(
+                    Signed::sign(
+                        w,
+                        &ResultCommitment {
+                            job_id: job.job_id(),
+                            attempt: 0,
+                            outcome: CommittedOutcome::Committed(Digest([7; 32])),
+                            issued_at: at,
+                        },
+                    )
+                    .expect("sign"),
+                ),
                 result: WorkerResult::Agreed,
                 paid: 0,
             })

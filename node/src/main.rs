@@ -1,18 +1,14 @@
 //! The `distributeai` binary: parses the command line and hands it to the library.
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let filter = EnvFilter::try_from_env("DISTRIBUTEAI_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("info,libp2p_mdns=warn,libp2p_gossipsub=warn,libp2p_kad=error")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     let cli = distributeai_node::Cli::parse();
+    // The TUI owns the screen: nothing may be written to it behind ratatui's back.
+    if !matches!(cli.command, distributeai_node::cli::Command::Tui { .. }) {
+        distributeai_node::cli::init_logging();
+    }
     match distributeai_node::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

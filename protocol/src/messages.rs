@@ -310,11 +310,15 @@ pub enum WorkerResult {
     Silent,
 }
 
-/// One assigned worker in a verdict, with its own signed bid as proof it took part.
+/// One assigned worker in a verdict, with its own signatures as proof it took part.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerRecord {
     /// The worker's signed bid for this job.
     pub bid: Signed<Bid>,
+    /// The worker's own signed commitment (or failure report) for this job: proof that it was
+    /// assigned and answered, so a submitter cannot blame a bidder it never assigned. Required
+    /// for every result but `Silent`, which by nature has no signature of the worker.
+    pub commitment: Option<Signed<ResultCommitment>>,
     /// How it did.
     pub result: WorkerResult,
     /// Credits paid to it for this job.

@@ -575,6 +575,42 @@ impl Validate for Verdict {
                 return Err(invalid("workers", "a worker is listed twice"));
             }
             seen.push(bid.signer);
+            match (&record.result, &record.commitment) {
+                (WorkerResult::Silent, _) => {}
+                (_, None) => {
+                    return Err(invalid(
+                        "workers.commitment",
+                        "required for every worker that answered",
+                    ));
+                }
+                (result, Some(commitment)) => {
+                    let commitment = commitment
+                        .open(&archived)
+                        .map_err(ValidationError::nested("workers.commitment"))?;
+                    if commitment.signer != bid.signer {
+                        return Err(ValidationError::WrongSigner(
+                            "a worker's commitment must be signed by that worker",
+                        ));
+                    }
+                    if commitment.message.job_id != job_id {
+                        return Err(ValidationError::JobIdMismatch {
+                            field: "workers.commitment",
+                            expected: job_id,
+                            found: commitment.message.job_id,
+                        });
+                    }
+                    let committed =
+                        matches!(commitment.message.outcome, CommittedOutcome::Committed(_));
+                    if matches!(result, WorkerResult::Agreed | WorkerResult::Disagreed(_))
+                        && !committed
+                    {
+                        return Err(invalid(
+                            "workers.commitment",
+                            "a worker with a result must have committed to one",
+                        ));
+                    }
+                }
+            }
 
             let expected_pay = match (&self.outcome, &record.result) {
                 (VerdictOutcome::Accepted(_), WorkerResult::Agreed) => spec.reward,

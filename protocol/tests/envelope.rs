@@ -82,6 +82,7 @@ fn every_signed_message_type_round_trips() {
             outcome: VerdictOutcome::Failed("no agreement after 2 retries".into()),
             workers: vec![WorkerRecord {
                 bid: signed_bid(0),
+                commitment: None,
                 result: WorkerResult::Silent,
                 paid: 0,
             }],

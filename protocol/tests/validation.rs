@@ -276,6 +276,24 @@ fn forged_verdicts_are_rejected() {
         })
     ));
 
+    // A worker blamed or credited without its own signed commitment: never assigned, as far
+    // as anyone can tell.
+    let mut v = verdict();
+    v.workers[2].commitment = None;
+    assert!(open_verdict(&s, v).is_err());
+    // A commitment signed by someone else.
+    let mut v = verdict();
+    v.workers[2].commitment = Some(signed_commitment(0));
+    assert!(matches!(
+        open_verdict(&s, v),
+        Err(ValidationError::WrongSigner(_))
+    ));
+    // Silent workers carry no signature, by nature.
+    let mut v = verdict();
+    v.workers[2].commitment = None;
+    v.workers[2].result = WorkerResult::Silent;
+    open_verdict(&s, v).expect("silent without commitment");
+
     // A failed job cannot list agreeing workers.
     let mut v = verdict();
     v.outcome = VerdictOutcome::Failed("gave up".into());

@@ -42,7 +42,7 @@ struct Api {
 }
 
 impl Api {
-    async fn get(&self, path: &str) -> Result<Value, String> {
+    async fn fetch(&self, path: &str) -> Result<reqwest::Response, String> {
         let response = self
             .http
             .get(format!("{}{path}", self.base))
@@ -50,27 +50,31 @@ impl Api {
             .send()
             .await
             .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let body: Value = response.json().await.map_err(|e| e.to_string())?;
-        if status.is_success() {
-            Ok(body)
-        } else {
-            Err(body["error"].as_str().unwrap_or("error").to_string())
+        if response.status().is_success() {
+            return Ok(response);
         }
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or_default();
+        Err(body["error"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| status.to_string()))
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, String> {
+        self.fetch(path)
+            .await?
+            .json()
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn text(&self, path: &str) -> Result<String, String> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .timeout(Duration::from_secs(5))
-            .send()
+        self.fetch(path)
+            .await?
+            .text()
             .await
-            .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(response.status().to_string());
-        }
-        response.text().await.map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -154,14 +154,7 @@ pub struct Network {
 
 /// Starts the network and waits until node 0 hears every worker.
 pub fn start_network(dir: &Path, faults: &[Option<&str>]) -> Network {
-    let mut cmd = Command::new(bootstrap_bin());
-    cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
-        .arg(dir.join("boot"));
-    let mut boot = Proc::spawn("bootstrap", cmd, &dir.join("boot.log"));
-    let boot_addr = format!(
-        "/ip4/127.0.0.1/tcp/{}",
-        boot.wait_for_line("listening on /ip4/127.0.0.1/tcp/")
-    );
+    let (boot, boot_addr) = start_bootstrap(dir);
     let nodes = faults
         .iter()
         .enumerate()
@@ -226,4 +219,14 @@ pub fn start_node(
     let peer_id = node.wait_for_line("peer_id:");
     let api = node.wait_for_line("api: http://");
     (node, peer_id, api)
+}
+
+/// Starts a bootstrap peer on loopback; returns it and its `/ip4/…/p2p/…` address.
+pub fn start_bootstrap(dir: &Path) -> (Proc, String) {
+    let mut cmd = Command::new(bootstrap_bin());
+    cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
+        .arg(dir.join("boot"));
+    let mut boot = Proc::spawn("bootstrap", cmd, &dir.join("boot.log"));
+    let address = boot.wait_for_line("listening on /ip4/127.0.0.1/tcp/");
+    (boot, format!("/ip4/127.0.0.1/tcp/{address}"))
 }

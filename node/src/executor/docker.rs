@@ -225,17 +225,7 @@ impl DockerExecutor {
     /// Connects to the local Docker engine, agreeing on an API version it speaks, and removes
     /// containers a crashed earlier run of this node left behind.
     pub async fn connect(config: DockerExecutorConfig) -> Result<Self, ExecutorError> {
-        let docker = Docker::connect_with_local_defaults()
-            .map_err(engine("connecting to the Docker engine"))?
-            // A request stays open as long as the longest job may run.
-            .with_timeout(Duration::from_secs(u64::from(MAX_TIMEOUT_S) + 600))
-            .negotiate_version()
-            .await
-            .map_err(engine("negotiating the Docker API version"))?;
-        docker
-            .ping()
-            .await
-            .map_err(engine("pinging the Docker engine"))?;
+        let docker = connect_engine().await?;
         let mut config = config;
         fs::create_dir_all(&config.work_dir)
             .map_err(io_error(format!("creating {}", config.work_dir.display())))?;

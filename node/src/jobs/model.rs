@@ -77,6 +77,9 @@ pub struct Execution {
     pub deadline: TimestampMs,
     /// Its hiding commitment.
     pub commitment: Option<Digest>,
+    /// Its signed commitment (or failure report), carried into the verdict as proof.
+    #[serde(default)]
+    pub commitment_envelope: Option<Signed<ResultCommitment>>,
     /// When the commitment (or failure) arrived.
     pub committed_at: Option<TimestampMs>,
     /// Its revealed result hash.

@@ -363,6 +363,7 @@ impl JobManager {
             assigned_at: now,
             deadline: assignment.deadline,
             commitment: None,
+            commitment_envelope: None,
             committed_at: None,
             result_hash: None,
             manifest: None,
@@ -447,6 +448,7 @@ impl JobManager {
             };
         }
         execution.committed_at = Some(now);
+        execution.commitment_envelope = Some(commit.envelope.clone());
         let text = match (&message.outcome, copied_from) {
             (CommittedOutcome::Committed(_), Some(original)) => {
                 execution.state = ExecutionState::Invalid;
@@ -810,9 +812,11 @@ impl JobManager {
             VerdictOutcome::Accepted(h) => Some(*h),
             VerdictOutcome::Failed(_) => None,
         };
+        // A worker that refused never took the job: it is neither blamed nor credited.
         let workers = job
             .executions
             .iter()
+            .filter(|e| e.state != ExecutionState::Refused)
             .map(|e| {
                 let result = match (e.state, e.result_hash) {
                     (ExecutionState::Revealed, Some(h)) if Some(h) == accepted => {
@@ -838,6 +842,11 @@ impl JobManager {
                 };
                 WorkerRecord {
                     bid: e.bid.clone(),
+                    commitment: if matches!(result, WorkerResult::Silent) {
+                        None
+                    } else {
+                        e.commitment_envelope.clone()
+                    },
                     result,
                     paid,
                 }

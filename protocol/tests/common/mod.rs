@@ -137,6 +137,15 @@ pub fn reveal() -> ResultReveal {
     }
 }
 
+/// Worker `i`'s signed commitment for the sample job.
+pub fn signed_commitment(i: u8) -> Signed<ResultCommitment> {
+    let commit = ResultCommitment {
+        outcome: CommittedOutcome::Committed(Digest([i; 32])),
+        ..commitment()
+    };
+    Signed::sign(&worker(i), &commit).expect("sign")
+}
+
 pub fn verdict() -> Verdict {
     let accepted = manifest().result_hash().expect("hash");
     Verdict {
@@ -145,16 +154,19 @@ pub fn verdict() -> Verdict {
         workers: vec![
             WorkerRecord {
                 bid: signed_bid(0),
+                commitment: Some(signed_commitment(0)),
                 result: WorkerResult::Agreed,
                 paid: 10,
             },
             WorkerRecord {
                 bid: signed_bid(1),
+                commitment: Some(signed_commitment(1)),
                 result: WorkerResult::Agreed,
                 paid: 10,
             },
             WorkerRecord {
                 bid: signed_bid(2),
+                commitment: Some(signed_commitment(2)),
                 result: WorkerResult::Disagreed(ResultHash([0xee; 32])),
                 paid: 0,
             },
