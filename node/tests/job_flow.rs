@@ -290,3 +290,69 @@ async fn a_worker_that_copies_another_workers_commitment_is_detected() {
     assert!(verdict.failed.contains(&copier_id));
     assert!(!verdict.agreeing.contains(&copier_id));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_job_stops_it_on_the_workers() {
+    let bootstrap = TestPeer::start(Role::Bootstrap, vec![]).await;
+    let submitter =
+        start_submitter_in(tempfile::tempdir().expect("tempdir"), &bootstrap.addrs).await;
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = node_config(dir.path(), bootstrap.addrs.clone(), "worker");
+        config.jobs = jobs_config(None);
+        config.executor = Some(Arc::new(FakeExecutor {
+            work_dir: dir.path().join("work"),
+            behaviour: FakeBehaviour::Honest,
+            delay: Duration::from_secs(600),
+        }));
+        workers.push(TestNode {
+            node: service::start(config).await.expect("worker"),
+            dir,
+        });
+    }
+    let net = Net {
+        bootstrap,
+        submitter,
+        workers,
+    };
+    net.wait_meshed().await;
+
+    let mut long = spec(2, 2);
+    long.timeout_s = 900;
+    let job = submit(&net.submitter.node, long).await;
+    let id: distributeai_protocol::JobId = job.id.parse().expect("id");
+    let running = wait_until(BOUND, || async {
+        let mut busy = 0;
+        for w in &net.workers {
+            busy += w.node.state.jobs.stats().await.work_running;
+        }
+        busy == 2
+    })
+    .await;
+    assert!(running, "both workers run the job");
+
+    let cancelled = net
+        .submitter
+        .node
+        .state
+        .jobs
+        .cancel(id)
+        .await
+        .expect("known job");
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    let stopped = wait_until(BOUND, || async {
+        let mut busy = 0;
+        for w in &net.workers {
+            busy += w.node.state.jobs.stats().await.work_running;
+        }
+        busy == 0
+    })
+    .await;
+    assert!(
+        stopped,
+        "the workers stop the job when the signed cancel arrives"
+    );
+    let job = net.submitter.node.state.jobs.get(id).await.expect("job");
+    assert_eq!(job.status, JobStatus::Cancelled);
+}
