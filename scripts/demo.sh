@@ -4,7 +4,12 @@
 # and one worker that lies on purpose), submits examples/hash-verify with n=3, k=2, prints the
 # bids, the votes, the verdict and the verified output, then stops everything it started.
 # Needs a Docker engine; no registry access (the job image is built locally).
+#
+# scripts/demo.sh --keep   leaves the network running afterwards (until Ctrl-C), to explore it
+#                          with `distributeai tui` or the CLI.
 set -euo pipefail
+keep=false
+[[ ${1:-} == --keep ]] && keep=true
 cd "$(dirname "$0")/.."
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -35,5 +40,12 @@ echo "node 3 (${ids[3]}) is named as disagreeing; its result was not accepted."
 say "The ledger the verdict fed (every node computes the same; distributeai ledger)"
 sleep 1
 "$bin/distributeai" ledger --api "${apis[1]}"
+if $keep; then
+  say "The network keeps running. In another terminal:"
+  echo "  $bin/distributeai tui --api $api        # the terminal UI (submit through its form, watch votes)"
+  echo "  $bin/distributeai peers --api $api"
+  echo "Press Ctrl-C here to stop everything."
+  while true; do sleep 3600; done
+fi
 echo
 echo "Done. Everything this demo started is stopped now."

@@ -4,12 +4,16 @@
 
 work=$(mktemp -d)
 pids=()
+cleaned=false
 cleanup() {
+  $cleaned && return
+  cleaned=true
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
 
 # Waits for a line starting with $2 in file $1 and prints the rest of it.
 wait_line() {
