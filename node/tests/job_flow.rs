@@ -125,31 +125,9 @@ async fn a_silent_worker_is_replaced_and_the_job_completes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_submitter_killed_mid_job_and_restarted_completes_the_job() {
-    let bootstrap = TestPeer::start(Role::Bootstrap, vec![]).await;
-    let submitter =
-        start_submitter_in(tempfile::tempdir().expect("tempdir"), &bootstrap.addrs).await;
-    let mut workers = Vec::new();
-    for _ in 0..3 {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = node_config(dir.path(), bootstrap.addrs.clone(), "worker");
-        config.jobs = jobs_config(None);
-        config.executor = Some(Arc::new(FakeExecutor {
-            work_dir: dir.path().join("work"),
-            behaviour: FakeBehaviour::Honest,
-            // Long enough for the submitter to be down when the results are ready.
-            delay: Duration::from_secs(4),
-        }));
-        workers.push(TestNode {
-            node: service::start(config).await.expect("worker"),
-            dir,
-        });
-    }
-    let net = Net {
-        bootstrap,
-        submitter,
-        workers,
-    };
-    net.wait_meshed().await;
+    // Executions long enough for the submitter to be down when the results are ready.
+    let honest = (FakeBehaviour::Honest, None);
+    let net = network_with_delay(&[honest, honest, honest], Duration::from_secs(4)).await;
     let Net {
         bootstrap,
         submitter,
@@ -293,30 +271,8 @@ async fn a_worker_that_copies_another_workers_commitment_is_detected() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_a_job_stops_it_on_the_workers() {
-    let bootstrap = TestPeer::start(Role::Bootstrap, vec![]).await;
-    let submitter =
-        start_submitter_in(tempfile::tempdir().expect("tempdir"), &bootstrap.addrs).await;
-    let mut workers = Vec::new();
-    for _ in 0..2 {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = node_config(dir.path(), bootstrap.addrs.clone(), "worker");
-        config.jobs = jobs_config(None);
-        config.executor = Some(Arc::new(FakeExecutor {
-            work_dir: dir.path().join("work"),
-            behaviour: FakeBehaviour::Honest,
-            delay: Duration::from_secs(600),
-        }));
-        workers.push(TestNode {
-            node: service::start(config).await.expect("worker"),
-            dir,
-        });
-    }
-    let net = Net {
-        bootstrap,
-        submitter,
-        workers,
-    };
-    net.wait_meshed().await;
+    let honest = (FakeBehaviour::Honest, None);
+    let net = network_with_delay(&[honest, honest], Duration::from_secs(600)).await;
 
     let mut long = spec(2, 2);
     long.timeout_s = 900;

@@ -26,6 +26,9 @@ use super::{
 };
 use crate::metrics::Metrics;
 
+/// Most peers whose addresses are remembered.
+const MAX_ADDRESS_BOOK: usize = 10_000;
+
 /// Commands from [`super::Client`].
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -77,6 +80,10 @@ pub struct EventLoop {
     inbound: HashMap<InboundRequestId, request_response::ResponseChannel<Response>>,
     next_inbound: u64,
     sources: HashMap<PeerId, DiscoverySource>,
+    /// Where peers can be dialed, from their signed announcements and mDNS. libp2p's own
+    /// behaviours keep no addresses handed to `Swarm::add_peer_address`, so direct requests
+    /// carry these.
+    peer_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     bootstrap_peers: HashSet<PeerId>,
     listen_addrs: Vec<Multiaddr>,
     /// Listening through relays (`…/p2p/<relay>/p2p-circuit`): each is (re)opened once a
@@ -178,6 +185,7 @@ impl EventLoop {
             inbound: HashMap::new(),
             next_inbound: 0,
             sources: HashMap::new(),
+            peer_addrs: HashMap::new(),
             bootstrap_peers,
             listen_addrs: Vec::new(),
             relay_listens,
@@ -283,11 +291,12 @@ impl EventLoop {
                 request,
                 reply,
             } => {
+                let addresses = self.peer_addrs.get(&peer).cloned().unwrap_or_default();
                 let id = self
                     .swarm
                     .behaviour_mut()
                     .request_response
-                    .send_request(&peer, request);
+                    .send_request_with_addresses(&peer, request, addresses);
                 self.pending_requests.insert(id, (peer, reply));
             }
             Command::Respond { id, response } => {
@@ -317,8 +326,13 @@ impl EventLoop {
                     return;
                 }
                 self.sources.entry(peer).or_insert(DiscoverySource::Gossip);
-                for address in addresses {
-                    self.swarm.add_peer_address(peer, address);
+                for address in &addresses {
+                    self.swarm.add_peer_address(peer, address.clone());
+                }
+                // An announcement lists all current addresses: it replaces what we had, so
+                // addresses a restarted node no longer uses are not dialed again.
+                if self.peer_addrs.len() < MAX_ADDRESS_BOOK || self.peer_addrs.contains_key(&peer) {
+                    self.peer_addrs.insert(peer, addresses);
                 }
             }
             Command::Info { reply } => {
@@ -452,6 +466,14 @@ impl EventLoop {
                     }
                     self.sources.entry(peer).or_insert(DiscoverySource::Mdns);
                     self.swarm.add_peer_address(peer, address.clone());
+                    if self.peer_addrs.len() < MAX_ADDRESS_BOOK
+                        || self.peer_addrs.contains_key(&peer)
+                    {
+                        let known = self.peer_addrs.entry(peer).or_default();
+                        if !known.contains(&address) && known.len() < 32 {
+                            known.push(address.clone());
+                        }
+                    }
                     if !self.swarm.is_connected(&peer)
                         && let Err(e) = self.swarm.dial(address.clone())
                     {

@@ -37,13 +37,23 @@ pub async fn start_worker(
     behaviour: FakeBehaviour,
     fault: Option<Fault>,
 ) -> TestNode {
+    start_worker_with_delay(bootstrap, behaviour, fault, Duration::from_millis(300)).await
+}
+
+/// A worker whose fake executions each take `delay`.
+pub async fn start_worker_with_delay(
+    bootstrap: &[Multiaddr],
+    behaviour: FakeBehaviour,
+    fault: Option<Fault>,
+    delay: Duration,
+) -> TestNode {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = node_config(dir.path(), bootstrap.to_vec(), "worker");
     config.jobs = jobs_config(fault);
     config.executor = Some(Arc::new(FakeExecutor {
         work_dir: dir.path().join("work"),
         behaviour,
-        delay: Duration::from_millis(300),
+        delay,
     }));
     let node = service::start(config).await.expect("worker starts");
     TestNode { node, dir }
@@ -59,12 +69,20 @@ pub async fn start_submitter_in(dir: tempfile::TempDir, bootstrap: &[Multiaddr])
 
 /// A bootstrap peer, a submitter and workers, with the submitter hearing every worker.
 pub async fn network(workers: &[(FakeBehaviour, Option<Fault>)]) -> Net {
+    network_with_delay(workers, Duration::from_millis(300)).await
+}
+
+/// Like [`network`], with each fake execution taking `delay`.
+pub async fn network_with_delay(
+    workers: &[(FakeBehaviour, Option<Fault>)],
+    delay: Duration,
+) -> Net {
     let bootstrap = TestPeer::start(Role::Bootstrap, vec![]).await;
     let submitter =
         start_submitter_in(tempfile::tempdir().expect("tempdir"), &bootstrap.addrs).await;
     let mut nodes = Vec::new();
     for (behaviour, fault) in workers {
-        nodes.push(start_worker(&bootstrap.addrs, *behaviour, *fault).await);
+        nodes.push(start_worker_with_delay(&bootstrap.addrs, *behaviour, *fault, delay).await);
     }
     let net = Net {
         bootstrap,
