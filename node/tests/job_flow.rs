@@ -3,16 +3,14 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::jobs::*;
 use common::*;
-use distributeai_node::executor::fake::{FakeBehaviour, FakeExecutor};
+use distributeai_node::executor::fake::FakeBehaviour;
 use distributeai_node::jobs::Fault;
 use distributeai_node::jobs::model::JobStatus;
 use distributeai_node::network::{NetworkEvent, Role};
-use distributeai_node::service::{self};
 use distributeai_protocol::time::now_ms;
 use distributeai_protocol::{
     Bid, CommittedOutcome, Digest, Request, ResultCommitment, Signed, VerifiedGossip,
