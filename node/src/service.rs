@@ -410,8 +410,8 @@ impl Service {
         }
     }
 
+    /// Changes the peer table, then tells API clients it changed.
     fn write_peers<T>(&self, f: impl FnOnce(&mut PeerTable) -> T) -> T {
-        let _ = self.state.events.send(crate::api::ApiEvent::Peers);
         let mut table = self
             .state
             .peers
@@ -419,11 +419,22 @@ impl Service {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let result = f(&mut table);
         self.state.metrics.set_known_peers(table.len());
+        drop(table);
+        let _ = self.state.events.send(crate::api::ApiEvent::Peers);
         result
     }
 
     fn expire_peers(&self) {
-        let expired = self.write_peers(|t| t.expire(now_ms()));
+        // Runs every few seconds: only a table that actually lost peers is worth an event.
+        let expired = {
+            let mut table = self.state.peers.write().unwrap_or_else(|p| p.into_inner());
+            let expired = table.expire(now_ms());
+            self.state.metrics.set_known_peers(table.len());
+            expired
+        };
+        if !expired.is_empty() {
+            let _ = self.state.events.send(crate::api::ApiEvent::Peers);
+        }
         for peer in expired {
             debug!(%peer, "peer went silent; forgotten");
         }

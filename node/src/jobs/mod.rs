@@ -469,18 +469,16 @@ impl JobManager {
         self.drive_work(now);
     }
 
+    /// Stores a job, then tells API clients it changed.
     fn persist_job(&self, id: &JobId) {
-        if let Some(job) = self.jobs.get(id) {
-            let _ = self.events.send(crate::api::ApiEvent::Job {
-                id: id.to_hex(),
-                status: job.status,
-            });
-        }
-        if let Some(job) = self.jobs.get(id)
-            && let Err(e) = self.store.put(Table::Jobs, id.as_bytes(), job)
-        {
+        let Some(job) = self.jobs.get(id) else { return };
+        if let Err(e) = self.store.put(Table::Jobs, id.as_bytes(), job) {
             warn!(job_id = %id.short(), error = %e, "cannot store job");
         }
+        let _ = self.events.send(crate::api::ApiEvent::Job {
+            id: id.to_hex(),
+            status: job.status,
+        });
     }
 
     fn persist_work(&self, key: &(JobId, u32)) {

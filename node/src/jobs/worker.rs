@@ -186,7 +186,7 @@ impl JobManager {
         item.starts += 1;
         if item.starts > MAX_STARTS {
             let failure = ExecutionFailure::Error("the job stopped its worker repeatedly".into());
-            self.commit_outcome(key, CommittedOutcome::Failed(failure), None);
+            self.commit_outcome(key, CommittedOutcome::Failed(failure));
             return;
         }
         item.state = WorkState::Running;
@@ -232,7 +232,7 @@ impl JobManager {
             Ok(outcome) => outcome,
             Err(e) => {
                 let failure = ExecutionFailure::Error(short_text(&e.to_string()));
-                self.commit_outcome(key, CommittedOutcome::Failed(failure), None);
+                self.commit_outcome(key, CommittedOutcome::Failed(failure));
                 return;
             }
         };
@@ -244,7 +244,7 @@ impl JobManager {
                 self.persist_work(&key);
             }
             ExecutionStatus::Failed(failure) => {
-                self.commit_outcome(key, CommittedOutcome::Failed(failure), None)
+                self.commit_outcome(key, CommittedOutcome::Failed(failure))
             }
             ExecutionStatus::Completed { exit_code } => match self.keep_output(exit_code, &outcome)
             {
@@ -264,12 +264,12 @@ impl JobManager {
                         item.dir = Some(dir.to_string_lossy().into_owned());
                     }
                     info!(job_id = %key.0.short(), result = %hash.short(), "executed; committing");
-                    self.commit_outcome(key, CommittedOutcome::Committed(digest), None);
+                    self.commit_outcome(key, CommittedOutcome::Committed(digest));
                 }
                 Err(e) => {
                     let failure =
                         ExecutionFailure::Error(short_text(&format!("keeping the output: {e}")));
-                    self.commit_outcome(key, CommittedOutcome::Failed(failure), None);
+                    self.commit_outcome(key, CommittedOutcome::Failed(failure));
                 }
             },
         }
@@ -304,12 +304,7 @@ impl JobManager {
         ))
     }
 
-    fn commit_outcome(
-        &mut self,
-        key: (JobId, u32),
-        outcome: CommittedOutcome,
-        _at: Option<TimestampMs>,
-    ) {
+    fn commit_outcome(&mut self, key: (JobId, u32), outcome: CommittedOutcome) {
         let Some(item) = self.work.get_mut(&key) else {
             return;
         };
