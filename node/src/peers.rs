@@ -35,6 +35,9 @@ pub struct PeerRecord {
     /// Sequence number of its latest announcement.
     #[serde(skip)]
     pub sequence: u64,
+    /// When its current run began, from its announcements.
+    #[serde(skip)]
+    pub started_at: TimestampMs,
 }
 
 /// What an announcement did to the table.
@@ -44,6 +47,8 @@ pub enum AnnouncementOutcome {
     New,
     /// A newer announcement of a known peer.
     Updated,
+    /// A newer announcement from a new run of a known peer.
+    Restarted,
     /// Older than one we already have: ignored.
     Stale,
 }
@@ -75,6 +80,7 @@ impl PeerTable {
             connected: false,
             source: None,
             sequence: 0,
+            started_at: 0,
         })
     }
 
@@ -89,10 +95,12 @@ impl PeerTable {
         let record = self.entry(peer, now);
         let outcome = if record.capabilities.is_none() {
             AnnouncementOutcome::New
-        } else if message.sequence > record.sequence {
-            AnnouncementOutcome::Updated
-        } else {
+        } else if message.sequence <= record.sequence {
             return AnnouncementOutcome::Stale;
+        } else if message.started_at != record.started_at {
+            AnnouncementOutcome::Restarted
+        } else {
+            AnnouncementOutcome::Updated
         };
         record.public_key = Some(announcement.signer);
         record.capabilities = Some(message.capabilities.clone());
@@ -103,6 +111,7 @@ impl PeerTable {
             .filter_map(|a| a.parse().ok())
             .collect();
         record.sequence = message.sequence;
+        record.started_at = message.started_at;
         record.last_seen = now;
         if record.source.is_none() {
             record.source = Some(DiscoverySource::Gossip);
@@ -115,8 +124,13 @@ impl PeerTable {
         let record = self.entry(peer, now);
         record.connected = true;
         record.last_seen = now;
-        if record.source.is_none() || source != DiscoverySource::Inbound {
-            record.source = Some(source);
+        record.source = Some(DiscoverySource::prefer(record.source, source));
+    }
+
+    /// Records that a known peer was met again through `source`.
+    pub fn on_source(&mut self, peer: PeerId, source: DiscoverySource) {
+        if let Some(record) = self.peers.get_mut(&peer) {
+            record.source = Some(DiscoverySource::prefer(record.source, source));
         }
     }
 
@@ -177,6 +191,15 @@ mod tests {
         sequence: u64,
         now: TimestampMs,
     ) -> Verified<NodeAnnouncement> {
+        announcement_of_run(identity, sequence, now, 0)
+    }
+
+    fn announcement_of_run(
+        identity: &NodeIdentity,
+        sequence: u64,
+        now: TimestampMs,
+        started_at: TimestampMs,
+    ) -> Verified<NodeAnnouncement> {
         let message = NodeAnnouncement {
             capabilities: Capabilities {
                 cpus: 4,
@@ -189,6 +212,7 @@ mod tests {
             listen_addrs: vec!["/ip4/127.0.0.1/tcp/4001".into(), "not an address".into()],
             accepts_jobs: true,
             issued_at: now,
+            started_at,
             sequence,
         };
         Signed::sign(identity, &message)
@@ -231,5 +255,63 @@ mod tests {
         assert!(table.expire(1040).is_empty());
         assert_eq!(table.expire(1041), vec![peer]);
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn lan_and_bootstrap_sources_win_over_how_a_peer_first_connected() {
+        let peer = NodeIdentity::from_secret([4; 32]).peer_id();
+        let mut table = PeerTable::new(1000);
+        table.on_connected(peer, DiscoverySource::Inbound, 0);
+        table.on_source(peer, DiscoverySource::Dht);
+        assert_eq!(
+            table.get(&peer).expect("peer").source,
+            Some(DiscoverySource::Inbound)
+        );
+        table.on_source(peer, DiscoverySource::Mdns);
+        assert_eq!(
+            table.get(&peer).expect("peer").source,
+            Some(DiscoverySource::Mdns)
+        );
+        table.on_connected(peer, DiscoverySource::Dialed, 10);
+        assert_eq!(
+            table.get(&peer).expect("peer").source,
+            Some(DiscoverySource::Mdns)
+        );
+        table.on_source(peer, DiscoverySource::Bootstrap);
+        assert_eq!(
+            table.get(&peer).expect("peer").source,
+            Some(DiscoverySource::Bootstrap)
+        );
+        table.on_source(peer, DiscoverySource::Mdns);
+        assert_eq!(
+            table.get(&peer).expect("peer").source,
+            Some(DiscoverySource::Bootstrap)
+        );
+    }
+
+    #[test]
+    fn a_new_run_of_a_known_peer_is_told_apart_from_an_update() {
+        let identity = NodeIdentity::from_secret([5; 32]);
+        let peer = identity.peer_id();
+        let mut table = PeerTable::new(1000);
+        let first = announcement_of_run(&identity, 1, 10, 5);
+        assert_eq!(
+            table.on_announcement(peer, &first, 10),
+            AnnouncementOutcome::New
+        );
+        let update = announcement_of_run(&identity, 2, 20, 5);
+        assert_eq!(
+            table.on_announcement(peer, &update, 20),
+            AnnouncementOutcome::Updated
+        );
+        let restart = announcement_of_run(&identity, 3, 30, 25);
+        assert_eq!(
+            table.on_announcement(peer, &restart, 30),
+            AnnouncementOutcome::Restarted
+        );
+        assert_eq!(
+            table.on_announcement(peer, &restart, 30),
+            AnnouncementOutcome::Stale
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use distributeai_protocol::time::now_ms;
+use distributeai_protocol::time::{TimestampMs, now_ms};
 use distributeai_protocol::{
     Capabilities, GossipMessage, IdentityError, NodeAnnouncement, NodeIdentity, Signed,
     VerifiedGossip,
@@ -267,6 +267,7 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
         config,
         state: state.clone(),
         sequence: now_ms(),
+        started_at: now_ms(),
         sync_trigger,
     };
     tasks.spawn(service.run(events, shutdown.clone()));
@@ -322,6 +323,8 @@ struct Service {
     config: NodeConfig,
     state: Arc<SharedState>,
     sequence: u64,
+    /// When this run began, announced so peers can tell we restarted.
+    started_at: TimestampMs,
     sync_trigger: mpsc::Sender<()>,
 }
 
@@ -380,8 +383,13 @@ impl Service {
                     {
                         return None;
                     }
-                    // A peer we had never heard from may not know us either: introduce ourselves.
-                    (outcome == AnnouncementOutcome::New).then_some(Duration::ZERO)
+                    // A peer we had never heard from, or one that restarted, may not know where
+                    // we are: introduce ourselves.
+                    matches!(
+                        outcome,
+                        AnnouncementOutcome::New | AnnouncementOutcome::Restarted
+                    )
+                    .then_some(Duration::ZERO)
                 }
                 message => {
                     self.state
@@ -402,6 +410,10 @@ impl Service {
                 self.write_peers(|t| t.on_connected(peer, source, now));
                 let _ = self.sync_trigger.try_send(());
                 Some(ANNOUNCE_AFTER_CONNECT)
+            }
+            NetworkEvent::PeerSource { peer, source } => {
+                self.write_peers(|t| t.on_source(peer, source));
+                None
             }
             NetworkEvent::PeerDisconnected { peer } => {
                 self.write_peers(|t| t.on_disconnected(peer, now));
@@ -455,6 +467,7 @@ impl Service {
                 .collect(),
             accepts_jobs: self.config.worker,
             issued_at: now_ms(),
+            started_at: self.started_at,
             sequence: self.sequence,
         };
         let signed = match Signed::sign(&self.identity, &announcement) {

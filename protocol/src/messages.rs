@@ -60,6 +60,9 @@ pub struct NodeAnnouncement {
     pub accepts_jobs: bool,
     /// When the node signed this announcement.
     pub issued_at: TimestampMs,
+    /// When this run of the node began: a new value tells peers it restarted and has
+    /// forgotten where they are.
+    pub started_at: TimestampMs,
     /// Increases with every announcement from the same node, so older ones are ignored.
     pub sequence: u64,
 }

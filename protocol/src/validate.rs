@@ -435,6 +435,9 @@ impl Validate for NodeAnnouncement {
         for addr in &self.listen_addrs {
             check_len("listen_addrs", addr, MAX_ADDR_LEN)?;
         }
+        if self.started_at > self.issued_at {
+            return Err(invalid("started_at", "must not be after issued_at"));
+        }
         ctx.check_issued_at(self.issued_at)
     }
 }

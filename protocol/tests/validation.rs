@@ -312,6 +312,13 @@ fn node_announcement_bounds() {
     let mut a = node_announcement();
     a.capabilities.region = "x".repeat(MAX_SHORT_TEXT_LEN + 1);
     assert!(Signed::sign(&w, &a).expect("sign").open(&ctx()).is_err());
+    let mut a = node_announcement();
+    a.started_at = a.issued_at + 1;
+    assert!(Signed::sign(&w, &a).expect("sign").open(&ctx()).is_err());
+    Signed::sign(&w, &node_announcement())
+        .expect("sign")
+        .open(&ctx())
+        .expect("the fixture is valid");
 }
 
 #[test]

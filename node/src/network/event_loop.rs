@@ -13,6 +13,7 @@ use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns, request_response};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -85,6 +86,8 @@ pub struct EventLoop {
     /// carry these.
     peer_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     bootstrap_peers: HashSet<PeerId>,
+    /// Peers mDNS currently sees on the LAN, kept connected by the redial timer.
+    lan_peers: HashSet<PeerId>,
     listen_addrs: Vec<Multiaddr>,
     /// Listening through relays (`…/p2p/<relay>/p2p-circuit`): each is (re)opened once a
     /// connection to its relay exists, since a reservation rides on that connection.
@@ -187,6 +190,7 @@ impl EventLoop {
             sources: HashMap::new(),
             peer_addrs: HashMap::new(),
             bootstrap_peers,
+            lan_peers: HashSet::new(),
             listen_addrs: Vec::new(),
             relay_listens,
             seen: SeenCache::new(window, 200_000),
@@ -206,7 +210,13 @@ impl EventLoop {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                _ = redial.tick() => self.redial_if_isolated(),
+                _ = redial.tick() => {
+                    self.redial_if_isolated();
+                    let lan_peers: Vec<PeerId> = self.lan_peers.iter().copied().collect();
+                    for peer in lan_peers {
+                        self.dial_lan_peer(peer);
+                    }
+                }
             }
         }
         debug!("network task stopped");
@@ -239,6 +249,24 @@ impl EventLoop {
         if (!self.config.bootstrap.is_empty() && !connected_to_bootstrap) || relay_missing {
             debug!("not connected to any bootstrap peer or relay; dialing them again");
             self.dial_bootstrap_peers();
+        }
+    }
+
+    /// Dials a LAN peer found by mDNS unless connected. Both sides of a LAN usually find each
+    /// other in the same instant and dial at once; reusing the listen port for that would make
+    /// a TCP simultaneous open, where both ends act as the noise initiator and both dials
+    /// fail. A fresh port gives two ordinary connections instead.
+    fn dial_lan_peer(&mut self, peer: PeerId) {
+        if self.swarm.is_connected(&peer) {
+            return;
+        }
+        let addresses = self.peer_addrs.get(&peer).cloned().unwrap_or_default();
+        let dial = DialOpts::peer_id(peer)
+            .addresses(addresses)
+            .allocate_new_port()
+            .build();
+        if let Err(e) = self.swarm.dial(dial) {
+            debug!(%peer, error = %e, "cannot dial mDNS peer");
         }
     }
 
@@ -313,7 +341,7 @@ impl EventLoop {
             }
             Command::Dial { address, reply } => {
                 if let Some(peer) = peer_of(&address) {
-                    self.sources.entry(peer).or_insert(DiscoverySource::Dialed);
+                    self.note_source(peer, DiscoverySource::Dialed);
                 }
                 let result = self
                     .swarm
@@ -325,7 +353,7 @@ impl EventLoop {
                 if peer == *self.swarm.local_peer_id() {
                     return;
                 }
-                self.sources.entry(peer).or_insert(DiscoverySource::Gossip);
+                self.note_source(peer, DiscoverySource::Gossip);
                 for address in &addresses {
                     self.swarm.add_peer_address(peer, address.clone());
                 }
@@ -338,6 +366,23 @@ impl EventLoop {
             Command::Info { reply } => {
                 let _ = reply.send(self.info());
             }
+        }
+    }
+
+    /// Records that `peer` was met through `source`, keeping the most telling source; tells
+    /// the node when that changes what a connected peer shows.
+    fn note_source(&mut self, peer: PeerId, source: DiscoverySource) {
+        let current = self.sources.get(&peer).copied();
+        let kept = DiscoverySource::prefer(current, source);
+        if current == Some(kept) {
+            return;
+        }
+        if self.sources.len() >= MAX_ADDRESS_BOOK && current.is_none() {
+            return;
+        }
+        self.sources.insert(peer, kept);
+        if current.is_some() && self.swarm.is_connected(&peer) {
+            self.emit(NetworkEvent::PeerSource { peer, source: kept });
         }
     }
 
@@ -460,11 +505,12 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                let mut found_peers = HashSet::new();
                 for (peer, address) in found {
                     if peer == *self.swarm.local_peer_id() {
                         continue;
                     }
-                    self.sources.entry(peer).or_insert(DiscoverySource::Mdns);
+                    self.note_source(peer, DiscoverySource::Mdns);
                     self.swarm.add_peer_address(peer, address.clone());
                     if self.peer_addrs.len() < MAX_ADDRESS_BOOK
                         || self.peer_addrs.contains_key(&peer)
@@ -474,17 +520,24 @@ impl EventLoop {
                             known.push(address.clone());
                         }
                     }
-                    if !self.swarm.is_connected(&peer)
-                        && let Err(e) = self.swarm.dial(address.clone())
-                    {
-                        debug!(%peer, %address, error = %e, "cannot dial mDNS peer");
+                    if self.lan_peers.len() < MAX_ADDRESS_BOOK {
+                        self.lan_peers.insert(peer);
                     }
+                    found_peers.insert(peer);
+                }
+                for peer in found_peers {
+                    self.dial_lan_peer(peer);
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Expired(expired)) => {
+                for (peer, _) in expired {
+                    self.lan_peers.remove(&peer);
                 }
             }
             BehaviourEvent::Kademlia(kad::Event::RoutingUpdated {
                 peer, is_new_peer, ..
             }) if is_new_peer => {
-                self.sources.entry(peer).or_insert(DiscoverySource::Dht);
+                self.note_source(peer, DiscoverySource::Dht);
             }
             _ => {}
         }

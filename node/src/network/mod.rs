@@ -98,6 +98,8 @@ pub fn default_listen_addrs(port: u16) -> Vec<Multiaddr> {
 }
 
 /// How we came to know a peer.
+///
+/// A peer can be met several ways; [`DiscoverySource::prefer`] keeps the most telling one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DiscoverySource {
@@ -113,6 +115,27 @@ pub enum DiscoverySource {
     Inbound,
     /// Dialed on request.
     Dialed,
+}
+
+impl DiscoverySource {
+    /// Being a bootstrap peer, or on the LAN, says where a peer is; the other sources only
+    /// say how we happened to meet it first. So those two win over whatever came earlier,
+    /// and otherwise the first source stays.
+    fn precedence(self) -> u8 {
+        match self {
+            Self::Bootstrap => 2,
+            Self::Mdns => 1,
+            Self::Dht | Self::Gossip | Self::Inbound | Self::Dialed => 0,
+        }
+    }
+
+    /// The source to keep when a peer known through `current` is also met through `new`.
+    pub fn prefer(current: Option<Self>, new: Self) -> Self {
+        match current {
+            Some(current) if current.precedence() >= new.precedence() => current,
+            _ => new,
+        }
+    }
 }
 
 /// Opaque handle of an inbound request awaiting our response.
@@ -186,6 +209,14 @@ pub enum NetworkEvent {
         /// The peer.
         peer: PeerId,
         /// How we found it.
+        source: DiscoverySource,
+    },
+    /// A connected peer was met again through a more telling source (say, mDNS after it
+    /// dialed us).
+    PeerSource {
+        /// The peer.
+        peer: PeerId,
+        /// The source to show from now on.
         source: DiscoverySource,
     },
     /// The last connection to a peer closed.

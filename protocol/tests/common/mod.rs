@@ -38,6 +38,7 @@ pub fn node_announcement() -> NodeAnnouncement {
         listen_addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
         accepts_jobs: true,
         issued_at: NOW,
+        started_at: NOW - 60_000,
         sequence: 3,
     }
 }
