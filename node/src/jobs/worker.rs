@@ -24,6 +24,9 @@ use crate::network::{NetworkError, VerifiedResponse};
 const MAX_STARTS: u32 = 3;
 /// Delay between attempts to deliver a commitment.
 const COMMIT_RETRY_MS: u64 = 2000;
+/// Attempts to deliver one bid, the first retry after [`BID_RETRY_FIRST`], then doubling.
+const BID_ATTEMPTS: u32 = 6;
+const BID_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl JobManager {
     /// A job announced on the mesh: bid if we can run it.
@@ -88,11 +91,31 @@ impl JobManager {
             return;
         };
         let network = self.network.clone();
+        let expires_at = job.message.expires_at;
         tokio::spawn(async move {
-            match network.request(author, Request::Bid(signed)).await {
-                Ok(VerifiedResponse::Ack) => debug!(job_id = %id.short(), "bid accepted"),
-                Ok(other) => debug!(job_id = %id.short(), ?other, "bid not accepted"),
-                Err(e) => debug!(job_id = %id.short(), error = %e, "bid not delivered"),
+            // The job reached us by gossip, which can outrun the submitter's announcement of
+            // its addresses; a bid that cannot be delivered yet is tried again, since late
+            // bids still serve the submitter as reserves.
+            let mut delay = BID_RETRY_FIRST;
+            for attempt in 1..=BID_ATTEMPTS {
+                match network.request(author, Request::Bid(signed.clone())).await {
+                    Ok(VerifiedResponse::Ack) => {
+                        debug!(job_id = %id.short(), "bid accepted");
+                        return;
+                    }
+                    Ok(other) => {
+                        debug!(job_id = %id.short(), ?other, "bid not accepted");
+                        return;
+                    }
+                    Err(e) => {
+                        debug!(job_id = %id.short(), attempt, error = %e, "bid not delivered")
+                    }
+                }
+                if attempt == BID_ATTEMPTS || now_ms() + delay.as_millis() as u64 >= expires_at {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay *= 2;
             }
         });
     }
