@@ -20,17 +20,16 @@ fn submit_wait_returns_the_verified_output_and_get_shows_the_verdict() {
     let api = &net.nodes[0].2;
     let liar = &net.nodes[3].1;
 
-    let out = Command::new(node_bin())
-        .args([
-            "submit",
-            "--wait",
-            "--api",
-            api,
-            "--file",
-            &example("hash-verify"),
-        ])
-        .output()
-        .expect("run submit");
+    let mut submit = Command::new(node_bin());
+    submit.args([
+        "submit",
+        "--wait",
+        "--api",
+        api,
+        "--file",
+        &example("hash-verify"),
+    ]);
+    let out = output_within(submit, 2 * BOUND);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

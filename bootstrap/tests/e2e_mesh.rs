@@ -8,12 +8,6 @@ use std::process::Command;
 
 use common::*;
 
-fn peers_json(api: &str) -> Vec<serde_json::Value> {
-    let mut cmd = Command::new(node_bin());
-    cmd.args(["peers", "--json", "--api", api]);
-    serde_json::from_str(&output(cmd)).expect("peers JSON")
-}
-
 #[test]
 fn bootstrap_and_node_processes_form_a_mesh_that_peers_shows() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -211,7 +211,7 @@ async fn output_over_the_cap_is_output_too_large() {
     .await;
     let files = h
         .run(sh(
-            "dd if=/dev/zero of=/out/big bs=1M count=4 2>/dev/null; sleep 5",
+            "dd if=/dev/zero of=/out/big bs=1M count=4 2>/dev/null; sleep 50",
         ))
         .await;
     assert_eq!(
@@ -219,8 +219,8 @@ async fn output_over_the_cap_is_output_too_large() {
         ExecutionStatus::Failed(ExecutionFailure::OutputTooLarge)
     );
     assert!(
-        files.duration < Duration::from_secs(5),
-        "the watchdog stops it before it ends"
+        files.duration < Duration::from_secs(40),
+        "the watchdog stops it long before it ends"
     );
     let stdout = h.run(sh("head -c 200000 /dev/zero")).await;
     assert_eq!(

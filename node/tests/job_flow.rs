@@ -192,6 +192,12 @@ async fn a_worker_that_copies_another_workers_commitment_is_detected() {
                     issued_at: now_ms(),
                 };
                 let signed = Signed::sign(&copier.identity, &bid).expect("sign");
+                // A bare peer keeps no address book of its own: tell it where the submitter is.
+                copier
+                    .client
+                    .add_peer_addresses(submitter_peer, net.submitter.node.listen_addrs.clone())
+                    .await
+                    .expect("add addresses");
                 copier
                     .client
                     .request(submitter_peer, Request::Bid(signed))

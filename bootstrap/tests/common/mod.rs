@@ -119,6 +119,19 @@ impl Drop for Proc {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // The logs live in the test's temporary directory, gone after a failure: print the
+        // end of each so a failed run (in CI above all) says what the processes saw.
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "--- {}: last {} log lines ---\n{}",
+                self.name,
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
 
@@ -131,6 +144,25 @@ pub fn output(mut command: Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command that may wait on the network (`submit --wait`), killing it if it has not
+/// finished within `bound`, so a lost job fails the test instead of hanging it.
+pub fn output_within(mut command: Command, bound: Duration) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run command");
+    let deadline = Instant::now() + bound;
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.kill();
+    }
+    child.wait_with_output().expect("collect output")
 }
 
 /// Polls `condition` every 300 ms until it holds or [`BOUND`] passes.
@@ -168,9 +200,7 @@ pub fn start_network(dir: &Path, faults: &[Option<&str>]) -> Network {
     let ids: Vec<String> = network.nodes.iter().map(|n| n.1.clone()).collect();
     let api = network.nodes[0].2.clone();
     let meshed = wait_until(|| {
-        let mut cmd = Command::new(node_bin());
-        cmd.args(["peers", "--json", "--api", &api]);
-        let peers: Vec<serde_json::Value> = serde_json::from_str(&output(cmd)).unwrap_or_default();
+        let peers = peers_json(&api);
         ids[1..].iter().all(|id| {
             peers
                 .iter()
@@ -178,9 +208,23 @@ pub fn start_network(dir: &Path, faults: &[Option<&str>]) -> Network {
         })
     });
     assert!(meshed, "the submitter hears every worker");
-    // Let the workers hear the submitter too, so their bids can reach it.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    let heard = wait_until(|| {
+        network.nodes[1..].iter().all(|(_, _, api)| {
+            peers_json(api).iter().any(|p| {
+                p["peer_id"] == ids[0].as_str()
+                    && p["addresses"].as_array().is_some_and(|a| !a.is_empty())
+            })
+        })
+    });
+    assert!(heard, "every worker knows where the submitter is");
     network
+}
+
+/// What `distributeai peers --json` prints for the node at `api`.
+pub fn peers_json(api: &str) -> Vec<serde_json::Value> {
+    let mut cmd = Command::new(node_bin());
+    cmd.args(["peers", "--json", "--api", api]);
+    serde_json::from_str(&output(cmd)).expect("peers JSON")
 }
 
 /// Starts node `i` (node 0 runs no jobs), optionally with a simulated fault.
