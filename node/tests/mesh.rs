@@ -1,5 +1,5 @@
 //! The mesh in-process on loopback: discovery through a bootstrap peer, gossip delivery and
-//! validation, and restarts.
+//! validation, QUIC, and restarts.
 
 mod common;
 
@@ -69,6 +69,52 @@ async fn eight_nodes_joined_through_a_bootstrap_peer_all_list_each_other() {
     assert_eq!(health.text().await.expect("body"), "ok");
 
     for node in nodes {
+        node.node.stop().await;
+    }
+}
+
+/// A node listening on QUIC only, so every connection it makes or takes is QUIC.
+async fn start_quic_node(bootstrap: Vec<libp2p::Multiaddr>, region: &str) -> TestNode {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = node_config(dir.path(), bootstrap, region);
+    config.network.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("multiaddr")];
+    let node = distributeai_node::service::start(config)
+        .await
+        .expect("node starts");
+    TestNode { node, dir }
+}
+
+/// Whether `node` lists `peer` with the region it announced.
+async fn lists(node: &TestNode, peer: &str, region: &str) -> bool {
+    node.peers()
+        .await
+        .iter()
+        .any(|p| p["peer_id"] == peer && p["capabilities"]["region"] == region)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_that_speak_only_quic_form_a_mesh() {
+    let hub = start_quic_node(vec![], "hub").await;
+    assert!(
+        hub.node
+            .listen_addrs
+            .iter()
+            .all(|a| a.to_string().contains("/udp/") && a.to_string().contains("/quic-v1")),
+        "{:?}",
+        hub.node.listen_addrs
+    );
+    let a = start_quic_node(hub.node.listen_addrs.clone(), "a").await;
+    let b = start_quic_node(hub.node.listen_addrs.clone(), "b").await;
+    let (id_a, id_b) = (a.node.peer_id.to_string(), b.node.peer_id.to_string());
+    // a and b hear each other's signed announcements over gossip relayed through the hub.
+    assert!(
+        wait_until(BOUND, || async {
+            lists(&a, &id_b, "b").await && lists(&b, &id_a, "a").await
+        })
+        .await,
+        "nodes joined over QUIC list each other with their capabilities"
+    );
+    for node in [a, b, hub] {
         node.node.stop().await;
     }
 }
