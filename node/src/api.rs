@@ -152,7 +152,7 @@ async fn peers(State(state): State<Arc<SharedState>>) -> Json<Vec<PeerView>> {
         .peers
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .list();
+        .list(distributeai_protocol::time::now_ms());
     let ledger = state
         .ledger
         .read()

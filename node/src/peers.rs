@@ -35,8 +35,8 @@ pub struct PeerRecord {
     /// Sequence number of its latest announcement.
     #[serde(skip)]
     pub sequence: u64,
-    /// When its current run began, from its announcements.
-    #[serde(skip)]
+    /// When its current run began (ms since the epoch), from its announcements; 0 until
+    /// it has announced itself.
     pub started_at: TimestampMs,
 }
 
@@ -162,9 +162,17 @@ impl PeerTable {
         self.peers.get(peer)
     }
 
-    /// All peers, sorted by PeerId.
-    pub fn list(&self) -> Vec<PeerRecord> {
-        let mut peers: Vec<PeerRecord> = self.peers.values().cloned().collect();
+    /// All peers, sorted by PeerId, as of `now`: a connected peer is heard from all the time
+    /// (libp2p pings it and closes the connection when pings fail), so it was last seen now.
+    pub fn list(&self, now: TimestampMs) -> Vec<PeerRecord> {
+        let mut peers: Vec<PeerRecord> = self
+            .peers
+            .values()
+            .map(|p| PeerRecord {
+                last_seen: if p.connected { now } else { p.last_seen },
+                ..p.clone()
+            })
+            .collect();
         peers.sort_by_key(|p| p.peer_id.to_string());
         peers
     }
@@ -247,11 +255,17 @@ mod tests {
         assert_eq!(record.last_seen, 20);
 
         table.on_connected(peer, DiscoverySource::Mdns, 30);
+        assert_eq!(table.list(900)[0].last_seen, 900, "connected: seen now");
         assert!(
             table.expire(5000).is_empty(),
             "connected peers never expire"
         );
         table.on_disconnected(peer, 40);
+        assert_eq!(
+            table.list(900)[0].last_seen,
+            40,
+            "disconnected: when the connection closed"
+        );
         assert!(table.expire(1040).is_empty());
         assert_eq!(table.expire(1041), vec![peer]);
         assert!(table.is_empty());

@@ -249,31 +249,33 @@ async fn a_restarted_node_keeps_its_peer_id_and_rejoins() {
         .await
         .expect("start");
     let id = first.peer_id.to_string();
-    let seen_with = |min_last_seen: u64| {
+    // When the run the watcher last heard announce itself began.
+    let heard_run = || {
         let watcher = &watcher;
         let id = id.clone();
         async move {
-            watcher.peers().await.iter().any(|p| {
-                p["peer_id"] == id.as_str()
-                    && p["capabilities"].is_object()
-                    && p["last_seen"].as_u64() >= Some(min_last_seen)
-            })
+            watcher
+                .peers()
+                .await
+                .iter()
+                .find(|p| p["peer_id"] == id.as_str() && p["capabilities"].is_object())
+                .and_then(|p| p["started_at"].as_u64())
         }
     };
     assert!(
-        wait_until(BOUND, || seen_with(0)).await,
-        "the watcher sees the node"
+        wait_until(BOUND, || async { heard_run().await.is_some() }).await,
+        "the watcher hears the node"
     );
+    let first_run = heard_run().await;
     first.stop().await;
 
-    let restarted_at = now_ms();
     let second = distributeai_node::service::start(config)
         .await
         .expect("restart");
     assert_eq!(second.peer_id.to_string(), id, "same data dir, same PeerId");
     assert!(
-        wait_until(BOUND, || seen_with(restarted_at)).await,
-        "the restarted node is heard from again"
+        wait_until(BOUND, || async { heard_run().await > first_run }).await,
+        "the watcher hears the restarted node announce its new run"
     );
     second.stop().await;
 }

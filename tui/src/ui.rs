@@ -340,7 +340,7 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
     ])];
     if verdict.is_object() {
         head_lines.push(Line::raw(format!(
-            "verdict {} {}  agreeing {} · disagreeing {} · failed {} · silent {}",
+            "verdict {} {} · agree {} · disagree {} · failed {} · silent {}",
             s(&verdict["outcome"]),
             verdict["result_hash"]
                 .as_str()

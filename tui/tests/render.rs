@@ -124,7 +124,7 @@ fn job_detail_shows_executions_votes_verdict_timeline_and_output() {
         "completed",
         "bids 3",
         "verdict accepted cfc4aecea507",
-        "agreeing 2 · disagreeing 1",
+        "agree 2 · disagree 1 · failed 0 · silent 0",
         "WorkerOne111",
         "revealed",
         "cf439518a98c",
