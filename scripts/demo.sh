@@ -45,7 +45,12 @@ if $keep; then
   echo "  $bin/distributeai tui --api $api        # the terminal UI (submit through its form, watch votes)"
   echo "  $bin/distributeai peers --api $api"
   echo "Press Ctrl-C here to stop everything."
-  while true; do sleep 3600; done
+  # `wait` returns on a signal, so the trap runs at once even when the signal comes from `kill`.
+  while true; do
+    sleep 3600 &
+    pids+=($!)
+    wait $!
+  done
 fi
 echo
 echo "Done. Everything this demo started is stopped now."
