@@ -1,5 +1,6 @@
 //! The job flow in-process with fast fake executors: consensus against liars, silent and
-//! failing workers, a submitter restarted mid-job, and a worker that copies a commitment.
+//! failing workers, bidding re-opened when no reserve is left, a submitter restarted mid-job,
+//! and a worker that copies a commitment.
 
 mod common;
 
@@ -119,6 +120,65 @@ async fn a_silent_worker_is_replaced_and_the_job_completes() {
         return;
     }
     panic!("the silent worker was never selected in 10 jobs");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_no_reserve_left_bidding_reopens_to_a_worker_that_joined_later() {
+    // Two bidders for two places, one of them silent: no reserve. A third worker joins only
+    // after the job was gossiped; when the silent one misses its deadline, the submitter
+    // invites it to bid and the job completes with it.
+    let net = network(&[
+        (FakeBehaviour::Honest, None),
+        (FakeBehaviour::Honest, Some(Fault::Silent)),
+    ])
+    .await;
+    let silent = net.worker_id(1);
+    let mut unpaid = spec(2, 2);
+    unpaid.reward = 0;
+    let job = submit(&net.submitter.node, unpaid).await;
+    let id: distributeai_protocol::JobId = job.id.parse().expect("id");
+    let running = wait_until(BOUND, || async {
+        let job = net.submitter.node.state.jobs.get(id).await.expect("job");
+        job.executions.len() == 2
+    })
+    .await;
+    assert!(running, "both bidders are assigned");
+    // Past the gossip history, so the newcomer cannot pick up the original announcement.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let late = start_worker(&net.bootstrap.addrs, FakeBehaviour::Honest, None).await;
+    let late_id = late.node.peer_id.to_string();
+    let known = wait_until(BOUND, || async {
+        net.submitter
+            .peers()
+            .await
+            .iter()
+            .any(|p| p["peer_id"] == late_id.as_str() && p["accepts_jobs"] == true)
+    })
+    .await;
+    assert!(known, "the submitter hears the newcomer");
+
+    let job = wait_final(&net.submitter.node, &job.id).await;
+    assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
+    let latecomer = job
+        .executions
+        .iter()
+        .find(|e| e.peer_id == late_id)
+        .expect("the newcomer was assigned");
+    assert_eq!(format!("{:?}", latecomer.status), "Revealed");
+    let verdict = job.verdict.expect("verdict");
+    assert_eq!(verdict.silent, vec![silent]);
+    assert!(verdict.agreeing.contains(&late_id));
+    let record = net.submitter.node.state.jobs.job(id).await.expect("job");
+    assert!(
+        record
+            .events
+            .iter()
+            .any(|(_, e)| e.contains("bidding re-opened")),
+        "{:?}",
+        record.events
+    );
+    late.node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -87,6 +87,10 @@ pub enum Request {
     },
     /// Any peer: ledger entries after a cursor.
     LedgerSync(LedgerSyncRequest),
+    /// Submitter to a worker that has not bid, once no reserve is left: the job's signed
+    /// announcement, inviting a bid (bidding re-opened; the worker may have joined after the
+    /// job was gossiped).
+    Invite(Signed<JobAnnouncement>),
 }
 
 /// The answer to a [`Request`].

@@ -107,6 +107,7 @@ fn unsigned_requests_and_responses_round_trip() {
             after: Some(job_id),
             limit: 16,
         }),
+        Request::Invite(signed_job()),
     ];
     for request in requests {
         let bytes = request.encode().expect("encode");

@@ -298,6 +298,7 @@ impl JobManager {
             job.fetch_pending = false;
             for e in &mut job.executions {
                 e.reveal_pending = false;
+                e.assign_pending = false;
             }
             jobs.insert(job.id, job);
         }
@@ -436,6 +437,7 @@ impl JobManager {
             InboundRequest::FetchOutput { job_id, offset } => {
                 self.on_fetch_request(peer, job_id, offset)
             }
+            InboundRequest::Invite(job) => self.on_invite(peer, job),
             InboundRequest::LedgerSync(sync) => {
                 let page = self
                     .ledger

@@ -94,6 +94,12 @@ pub struct Execution {
     pub reported_failure: Option<ExecutionFailure>,
     /// Whether a reveal request is in flight.
     pub reveal_pending: bool,
+    /// Whether the worker acknowledged its assignment.
+    #[serde(default)]
+    pub assign_acked: bool,
+    /// Whether an assignment request is in flight.
+    #[serde(default)]
+    pub assign_pending: bool,
 }
 
 /// A bid received for a submitted job.
@@ -165,6 +171,9 @@ pub struct Job {
     pub times: PhaseTimes,
     /// Human-readable timeline.
     pub events: Vec<(TimestampMs, String)>,
+    /// When bidding was re-opened (peers invited) because no reserve was left.
+    #[serde(default)]
+    pub reopened_at: Option<TimestampMs>,
 }
 
 /// Most timeline events kept per job.

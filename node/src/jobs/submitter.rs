@@ -13,6 +13,7 @@ use distributeai_protocol::{
 };
 use distributeai_verifier::{Candidate, Decision, Report, Tally, select};
 use libp2p::PeerId;
+use rand::seq::SliceRandom;
 use tracing::{debug, info, warn};
 
 use super::model::{BidEntry, Execution, ExecutionState, Job, JobStatus, JobView};
@@ -32,6 +33,9 @@ fn short(key: &PublicKey) -> String {
         })
         .unwrap_or_else(|| key.short())
 }
+
+/// Most peers invited at once when bidding re-opens.
+const MAX_INVITES: usize = 8;
 
 impl JobManager {
     pub(super) fn submit(&mut self, spec: JobSpec) -> Result<JobView, SubmitError> {
@@ -79,6 +83,7 @@ impl JobManager {
             failure_reason: None,
             times: Default::default(),
             events: Vec::new(),
+            reopened_at: None,
         };
         job.event(
             now,
@@ -254,6 +259,26 @@ impl JobManager {
                 }
             }
             JobStatus::Running | JobStatus::Verifying => {
+                // Assignments whose request was lost in a restart: the worker may never
+                // have heard of its assignment.
+                let unsent: Vec<PublicKey> = job
+                    .executions
+                    .iter()
+                    .filter(|e| {
+                        e.active
+                            && e.state == ExecutionState::Assigned
+                            && !e.assign_acked
+                            && !e.assign_pending
+                            && now <= e.deadline
+                    })
+                    .map(|e| e.worker)
+                    .collect();
+                for worker in unsent {
+                    self.send_assignment(id, worker);
+                }
+                let Some(job) = self.jobs.get(&id) else {
+                    return;
+                };
                 let overdue: Vec<PublicKey> = job
                     .executions
                     .iter()
@@ -337,23 +362,10 @@ impl JobManager {
         };
         let now = now_ms();
         let attempt = job.executions.len() as u32;
-        let deadline = now
+        let deadline = (now
             + u64::from(job.spec.timeout_s) * 1000
-            + self.config.deadline_grace.as_millis() as u64;
-        let assignment = Assignment {
-            job_id: id,
-            worker,
-            attempt,
-            deadline: deadline.min(job.expires_at),
-            issued_at: now,
-        };
-        let signed = match Signed::sign(&self.identity, &assignment) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "cannot sign assignment");
-                return;
-            }
-        };
+            + self.config.deadline_grace.as_millis() as u64)
+            .min(job.expires_at);
         job.executions.push(Execution {
             worker,
             bid,
@@ -361,7 +373,7 @@ impl JobManager {
             state: ExecutionState::Assigned,
             active: true,
             assigned_at: now,
-            deadline: assignment.deadline,
+            deadline,
             commitment: None,
             commitment_envelope: None,
             committed_at: None,
@@ -371,10 +383,40 @@ impl JobManager {
             failure: None,
             reported_failure: None,
             reveal_pending: false,
+            assign_acked: false,
+            assign_pending: false,
         });
         job.event(now, format!("assigned to …{}", short(&worker)));
+        // Stored before it is sent, so a restarted submitter knows to send it again.
         self.persist_job(&id);
+        self.send_assignment(id, worker);
+    }
+
+    /// Sends (or, after a restart, sends again) a worker's assignment, signed afresh so that
+    /// it is within the clock-skew window; attempt and deadline stay as stored.
+    fn send_assignment(&mut self, id: JobId, worker: PublicKey) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let Some(execution) = job.execution_mut(&worker) else {
+            return;
+        };
+        let assignment = Assignment {
+            job_id: id,
+            worker,
+            attempt: execution.attempt,
+            deadline: execution.deadline,
+            issued_at: now_ms(),
+        };
+        let signed = match Signed::sign(&self.identity, &assignment) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot sign assignment");
+                return;
+            }
+        };
         let Some(peer) = peer_of(&worker) else { return };
+        execution.assign_pending = true;
         let network = self.network.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -401,8 +443,15 @@ impl JobManager {
         let Some(execution) = job.execution_mut(&worker) else {
             return;
         };
+        execution.assign_pending = false;
         let refusal = match result {
-            Ok(VerifiedResponse::Ack) => return,
+            Ok(VerifiedResponse::Ack) => {
+                if !execution.assign_acked {
+                    execution.assign_acked = true;
+                    self.persist_job(&id);
+                }
+                return;
+            }
             Ok(VerifiedResponse::Refused(reason)) => reason,
             Ok(other) => format!("unexpected answer {other:?}"),
             Err(e) => e.to_string(),
@@ -686,6 +735,18 @@ impl JobManager {
             replacements.push(new);
         }
         if replacements.is_empty() {
+            if !replaceable.is_empty() && job.reassignments < max {
+                let reopened_at = job.reopened_at;
+                match reopened_at {
+                    None if self.reopen_bidding(id, replaceable.len()) => return,
+                    // Invited peers' bids arrive as reserves; wait for them a while.
+                    Some(at) if now < at + self.config.bid_wait_max.as_millis() as u64 => return,
+                    _ => {}
+                }
+            }
+            let Some(job) = self.jobs.get_mut(&id) else {
+                return;
+            };
             let revealed: Vec<_> = job
                 .executions
                 .iter()
@@ -697,9 +758,14 @@ impl JobManager {
                 .max()
                 .unwrap_or(0);
             let reason = format!(
-                "no {} matching results: at most {best} of {} workers agreed, and no reserve worker is left",
+                "no {} matching results: at most {best} of {} workers agreed, and no reserve worker is left{}",
                 job.spec.consensus,
-                job.executions.len()
+                job.executions.len(),
+                if job.reopened_at.is_some() {
+                    " (no other worker bid when bidding re-opened)"
+                } else {
+                    ""
+                }
             );
             self.fail(id, reason);
             return;
@@ -708,6 +774,63 @@ impl JobManager {
         for worker in replacements {
             self.assign(id, worker);
         }
+    }
+
+    /// Invites peers that can run the job and have not bid to bid now, for `needed` places;
+    /// false if there is nobody to invite. They get the signed announcement directly, since
+    /// they may have joined after it was gossiped. Their bids arrive as reserves.
+    fn reopen_bidding(&mut self, id: JobId, needed: usize) -> bool {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return false;
+        };
+        let now = now_ms();
+        let bidders: HashSet<PublicKey> = job.bids.iter().map(|b| b.worker).collect();
+        let resources = job.spec.resources;
+        let mut invitees: Vec<PeerId> = self
+            .peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .list(now)
+            .into_iter()
+            .filter(|p| {
+                p.accepts_jobs
+                    && p.public_key.is_some_and(|k| !bidders.contains(&k))
+                    && p.capabilities.as_ref().is_some_and(|c| {
+                        c.cpus >= resources.cpus
+                            && c.memory_mb >= resources.memory_mb
+                            && c.gpus.len() >= resources.gpus as usize
+                    })
+            })
+            .map(|p| p.peer_id)
+            .collect();
+        if invitees.is_empty() {
+            return false;
+        }
+        invitees.shuffle(&mut rand::rng());
+        invitees.truncate((2 * needed).clamp(1, MAX_INVITES));
+        job.reopened_at = Some(now);
+        job.event(
+            now,
+            format!(
+                "no reserve left: bidding re-opened, {} peers invited",
+                invitees.len()
+            ),
+        );
+        let announcement = job.announcement.clone();
+        self.persist_job(&id);
+        for peer in invitees {
+            let network = self.network.clone();
+            let request = Request::Invite(announcement.clone());
+            tokio::spawn(async move {
+                match network.request(peer, request).await {
+                    Ok(response) => debug!(job_id = %id.short(), %peer, ?response, "invited"),
+                    Err(e) => {
+                        debug!(job_id = %id.short(), %peer, error = %e, "invitation not delivered")
+                    }
+                }
+            });
+        }
+        true
     }
 
     fn fetch_output(&mut self, id: JobId) {

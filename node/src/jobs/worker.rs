@@ -74,6 +74,20 @@ impl JobManager {
         });
     }
 
+    /// A submitter re-opened bidding and invites us: consider the job as if it had just been
+    /// gossiped. The network checked that the requester signed the announcement.
+    pub(super) fn on_invite(&mut self, author: PeerId, job: Verified<JobAnnouncement>) -> Response {
+        if !self.config.worker || self.executor.is_none() {
+            return Response::Refused("this node runs no jobs".into());
+        }
+        let id = job.envelope.job_id();
+        if self.work.keys().any(|(job_id, _)| *job_id == id) {
+            return Response::Refused("already working on this job".into());
+        }
+        self.consider_job(author, job);
+        Response::Ack
+    }
+
     pub(super) fn send_bid(
         &mut self,
         job: Verified<JobAnnouncement>,

@@ -683,6 +683,11 @@ fn verify_request(peer: &PeerId, request: Request) -> Result<InboundRequest, Val
         Request::Reveal { job_id, attempt } => InboundRequest::Reveal { job_id, attempt },
         Request::FetchOutput { job_id, offset } => InboundRequest::FetchOutput { job_id, offset },
         Request::LedgerSync(sync) => InboundRequest::LedgerSync(sync),
+        Request::Invite(m) => {
+            let v = m.open(&ctx)?;
+            from_peer(&v.signer)?;
+            InboundRequest::Invite(v)
+        }
     })
 }
 

@@ -20,8 +20,8 @@ pub mod replay;
 use std::time::Duration;
 
 use distributeai_protocol::{
-    Assignment, Bid, JobId, LedgerSyncRequest, LedgerSyncResponse, NodeIdentity, OutputChunk,
-    ResultCommitment, ResultReveal, Verified, VerifiedGossip,
+    Assignment, Bid, JobAnnouncement, JobId, LedgerSyncRequest, LedgerSyncResponse, NodeIdentity,
+    OutputChunk, ResultCommitment, ResultReveal, Verified, VerifiedGossip,
 };
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
@@ -168,6 +168,8 @@ pub enum InboundRequest {
     },
     /// A peer catches up on the ledger.
     LedgerSync(LedgerSyncRequest),
+    /// A submitter invites a bid for its job.
+    Invite(Verified<JobAnnouncement>),
 }
 
 /// A response whose signed part has been verified against the peer that sent it.

@@ -34,7 +34,18 @@ pub fn network_config(role: Role, bootstrap: Vec<Multiaddr>) -> NetworkConfig {
     }
 }
 
+/// Sends the nodes' logs to the test's output when `RUST_LOG` is set (shown for failed tests).
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
+}
+
 pub fn node_config(data_dir: &Path, bootstrap: Vec<Multiaddr>, region: &str) -> NodeConfig {
+    init_logs();
     NodeConfig {
         data_dir: data_dir.to_path_buf(),
         network: network_config(Role::Node, bootstrap),

@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
             Request::Bid(m) => drop(m.open(&ctx)),
             Request::Assign(m) => drop(m.open(&ctx)),
             Request::Commit(m) => drop(m.open(&ctx)),
+            Request::Invite(m) => drop(m.open(&ctx)),
             Request::Reveal { .. } | Request::FetchOutput { .. } | Request::LedgerSync(_) => {}
         }
     }
