@@ -364,8 +364,7 @@ pub async fn run_sync(
         let mut candidates: Vec<PeerId> = {
             let table = peers.read().unwrap_or_else(|p| p.into_inner());
             table
-                .list(distributeai_protocol::time::now_ms())
-                .into_iter()
+                .records()
                 .filter(|p| p.capabilities.is_some())
                 .map(|p| p.peer_id)
                 .collect()

@@ -162,6 +162,12 @@ impl PeerTable {
         self.peers.get(peer)
     }
 
+    /// Every record as stored, in no order: for callers that only filter, without the copy
+    /// and sort of [`PeerTable::list`].
+    pub fn records(&self) -> impl Iterator<Item = &PeerRecord> {
+        self.peers.values()
+    }
+
     /// All peers, sorted by PeerId, as of `now`: a connected peer is heard from all the time
     /// (libp2p pings it and closes the connection when pings fail), so it was last seen now.
     pub fn list(&self, now: TimestampMs) -> Vec<PeerRecord> {

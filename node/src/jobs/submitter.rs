@@ -790,8 +790,7 @@ impl JobManager {
             .peers
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .list(now)
-            .into_iter()
+            .records()
             .filter(|p| {
                 p.accepts_jobs
                     && p.public_key.is_some_and(|k| !bidders.contains(&k))
