@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use distributeai_node::metrics::Metrics;
-use distributeai_node::network::{self, NetworkConfig, NetworkEvent, Role};
+use distributeai_node::network::{self, NetworkConfig, NetworkEvent, RelayLimits, Role};
 use distributeai_node::service::listen_addrs;
 use distributeai_protocol::{NodeIdentity, Response};
 use libp2p::Multiaddr;
@@ -32,6 +32,13 @@ pub struct Args {
     /// Other bootstrap peers to connect to, so bootstrap peers form one mesh (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     pub peer: Vec<Multiaddr>,
+    /// Longest a relayed circuit stays open, in seconds [default: 1800]; a longer exchange
+    /// opens a new circuit.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub max_circuit_secs: Option<u64>,
+    /// Most bytes one relayed circuit carries, in KiB [default: 65536, i.e. 64 MiB].
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
+    pub max_circuit_kib: Option<u64>,
 }
 
 /// A started bootstrap peer.
@@ -65,11 +72,13 @@ impl Bootstrap {
     }
 }
 
-/// Starts a bootstrap peer with `data_dir` and `listen` addresses.
+/// Starts a bootstrap peer with `data_dir` and `listen` addresses, relaying for nodes behind
+/// NAT within `relay_limits`.
 pub async fn start(
     data_dir: PathBuf,
     listen: Vec<Multiaddr>,
     peers: Vec<Multiaddr>,
+    relay_limits: RelayLimits,
 ) -> Result<Bootstrap> {
     let (identity, _) = NodeIdentity::load_or_create(&data_dir)
         .with_context(|| format!("loading the identity from {}", data_dir.display()))?;
@@ -82,6 +91,7 @@ pub async fn start(
         role: Role::Bootstrap,
         kad_server: Some(true),
         redial_interval: Duration::from_secs(30),
+        relay_limits,
         ..NetworkConfig::default()
     };
     let (client, mut events, event_loop) = network::new(&identity, config, metrics.clone())?;
@@ -131,7 +141,17 @@ pub async fn run(args: Args) -> Result<()> {
     } else {
         args.listen
     };
-    let bootstrap = start(data_dir, listen, args.peer).await?;
+    let defaults = RelayLimits::default();
+    let relay_limits = RelayLimits {
+        max_circuit_duration: args
+            .max_circuit_secs
+            .map_or(defaults.max_circuit_duration, Duration::from_secs),
+        max_circuit_bytes: args
+            .max_circuit_kib
+            .map_or(defaults.max_circuit_bytes, |kib| kib * 1024),
+        ..defaults
+    };
+    let bootstrap = start(data_dir, listen, args.peer, relay_limits).await?;
     println!("peer_id: {}", bootstrap.peer_id);
     for address in &bootstrap.listen_addrs {
         println!("listening on {address}");

@@ -32,6 +32,8 @@ pub struct FileConfig {
     pub worker: Option<bool>,
     /// Force Kademlia server mode (reachable nodes should).
     pub kad_server: Option<bool>,
+    /// Relay for nodes behind NAT when this node is publicly reachable (default true).
+    pub relay_service: Option<bool>,
 }
 
 /// Why the config file could not be used.

@@ -24,6 +24,15 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// Labels of a NAT-traversal event.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NatLabels {
+    /// `hole_punch`, `relay_reservation`, `pruned_address`.
+    pub event: String,
+    /// `success` or `failure` (for pruned addresses, why: `wrong_peer`, `own_address`).
+    pub result: String,
+}
+
 /// Counters and gauges shared by the node's tasks; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -36,6 +45,8 @@ struct Inner {
     accepted: Family<KindLabels, Counter>,
     connected_peers: Gauge,
     known_peers: Gauge,
+    nat: Family<NatLabels, Counter>,
+    relayed_peers: Gauge,
 }
 
 impl Default for Metrics {
@@ -78,6 +89,19 @@ impl Metrics {
             "Peers in the peer table",
             known_peers.clone(),
         );
+        let nat = Family::<NatLabels, Counter>::default();
+        registry.register(
+            "nat_traversal",
+            "NAT traversal: hole punches (DCUtR) and relay reservations by result, addresses \
+             dropped for reaching the wrong peer",
+            nat.clone(),
+        );
+        let relayed_peers = Gauge::default();
+        registry.register(
+            "relayed_peers",
+            "Connected peers reached only through a relay",
+            relayed_peers.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -85,6 +109,8 @@ impl Metrics {
                 accepted,
                 connected_peers,
                 known_peers,
+                nat,
+                relayed_peers,
             }),
         }
     }
@@ -132,6 +158,33 @@ impl Metrics {
     pub fn set_known_peers(&self, n: usize) {
         self.inner
             .known_peers
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a NAT-traversal event.
+    pub fn nat(&self, event: &str, result: &str) {
+        self.nat_counter(event, result).inc();
+    }
+
+    /// How many NAT-traversal events of this kind and result happened.
+    pub fn nat_count(&self, event: &str, result: &str) -> u64 {
+        self.nat_counter(event, result).get()
+    }
+
+    fn nat_counter(&self, event: &str, result: &str) -> Counter {
+        self.inner
+            .nat
+            .get_or_create(&NatLabels {
+                event: event.to_string(),
+                result: result.to_string(),
+            })
+            .clone()
+    }
+
+    /// Sets the number of peers connected only through relays.
+    pub fn set_relayed_peers(&self, n: usize) {
+        self.inner
+            .relayed_peers
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 

@@ -459,12 +459,9 @@ impl Service {
         self.sequence = self.sequence.max(now_ms()).saturating_add(1);
         let announcement = NodeAnnouncement {
             capabilities: self.config.capabilities.clone(),
-            listen_addrs: info
-                .listen_addrs
-                .iter()
-                .take(distributeai_protocol::limits::MAX_LISTEN_ADDRS)
-                .map(|a| a.to_string())
-                .collect(),
+            // Only what peers can plausibly reach: confirmed external and relay addresses, LAN
+            // addresses, loopback only on a network of one machine.
+            listen_addrs: info.announced_addrs.iter().map(|a| a.to_string()).collect(),
             accepts_jobs: self.config.worker,
             issued_at: now_ms(),
             started_at: self.started_at,

@@ -7,7 +7,8 @@ use distributeai_protocol::limits::{MAX_CLOCK_SKEW_MS, MAX_MESSAGE_BYTES};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    Swarm, gossipsub, identify, kad, mdns, noise, ping, relay, request_response, tcp, yamux,
+    Swarm, autonat, dcutr, gossipsub, identify, kad, mdns, noise, ping, relay, request_response,
+    tcp, yamux,
 };
 
 use super::codec::{self, Codec};
@@ -25,6 +26,8 @@ pub(crate) struct Behaviour {
     pub(crate) request_response: request_response::Behaviour<Codec>,
     pub(crate) relay_server: Toggle<relay::Behaviour>,
     pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) autonat: autonat::Behaviour,
+    pub(crate) dcutr: dcutr::Behaviour,
 }
 
 fn setup_error(e: impl std::fmt::Display) -> NetworkError {
@@ -119,7 +122,15 @@ pub(crate) fn build_swarm(
 
             let identify = identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
-                    .with_agent_version(format!("distributeai/{}", env!("CARGO_PKG_VERSION"))),
+                    .with_agent_version(format!("distributeai/{}", env!("CARGO_PKG_VERSION")))
+                    // Peers learn at once when our addresses change (a relay reservation
+                    // taken or given up), not at the next periodic identify.
+                    .with_push_listen_addr_updates(true)
+                    // Tell peers only addresses confirmed reachable (AutoNAT, relay
+                    // circuits, a bootstrap peer's own): identify hands what it hears to
+                    // every behaviour that dials, and a home node's loopback or LAN address
+                    // makes a peer elsewhere dial itself or a stranger. LAN peers meet by mDNS.
+                    .with_hide_listen_addrs(true),
             );
             let mdns = if config.mdns {
                 let mdns_config = mdns::Config {
@@ -135,8 +146,41 @@ pub(crate) fn build_swarm(
                 [(codec::PROTOCOL, request_response::ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(config.request_timeout),
             );
-            let relay_server = (config.role == Role::Bootstrap)
-                .then(|| relay::Behaviour::new(peer_id, relay::Config::default()));
+            let relay_server =
+                (config.role == Role::Bootstrap || config.relay_service).then(|| {
+                    let mut relay =
+                        relay::Behaviour::new(peer_id, config.relay_limits.relay_config());
+                    // Fixed before any connection exists. Left automatic, the relay re-announces
+                    // its status to every connection's handler whenever our external addresses
+                    // change, including relayed connections whose handler is a placeholder, and
+                    // libp2p-relay 0.22 panics there (`handler/either.rs`, unreachable). Nodes
+                    // choose as relays only peers that look public (`super::relays`).
+                    relay.set_status(Some(relay::Status::Enable));
+                    relay
+                });
+            let autonat = autonat::Behaviour::new(
+                peer_id,
+                autonat::Config {
+                    // A dial-back tries our addresses one after another, each up to the
+                    // connection timeout (10 s); the answer must outlive that.
+                    timeout: Duration::from_secs(45),
+                    boot_delay: Duration::from_secs(2),
+                    retry_interval: Duration::from_secs(30),
+                    refresh_interval: Duration::from_secs(5 * 60),
+                    throttle_server_period: Duration::from_secs(15),
+                    // Only bootstrap peers and public relays judge us (added as servers by the
+                    // event loop): a LAN neighbour would dial us back on the LAN and call a
+                    // node behind NAT public.
+                    use_connected: false,
+                    // One failed dial-back from a peer that cannot reach us is enough to
+                    // act on; a public node still confirms itself within a minute.
+                    confidence_max: 2,
+                    // Home routers NAT into carrier-grade and private ranges too, and a LAN of
+                    // its own is a network like any other: judge by dial-backs, not by ranges.
+                    only_global_ips: false,
+                    ..Default::default()
+                },
+            );
             Ok(Behaviour {
                 gossipsub,
                 kademlia,
@@ -146,10 +190,14 @@ pub(crate) fn build_swarm(
                 request_response,
                 relay_server: relay_server.into(),
                 relay_client,
+                autonat,
+                dcutr: dcutr::Behaviour::new(peer_id),
             })
         })
         .map_err(setup_error)?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        // Connections are kept rather than re-dialed: through a relay, every new connection costs
+        // a circuit from the relay's rate limits.
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
         .build();
     Ok(swarm)
 }

@@ -5,7 +5,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::event_loop::Command;
-use super::{InboundRequestId, NetworkError, NetworkInfo, VerifiedResponse};
+use super::{InboundRequestId, NetworkError, NetworkInfo, Route, VerifiedResponse};
 
 /// Sends commands to the network task and awaits its answers.
 #[derive(Debug, Clone)]
@@ -77,6 +77,11 @@ impl Client {
             .send(Command::AddAddresses { peer, addresses })
             .await
             .map_err(|_| NetworkError::Stopped)
+    }
+
+    /// How we are connected to `peer` now: `None` when not connected.
+    pub async fn route(&self, peer: PeerId) -> Result<Option<Route>, NetworkError> {
+        self.ask(|reply| Command::Route { peer, reply }).await
     }
 
     /// Our PeerId, listen addresses and connected peers.

@@ -2,6 +2,7 @@
 //! that arrives, and turns swarm events into [`NetworkEvent`]s.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use distributeai_protocol::time::now_ms;
 use distributeai_protocol::validate::short_text;
@@ -11,24 +12,37 @@ use distributeai_protocol::{
 };
 use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
+use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns, request_response};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, autonat, dcutr, gossipsub, identify, kad, mdns, relay,
+    request_response,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::addresses::{self, Scope};
 use super::behaviour::{Behaviour, BehaviourEvent};
+use super::relays::{Reachability, RelayAction, Relays};
 use super::replay::SeenCache;
 use super::{
-    ConnectedPeer, DiscoverySource, GOSSIP_TOPIC, InboundRequest, InboundRequestId, KAD_PROTOCOL,
-    NetworkConfig, NetworkError, NetworkEvent, NetworkInfo, VerifiedResponse,
+    ConnectedPeer, ConnectionView, DiscoverySource, GOSSIP_TOPIC, InboundRequest, InboundRequestId,
+    KAD_PROTOCOL, NetworkConfig, NetworkError, NetworkEvent, NetworkInfo, RelayView, Route,
+    VerifiedResponse,
 };
 use crate::metrics::Metrics;
 
 /// Most peers whose addresses are remembered.
 const MAX_ADDRESS_BOOK: usize = 10_000;
+/// How long an address that reached the wrong peer (or ourselves) is not dialed again for
+/// the peer that announced it.
+const BAD_ADDRESS_TTL: Duration = Duration::from_secs(10 * 60);
+/// The circuit relay v2 hop protocol: a peer that speaks it can relay for us.
+const RELAY_HOP_PROTOCOL: libp2p::StreamProtocol =
+    libp2p::StreamProtocol::new("/libp2p/circuit/relay/0.2.0/hop");
 
 /// Commands from [`super::Client`].
 #[derive(Debug)]
@@ -61,6 +75,29 @@ pub(crate) enum Command {
     },
     /// Report our state.
     Info { reply: oneshot::Sender<NetworkInfo> },
+    /// How we are connected to a peer right now.
+    Route {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<Route>>,
+    },
+}
+
+/// A direct request on its way, kept so it can be sent once more when the connection it
+/// was on closes or the dial failed on an address we have since dropped.
+struct PendingRequest {
+    peer: PeerId,
+    request: Request,
+    retried: bool,
+    reply: oneshot::Sender<Result<VerifiedResponse, NetworkError>>,
+}
+
+/// One open connection.
+struct OpenConnection {
+    id: ConnectionId,
+    /// The peer's address on it.
+    address: Multiaddr,
+    relayed: bool,
+    outbound: bool,
 }
 
 /// Owns the swarm; run it with [`EventLoop::run`].
@@ -71,34 +108,33 @@ pub struct EventLoop {
     events: mpsc::Sender<NetworkEvent>,
     metrics: Metrics,
     topic: gossipsub::IdentTopic,
-    pending_requests: HashMap<
-        request_response::OutboundRequestId,
-        (
-            PeerId,
-            oneshot::Sender<Result<VerifiedResponse, NetworkError>>,
-        ),
-    >,
-    inbound: HashMap<InboundRequestId, request_response::ResponseChannel<Response>>,
+    pending_requests: HashMap<request_response::OutboundRequestId, PendingRequest>,
+    inbound: HashMap<InboundRequestId, (PeerId, request_response::ResponseChannel<Response>)>,
     next_inbound: u64,
     sources: HashMap<PeerId, DiscoverySource>,
-    /// Where peers can be dialed, from their signed announcements and mDNS. libp2p's own
-    /// behaviours keep no addresses handed to `Swarm::add_peer_address`, so direct requests
-    /// carry these.
+    /// Where peers can be dialed, from their signed announcements and mDNS, filtered by
+    /// [`addresses::dialable_from`]. libp2p's own behaviours keep no addresses handed to
+    /// `Swarm::add_peer_address`, so direct requests carry these.
     peer_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Addresses that reached the wrong peer (or us), per peer that announced them, with
+    /// when they may be tried again.
+    bad_addrs: HashMap<PeerId, HashMap<Multiaddr, Instant>>,
+    /// The last reason a dial to a peer failed, to tell users why a request did not arrive.
+    dial_errors: HashMap<PeerId, String>,
     bootstrap_peers: HashSet<PeerId>,
     /// Peers mDNS currently sees on the LAN, kept connected by the redial timer.
     lan_peers: HashSet<PeerId>,
     listen_addrs: Vec<Multiaddr>,
-    /// Listening through relays (`…/p2p/<relay>/p2p-circuit`): each is (re)opened once a
-    /// connection to its relay exists, since a reservation rides on that connection.
-    relay_listens: Vec<RelayListen>,
+    /// Open connections by peer: direct or relayed, on which address.
+    connections: HashMap<PeerId, Vec<OpenConnection>>,
+    /// Connections opened by hole punching.
+    hole_punched: HashSet<ConnectionId>,
+    reachability: Reachability,
+    relays: Relays,
+    /// Relay listeners we closed ourselves (the reservation was given up, not lost).
+    released: HashSet<ListenerId>,
+    started: Instant,
     seen: SeenCache,
-}
-
-struct RelayListen {
-    address: Multiaddr,
-    relay: PeerId,
-    listener: Option<libp2p::core::transport::ListenerId>,
 }
 
 fn peer_of(address: &Multiaddr) -> Option<PeerId> {
@@ -106,14 +142,6 @@ fn peer_of(address: &Multiaddr) -> Option<PeerId> {
         Protocol::P2p(peer) => Some(peer),
         _ => None,
     })
-}
-
-/// The relay's own address: everything before `/p2p-circuit`.
-fn relay_dial_address(circuit: &Multiaddr) -> Multiaddr {
-    circuit
-        .iter()
-        .take_while(|p| !matches!(p, Protocol::P2pCircuit))
-        .collect()
 }
 
 fn signer_is(signer: &PublicKey, peer: &PeerId) -> bool {
@@ -141,20 +169,18 @@ impl EventLoop {
         events: mpsc::Sender<NetworkEvent>,
         metrics: Metrics,
     ) -> Result<Self, NetworkError> {
-        let mut relay_listens = Vec::new();
+        let mut relays = Relays::default();
         for address in &config.listen {
-            if address.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
-                let relay = peer_of(address).ok_or_else(|| {
+            if addresses::is_relayed(address) {
+                // Listening through a named relay: it becomes a relay we reserve on as soon
+                // as we are connected to it, like a bootstrap peer.
+                let relay_address = addresses::relay_part(address);
+                let relay = peer_of(&relay_address).ok_or_else(|| {
                     NetworkError::Setup(format!(
                         "relay address {address} must name the relay with /p2p/<PeerId>"
                     ))
                 })?;
-                swarm.add_peer_address(relay, address.clone());
-                relay_listens.push(RelayListen {
-                    address: address.clone(),
-                    relay,
-                    listener: None,
-                });
+                relays.add_candidate(relay, relay_address, true);
                 continue;
             }
             swarm
@@ -177,6 +203,12 @@ impl EventLoop {
             }
         }
         let window = 2 * distributeai_protocol::limits::MAX_CLOCK_SKEW_MS;
+        // A bootstrap peer is public by definition: people join through its address.
+        let reachability = if config.role == super::Role::Bootstrap {
+            Reachability::Public
+        } else {
+            Reachability::Unknown
+        };
         Ok(Self {
             swarm,
             config,
@@ -189,10 +221,17 @@ impl EventLoop {
             next_inbound: 0,
             sources: HashMap::new(),
             peer_addrs: HashMap::new(),
+            bad_addrs: HashMap::new(),
+            dial_errors: HashMap::new(),
             bootstrap_peers,
             lan_peers: HashSet::new(),
             listen_addrs: Vec::new(),
-            relay_listens,
+            connections: HashMap::new(),
+            hole_punched: HashSet::new(),
+            reachability,
+            relays,
+            released: HashSet::new(),
+            started: Instant::now(),
             seen: SeenCache::new(window, 200_000),
         })
     }
@@ -212,6 +251,7 @@ impl EventLoop {
                 },
                 _ = redial.tick() => {
                     self.redial_if_isolated();
+                    self.on_tick();
                     let lan_peers: Vec<PeerId> = self.lan_peers.iter().copied().collect();
                     for peer in lan_peers {
                         self.dial_lan_peer(peer);
@@ -222,12 +262,21 @@ impl EventLoop {
         debug!("network task stopped");
     }
 
+    /// Addresses of relays named in `--listen …/p2p-circuit`, dialed like bootstrap peers.
+    fn named_relays(&self) -> Vec<Multiaddr> {
+        self.config
+            .listen
+            .iter()
+            .filter(|a| addresses::is_relayed(a))
+            .map(addresses::relay_part)
+            .collect()
+    }
+
     fn dial_bootstrap_peers(&mut self) {
         let relays: Vec<Multiaddr> = self
-            .relay_listens
-            .iter()
-            .filter(|r| r.listener.is_none() && !self.swarm.is_connected(&r.relay))
-            .map(|r| relay_dial_address(&r.address))
+            .named_relays()
+            .into_iter()
+            .filter(|a| peer_of(a).is_some_and(|p| !self.swarm.is_connected(&p)))
             .collect();
         for address in self.config.bootstrap.iter().cloned().chain(relays) {
             if let Err(e) = self.swarm.dial(address.clone()) {
@@ -245,10 +294,134 @@ impl EventLoop {
             .bootstrap_peers
             .iter()
             .any(|p| self.swarm.is_connected(p));
-        let relay_missing = self.relay_listens.iter().any(|r| r.listener.is_none());
+        let relay_missing = self
+            .named_relays()
+            .iter()
+            .any(|a| peer_of(a).is_some_and(|p| !self.swarm.is_connected(&p)));
         if (!self.config.bootstrap.is_empty() && !connected_to_bootstrap) || relay_missing {
             debug!("not connected to any bootstrap peer or relay; dialing them again");
             self.dial_bootstrap_peers();
+        }
+    }
+
+    /// Every timer tick: forget old bad addresses, keep relay reservations, drop relayed
+    /// connections that a direct one has replaced.
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        self.bad_addrs.retain(|_, addrs| {
+            addrs.retain(|_, until| *until > now);
+            !addrs.is_empty()
+        });
+        self.plan_relays();
+        let peers: Vec<PeerId> = self.connections.keys().copied().collect();
+        for peer in peers {
+            self.close_relayed_if_idle(peer);
+        }
+    }
+
+    fn has_direct_connection(&self, peer: &PeerId) -> bool {
+        self.connections
+            .get(peer)
+            .is_some_and(|c| c.iter().any(|c| !c.relayed))
+    }
+
+    /// Reserves relay slots while we are not known to be public; gives them up once we are.
+    fn plan_relays(&mut self) {
+        let connections = &self.connections;
+        let direct = |p: &PeerId| {
+            connections
+                .get(p)
+                .is_some_and(|c| c.iter().any(|c| !c.relayed))
+        };
+        let actions = self.relays.plan(self.reachability, direct, Instant::now());
+        for action in actions {
+            match action {
+                RelayAction::Reserve { relay, address } => {
+                    match self.swarm.listen_on(address.clone()) {
+                        Ok(listener) => {
+                            debug!(%relay, %address, "asking for a relay reservation");
+                            self.relays.on_listening(relay, address, listener);
+                        }
+                        Err(e) => warn!(%address, error = %e, "cannot listen through relay"),
+                    }
+                }
+                RelayAction::Release(listener) => {
+                    self.released.insert(listener);
+                    self.swarm.remove_listener(listener);
+                }
+            }
+        }
+    }
+
+    /// Once a direct connection to `peer` exists, its relayed connections only cost the relay
+    /// bandwidth and make requests take the slow path (request-response spreads requests over
+    /// all connections). They are closed when no exchange with the peer is under way, so no
+    /// request in flight is lost; the next tick tries again otherwise.
+    fn close_relayed_if_idle(&mut self, peer: PeerId) {
+        let Some(connections) = self.connections.get(&peer) else {
+            return;
+        };
+        if !connections.iter().any(|c| !c.relayed) || !connections.iter().any(|c| c.relayed) {
+            return;
+        }
+        let busy = self.pending_requests.values().any(|p| p.peer == peer)
+            || self.inbound.values().any(|(p, _)| *p == peer);
+        if busy {
+            return;
+        }
+        let relayed: Vec<ConnectionId> = connections
+            .iter()
+            .filter(|c| c.relayed)
+            .map(|c| c.id)
+            .collect();
+        for id in relayed {
+            debug!(%peer, "closing a relayed connection: a direct one exists");
+            self.swarm.close_connection(id);
+        }
+    }
+
+    /// The addresses of `peer` worth dialing: announced or found on the LAN, less those that
+    /// reached the wrong peer.
+    fn dial_addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        let bad = self.bad_addrs.get(peer);
+        self.peer_addrs
+            .get(peer)
+            .map(|addrs| {
+                addrs
+                    .iter()
+                    .filter(|a| !bad.is_some_and(|b| b.contains_key(*a)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Drops an address that answered as another peer (or as ourselves) from everything that
+    /// dials `peer`, so the dials that follow try only the others.
+    fn drop_bad_address(&mut self, peer: PeerId, address: &Multiaddr, why: &str) {
+        let address: Multiaddr = address
+            .iter()
+            .filter(|p| !matches!(p, Protocol::P2p(_)))
+            .collect();
+        info!(%peer, %address, why, "not dialing this address of the peer again");
+        self.metrics.nat("pruned_address", why);
+        if let Some(addrs) = self.peer_addrs.get_mut(&peer) {
+            addrs.retain(|a| *a != address);
+        }
+        self.swarm
+            .behaviour_mut()
+            .kademlia
+            .remove_address(&peer, &address);
+        // Request-response keeps the addresses other behaviours report (identify's among
+        // them) and drops only those that failed at the transport, not a wrong peer's.
+        #[allow(deprecated)]
+        self.swarm
+            .behaviour_mut()
+            .request_response
+            .remove_address(&peer, &address);
+        let entry = self.bad_addrs.entry(peer).or_default();
+        if entry.len() < 64 {
+            entry.insert(address, Instant::now() + BAD_ADDRESS_TTL);
         }
     }
 
@@ -267,22 +440,6 @@ impl EventLoop {
             .build();
         if let Err(e) = self.swarm.dial(dial) {
             debug!(%peer, error = %e, "cannot dial mDNS peer");
-        }
-    }
-
-    /// Opens the relay listeners that go through `peer`, now that we are connected to it.
-    fn listen_through_relay(&mut self, peer: PeerId) {
-        for relay in self
-            .relay_listens
-            .iter_mut()
-            .filter(|r| r.relay == peer && r.listener.is_none())
-        {
-            match self.swarm.listen_on(relay.address.clone()) {
-                Ok(id) => relay.listener = Some(id),
-                Err(e) => {
-                    warn!(address = %relay.address, error = %e, "cannot listen through relay")
-                }
-            }
         }
     }
 
@@ -319,24 +476,25 @@ impl EventLoop {
                 request,
                 reply,
             } => {
-                let addresses = self.peer_addrs.get(&peer).cloned().unwrap_or_default();
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .request_response
-                    .send_request_with_addresses(&peer, request, addresses);
-                self.pending_requests.insert(id, (peer, reply));
+                self.send_request(PendingRequest {
+                    peer,
+                    request,
+                    retried: false,
+                    reply,
+                });
             }
             Command::Respond { id, response } => {
-                if let Some(channel) = self.inbound.remove(&id)
-                    && self
+                if let Some((peer, channel)) = self.inbound.remove(&id) {
+                    if self
                         .swarm
                         .behaviour_mut()
                         .request_response
                         .send_response(channel, response)
                         .is_err()
-                {
-                    debug!("the requester went away before our response");
+                    {
+                        debug!("the requester went away before our response");
+                    }
+                    self.close_relayed_if_idle(peer);
                 }
             }
             Command::Dial { address, reply } => {
@@ -354,6 +512,13 @@ impl EventLoop {
                     return;
                 }
                 self.note_source(peer, DiscoverySource::Gossip);
+                // Only what we could plausibly reach: a remote node's loopback address would
+                // dial ourselves, another LAN's private address someone else.
+                let own = self.own_addresses();
+                let addresses: Vec<Multiaddr> = addresses
+                    .into_iter()
+                    .filter(|a| addresses::dialable_from(a, &own))
+                    .collect();
                 for address in &addresses {
                     self.swarm.add_peer_address(peer, address.clone());
                 }
@@ -366,7 +531,36 @@ impl EventLoop {
             Command::Info { reply } => {
                 let _ = reply.send(self.info());
             }
+            Command::Route { peer, reply } => {
+                let route = self.connections.get(&peer).map(|c| {
+                    if c.iter().any(|c| !c.relayed) {
+                        Route::Direct
+                    } else {
+                        Route::Relayed
+                    }
+                });
+                let _ = reply.send(route);
+            }
         }
+    }
+
+    /// The addresses we listen on, as peers' addresses are judged against them.
+    fn own_addresses(&self) -> Vec<Multiaddr> {
+        self.listen_addrs
+            .iter()
+            .filter(|a| !addresses::is_relayed(a))
+            .cloned()
+            .collect()
+    }
+
+    fn send_request(&mut self, pending: PendingRequest) {
+        let addresses = self.dial_addresses(&pending.peer);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .request_response
+            .send_request_with_addresses(&pending.peer, pending.request.clone(), addresses);
+        self.pending_requests.insert(id, pending);
     }
 
     /// Records that `peer` was met through `source`, keeping the most telling source; tells
@@ -387,25 +581,58 @@ impl EventLoop {
     }
 
     fn info(&self) -> NetworkInfo {
-        let mut connected: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
-        for peer in self.swarm.connected_peers() {
-            connected.entry(*peer).or_default();
-        }
+        let external: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
+        let connected = self
+            .connections
+            .iter()
+            .map(|(peer, connections)| ConnectedPeer {
+                peer_id: *peer,
+                route: if connections.iter().any(|c| !c.relayed) {
+                    Route::Direct
+                } else {
+                    Route::Relayed
+                },
+                connections: connections
+                    .iter()
+                    .map(|c| ConnectionView {
+                        route: if c.relayed {
+                            Route::Relayed
+                        } else {
+                            Route::Direct
+                        },
+                        transport: addresses::transport_name(&c.address),
+                        address: c.address.clone(),
+                        direction: if c.outbound { "outbound" } else { "inbound" },
+                        hole_punched: self.hole_punched.contains(&c.id),
+                    })
+                    .collect(),
+                source: self
+                    .sources
+                    .get(peer)
+                    .copied()
+                    .unwrap_or(DiscoverySource::Inbound),
+            })
+            .collect();
         NetworkInfo {
             peer_id: *self.swarm.local_peer_id(),
             listen_addrs: self.listen_addrs.clone(),
-            connected: connected
-                .into_keys()
-                .map(|peer| ConnectedPeer {
-                    peer_id: peer,
-                    addresses: Vec::new(),
-                    source: self
-                        .sources
-                        .get(&peer)
-                        .copied()
-                        .unwrap_or(DiscoverySource::Inbound),
+            announced_addrs: addresses::announced(
+                &self.listen_addrs,
+                &external,
+                distributeai_protocol::limits::MAX_LISTEN_ADDRS,
+            ),
+            external_addrs: external,
+            reachability: self.reachability,
+            relays: self
+                .relays
+                .reservations()
+                .map(|(peer, r)| RelayView {
+                    peer_id: *peer,
+                    address: r.address.clone(),
+                    reserved: r.accepted,
                 })
                 .collect(),
+            connected,
         }
     }
 
@@ -413,7 +640,7 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
-                if self.config.role == super::Role::Bootstrap {
+                if self.config.role == super::Role::Bootstrap && self.confirms_itself(&address) {
                     // A bootstrap peer is reachable at the addresses it listens on by
                     // definition; confirming them lets it serve Kademlia and relay
                     // reservations, which libp2p offers only with known external addresses.
@@ -426,37 +653,37 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
-            } if num_established.get() == 1 => {
-                let source = if self.bootstrap_peers.contains(&peer_id) {
-                    DiscoverySource::Bootstrap
-                } else if let Some(source) = self.sources.get(&peer_id) {
-                    *source
-                } else if matches!(endpoint, ConnectedPoint::Listener { .. }) {
-                    DiscoverySource::Inbound
-                } else {
-                    DiscoverySource::Dialed
-                };
-                self.sources.insert(peer_id, source);
-                debug!(%peer_id, ?source, "connected");
-                self.listen_through_relay(peer_id);
-                self.metrics
-                    .set_connected_peers(self.swarm.connected_peers().count());
-                self.emit(NetworkEvent::PeerConnected {
-                    peer: peer_id,
-                    source,
-                });
-            }
+            } => self.on_connection_established(
+                peer_id,
+                connection_id,
+                &endpoint,
+                num_established.get(),
+            ),
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                self.metrics
-                    .set_connected_peers(self.swarm.connected_peers().count());
-                self.emit(NetworkEvent::PeerDisconnected { peer: peer_id });
+                if let Some(connections) = self.connections.get_mut(&peer_id) {
+                    connections.retain(|c| c.id != connection_id);
+                    if connections.is_empty() {
+                        self.connections.remove(&peer_id);
+                    }
+                }
+                self.hole_punched.remove(&connection_id);
+                self.update_connection_metrics();
+                if num_established == 0 {
+                    self.emit(NetworkEvent::PeerDisconnected { peer: peer_id });
+                    if self.relays.reservation(&peer_id).is_some() {
+                        // Its listener closes too; a new relay is chosen on that event.
+                        debug!(relay = %peer_id, "lost the connection to a relay");
+                    }
+                }
             }
             SwarmEvent::ListenerClosed {
                 listener_id,
@@ -464,25 +691,153 @@ impl EventLoop {
                 reason,
             } => {
                 self.listen_addrs.retain(|a| !addresses.contains(a));
+                let released = self.released.remove(&listener_id);
                 match self
-                    .relay_listens
-                    .iter_mut()
-                    .find(|r| r.listener == Some(listener_id))
+                    .relays
+                    .on_listener_closed(listener_id, released, Instant::now())
                 {
+                    Some(relay) if released => {
+                        info!(%relay, "gave up the relay reservation: this node is publicly reachable")
+                    }
                     Some(relay) => {
-                        // The relay went away or refused; reopened when we reconnect to it.
-                        debug!(address = %relay.address, ?reason, "relay listener closed");
-                        relay.listener = None;
+                        self.metrics.nat("relay_reservation", "lost");
+                        info!(%relay, ?reason, "relay reservation ended; choosing a relay again");
+                        self.plan_relays();
                     }
                     None => warn!(?addresses, ?reason, "a listener closed"),
                 }
             }
             SwarmEvent::ListenerError { error, .. } => warn!(%error, "listener error"),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                debug!(?peer_id, %error, "outgoing connection failed");
+                self.on_dial_error(peer_id, &error);
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                info!(%address, "reachable from outside at this address");
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                debug!(%address, "external address expired");
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
+        }
+    }
+
+    /// Whether a bootstrap peer confirms a listen address as its own external address: not a
+    /// loopback one, unless it listens on loopback alone (a network on one machine).
+    fn confirms_itself(&self, address: &Multiaddr) -> bool {
+        addresses::scope(address) != Scope::Loopback
+            || self
+                .config
+                .listen
+                .iter()
+                .all(|a| addresses::scope(a) == Scope::Loopback)
+    }
+
+    fn update_connection_metrics(&self) {
+        self.metrics
+            .set_connected_peers(self.swarm.connected_peers().count());
+        let relayed = self
+            .connections
+            .values()
+            .filter(|c| c.iter().all(|c| c.relayed))
+            .count();
+        self.metrics.set_relayed_peers(relayed);
+    }
+
+    fn on_connection_established(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        endpoint: &ConnectedPoint,
+        num_established: u32,
+    ) {
+        let address = endpoint.get_remote_address().clone();
+        let relayed = endpoint.is_relayed();
+        let outbound = endpoint.is_dialer();
+        self.connections
+            .entry(peer_id)
+            .or_default()
+            .push(OpenConnection {
+                id: connection_id,
+                address: address.clone(),
+                relayed,
+                outbound,
+            });
+        self.dial_errors.remove(&peer_id);
+        self.update_connection_metrics();
+        if !relayed && self.bootstrap_peers.contains(&peer_id) {
+            // A bootstrap peer relays for us; reserve through the address we reached it on.
+            if let Some(relay_address) = self.bootstrap_address_of(peer_id, &address, outbound) {
+                self.relays.add_candidate(peer_id, relay_address, true);
+            }
+        }
+        if !relayed {
+            self.plan_relays();
+            self.close_relayed_if_idle(peer_id);
+        }
+        if num_established != 1 {
+            debug!(%peer_id, %address, relayed, "another connection");
+            return;
+        }
+        let source = if self.bootstrap_peers.contains(&peer_id) {
+            DiscoverySource::Bootstrap
+        } else if let Some(source) = self.sources.get(&peer_id) {
+            *source
+        } else if !outbound {
+            DiscoverySource::Inbound
+        } else {
+            DiscoverySource::Dialed
+        };
+        self.sources.insert(peer_id, source);
+        debug!(%peer_id, ?source, %address, relayed, "connected");
+        self.emit(NetworkEvent::PeerConnected {
+            peer: peer_id,
+            source,
+        });
+    }
+
+    /// The address to reserve a relay slot through on bootstrap peer `peer`: the configured
+    /// one we dialed, with its `/p2p/<PeerId>`.
+    fn bootstrap_address_of(
+        &self,
+        peer: PeerId,
+        connected_on: &Multiaddr,
+        outbound: bool,
+    ) -> Option<Multiaddr> {
+        let configured = || {
+            self.config
+                .bootstrap
+                .iter()
+                .chain(self.named_relays().iter())
+                .find(|a| peer_of(a) == Some(peer))
+                .cloned()
+        };
+        if outbound {
+            let with_id = crate::service::with_peer_id(connected_on, peer);
+            Some(with_id)
+        } else {
+            configured()
+        }
+    }
+
+    fn on_dial_error(&mut self, peer_id: Option<PeerId>, error: &DialError) {
+        let Some(peer) = peer_id else {
+            debug!(%error, "outgoing connection failed");
+            return;
+        };
+        match error {
+            DialError::WrongPeerId { obtained, address } => {
+                debug!(%peer, %obtained, %address, "address answered as another peer");
+                self.drop_bad_address(peer, address, "wrong_peer");
+            }
+            DialError::LocalPeerId { address } => {
+                self.drop_bad_address(peer, address, "own_address");
+            }
+            _ => debug!(%peer, %error, "outgoing connection failed"),
+        }
+        let summary = dial_error_summary(error);
+        if self.dial_errors.len() < MAX_ADDRESS_BOOK || self.dial_errors.contains_key(&peer) {
+            self.dial_errors.insert(peer, summary);
         }
     }
 
@@ -494,16 +849,29 @@ impl EventLoop {
                 message,
             }) => self.on_gossip(propagation_source, message_id, message),
             BehaviourEvent::RequestResponse(event) => self.on_request_response(event),
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
-                if info.protocols.contains(&KAD_PROTOCOL) =>
-            {
-                for address in &info.listen_addrs {
-                    self.swarm
-                        .behaviour_mut()
-                        .kademlia
-                        .add_address(&peer_id, address.clone());
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.on_identify(peer_id, &info)
+            }
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { old, new }) => {
+                self.on_nat_status(&old, &new)
+            }
+            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                ..
+            }) => {
+                self.relays.on_accepted(relay_peer_id);
+                if !renewal {
+                    self.metrics.nat("relay_reservation", "success");
+                    info!(relay = %relay_peer_id, "reserved a relay slot: peers can reach this node through it");
                 }
             }
+            BehaviourEvent::RelayClient(event) => debug!(?event, "relay client"),
+            BehaviourEvent::RelayServer(event) => debug!(?event, "relay server"),
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => self.on_hole_punch(remote_peer_id, result),
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 let mut found_peers = HashSet::new();
                 for (peer, address) in found {
@@ -541,6 +909,133 @@ impl EventLoop {
             }
             _ => {}
         }
+    }
+
+    fn on_identify(&mut self, peer: PeerId, info: &identify::Info) {
+        let own = self.own_addresses();
+        let usable: Vec<Multiaddr> = info
+            .listen_addrs
+            .iter()
+            .filter(|a| addresses::dialable_from(a, &own))
+            .cloned()
+            .collect();
+        if info.protocols.contains(&KAD_PROTOCOL) {
+            for address in &usable {
+                self.swarm
+                    .behaviour_mut()
+                    .kademlia
+                    .add_address(&peer, address.clone());
+            }
+        }
+        // A public node that relays: it speaks the hop protocol, tells a public address and
+        // no circuit address of its own (a node behind NAT has those), and we reach it
+        // directly. It can also judge our reachability (AutoNAT server).
+        let offers_relay = info.protocols.contains(&RELAY_HOP_PROTOCOL)
+            && !info.listen_addrs.iter().any(addresses::is_relayed)
+            && self.has_direct_connection(&peer);
+        let public = usable
+            .iter()
+            .find(|a| addresses::scope(a) == Scope::Public)
+            .cloned();
+        let bootstrap = self.bootstrap_peers.contains(&peer);
+        if let Some(public) = public.filter(|_| offers_relay || bootstrap) {
+            self.swarm
+                .behaviour_mut()
+                .autonat
+                .add_server(peer, Some(public.clone()));
+            if !bootstrap && !self.relays.is_candidate(&peer) {
+                debug!(%peer, address = %public, "a public node offers to relay");
+                self.relays
+                    .add_candidate(peer, crate::service::with_peer_id(&public, peer), false);
+                self.plan_relays();
+            }
+        } else if bootstrap {
+            // A bootstrap peer on a LAN or on this machine still judges us for that network.
+            let address = self
+                .connections
+                .get(&peer)
+                .and_then(|c| c.iter().find(|c| !c.relayed))
+                .map(|c| c.address.clone());
+            self.swarm.behaviour_mut().autonat.add_server(peer, address);
+        }
+    }
+
+    fn on_nat_status(&mut self, old: &autonat::NatStatus, new: &autonat::NatStatus) {
+        if self.config.role == super::Role::Bootstrap {
+            return;
+        }
+        let reachability = match new {
+            autonat::NatStatus::Public(_) => Reachability::Public,
+            autonat::NatStatus::Private => Reachability::Private,
+            autonat::NatStatus::Unknown => Reachability::Unknown,
+        };
+        match new {
+            autonat::NatStatus::Public(address) => {
+                info!(%address, "AutoNAT: this node is publicly reachable")
+            }
+            autonat::NatStatus::Private => {
+                info!("AutoNAT: this node is behind NAT; peers reach it through relays")
+            }
+            autonat::NatStatus::Unknown => debug!(?old, "AutoNAT: reachability unknown"),
+        }
+        self.reachability = reachability;
+        self.plan_relays();
+    }
+
+    fn on_hole_punch(&mut self, peer: PeerId, result: Result<ConnectionId, dcutr::Error>) {
+        match result {
+            Ok(connection) => {
+                self.metrics.nat("hole_punch", "success");
+                self.hole_punched.insert(connection);
+                info!(
+                    %peer,
+                    since_start_ms = self.started.elapsed().as_millis() as u64,
+                    "hole punched: direct connection to a peer behind NAT"
+                );
+                self.close_relayed_if_idle(peer);
+            }
+            Err(error) => {
+                self.metrics.nat("hole_punch", "failure");
+                info!(%peer, %error, "hole punching failed; the connection stays relayed");
+            }
+        }
+    }
+
+    fn on_request_failed(
+        &mut self,
+        pending: PendingRequest,
+        error: &request_response::OutboundFailure,
+    ) {
+        use request_response::OutboundFailure;
+        let peer = pending.peer;
+        // A circuit that ran out of time or bytes, a relayed connection closed for a direct
+        // one, or a dial that hit an address we have dropped since: one more try.
+        let in_transit = matches!(
+            error,
+            OutboundFailure::ConnectionClosed | OutboundFailure::DialFailure
+        );
+        if in_transit && !pending.retried && !self.dial_addresses(&peer).is_empty()
+            || matches!(error, OutboundFailure::ConnectionClosed) && !pending.retried
+        {
+            debug!(%peer, %error, "request failed in transit; sending it again");
+            self.send_request(PendingRequest {
+                retried: true,
+                ..pending
+            });
+            return;
+        }
+        let reason = match (error, self.dial_errors.get(&peer)) {
+            (OutboundFailure::DialFailure, Some(why)) => format!("cannot reach the peer: {why}"),
+            (OutboundFailure::DialFailure, None) => {
+                "cannot reach the peer: none of its announced addresses is reachable from here"
+                    .to_string()
+            }
+            _ => error.to_string(),
+        };
+        let _ = pending
+            .reply
+            .send(Err(NetworkError::Request { peer, reason }));
+        self.close_relayed_if_idle(peer);
     }
 
     fn on_gossip(
@@ -602,7 +1097,7 @@ impl EventLoop {
                     Ok(request) => {
                         let id = InboundRequestId(self.next_inbound);
                         self.next_inbound += 1;
-                        self.inbound.insert(id, channel);
+                        self.inbound.insert(id, (peer, channel));
                         self.metrics.accepted("request");
                         self.emit(NetworkEvent::Request { peer, request, id });
                     }
@@ -619,7 +1114,8 @@ impl EventLoop {
                     request_id,
                     response,
                 } => {
-                    if let Some((peer, reply)) = self.pending_requests.remove(&request_id) {
+                    if let Some(pending) = self.pending_requests.remove(&request_id) {
+                        let peer = pending.peer;
                         let verified = verify_response(&peer, response).map_err(|error| {
                             self.metrics.dropped("response", error.reason());
                             NetworkError::InvalidResponse {
@@ -627,21 +1123,16 @@ impl EventLoop {
                                 reason: error.to_string(),
                             }
                         });
-                        let _ = reply.send(verified);
+                        let _ = pending.reply.send(verified);
+                        self.close_relayed_if_idle(peer);
                     }
                 }
             },
             request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
+                request_id, error, ..
             } => {
-                if let Some((_, reply)) = self.pending_requests.remove(&request_id) {
-                    let _ = reply.send(Err(NetworkError::Request {
-                        peer,
-                        reason: error.to_string(),
-                    }));
+                if let Some(pending) = self.pending_requests.remove(&request_id) {
+                    self.on_request_failed(pending, &error);
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -649,6 +1140,34 @@ impl EventLoop {
             }
             request_response::Event::ResponseSent { .. } => {}
         }
+    }
+}
+
+/// One line saying why a dial failed, for logs and for request errors users see.
+fn dial_error_summary(error: &DialError) -> String {
+    match error {
+        DialError::Transport(errors) if !errors.is_empty() => {
+            let parts: Vec<String> = errors
+                .iter()
+                .take(4)
+                .map(|(address, e)| {
+                    let mut text = e.to_string();
+                    if let Some(source) = std::error::Error::source(e) {
+                        text = format!("{text}: {source}");
+                    }
+                    format!("{address}: {text}")
+                })
+                .collect();
+            let more = errors.len().saturating_sub(4);
+            let tail = if more > 0 {
+                format!(" (and {more} more)")
+            } else {
+                String::new()
+            };
+            format!("every address failed: {}{tail}", parts.join("; "))
+        }
+        DialError::NoAddresses => "no address of it is known that we can reach".into(),
+        other => other.to_string(),
     }
 }
 
@@ -681,7 +1200,15 @@ fn verify_request(peer: &PeerId, request: Request) -> Result<InboundRequest, Val
             InboundRequest::Commit(v)
         }
         Request::Reveal { job_id, attempt } => InboundRequest::Reveal { job_id, attempt },
-        Request::FetchOutput { job_id, offset } => InboundRequest::FetchOutput { job_id, offset },
+        Request::FetchOutput {
+            job_id,
+            offset,
+            max_bytes,
+        } => InboundRequest::FetchOutput {
+            job_id,
+            offset,
+            max_bytes,
+        },
         Request::LedgerSync(sync) => InboundRequest::LedgerSync(sync),
         Request::Invite(m) => {
             let v = m.open(&ctx)?;

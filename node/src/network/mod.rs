@@ -11,10 +11,12 @@
 //! crate in the event loop, before anything acts on it or gossipsub forwards it; rejects are
 //! reported to gossipsub (which penalises the sender's score) and counted by reason.
 
+pub mod addresses;
 mod behaviour;
 mod client;
 pub mod codec;
 mod event_loop;
+pub mod relays;
 pub mod replay;
 
 use std::time::Duration;
@@ -67,8 +69,78 @@ pub struct NetworkConfig {
     pub request_timeout: Duration,
     /// Gossipsub heartbeat.
     pub gossip_heartbeat: Duration,
-    /// How often to re-dial bootstrap peers when connected to none of them.
+    /// How often to re-dial bootstrap peers when connected to none of them, and to check
+    /// relay reservations.
     pub redial_interval: Duration,
+    /// Whether to relay for peers behind NAT once this node is found publicly reachable
+    /// (bootstrap peers always do).
+    pub relay_service: bool,
+    /// Limits of the relay this node runs for others.
+    pub relay_limits: RelayLimits,
+}
+
+/// Limits of the circuit relay a bootstrap peer (or a public node) runs for nodes behind NAT.
+///
+/// libp2p's defaults (2-minute circuits of at most 128 KiB, 16 circuits, one new circuit per
+/// peer every 2 minutes) are sized for hole-punch coordination only; the job flow also sends
+/// bids, results and whole outputs over circuits while NATs keep peers relayed (about 30% of
+/// home pairs, per the IPFS DCUtR measurements, arXiv 2510.27500). So:
+/// - circuits last 30 minutes: most jobs finish on one circuit, and a longer job's messages
+///   simply open a new one;
+/// - 64 MiB per circuit: a job's output is fetched in pieces of [`RELAYED_CHUNK_BYTES`] and
+///   resumed on a new circuit when one runs out;
+/// - rate limits per peer allow bursts (a submitter opening circuits to every worker of a
+///   batch) and are four times larger per IP, since several homes share one public IP
+///   behind carrier-grade NAT and several nodes share one home router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// How long one circuit may stay open.
+    pub max_circuit_duration: Duration,
+    /// Bytes one circuit may carry (both directions together).
+    pub max_circuit_bytes: u64,
+    /// Circuits open at once through this relay.
+    pub max_circuits: usize,
+    /// Reservations held at once.
+    pub max_reservations: usize,
+}
+
+/// Bytes of output asked for in one fetch over a relayed connection: small enough that a
+/// circuit running out loses little, large enough that a relayed MiB takes 16 round trips.
+pub const RELAYED_CHUNK_BYTES: u32 = 64 * 1024;
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        Self {
+            max_circuit_duration: Duration::from_secs(30 * 60),
+            max_circuit_bytes: 64 * 1024 * 1024,
+            max_circuits: 256,
+            max_reservations: 1024,
+        }
+    }
+}
+
+impl RelayLimits {
+    /// The libp2p relay configuration for these limits.
+    pub(crate) fn relay_config(&self) -> libp2p::relay::Config {
+        use std::num::NonZeroU32;
+        let n = |v: u32| NonZeroU32::new(v).unwrap_or(NonZeroU32::MIN);
+        libp2p::relay::Config {
+            max_reservations: self.max_reservations,
+            max_reservations_per_peer: 4,
+            reservation_duration: Duration::from_secs(60 * 60),
+            reservation_rate_limiters: Vec::new(),
+            max_circuits: self.max_circuits,
+            max_circuits_per_peer: 32,
+            max_circuit_duration: self.max_circuit_duration,
+            max_circuit_bytes: self.max_circuit_bytes,
+            circuit_src_rate_limiters: Vec::new(),
+        }
+        // Token buckets: up to `limit` at once, one more every `interval`.
+        .reservation_rate_per_peer(n(10), Duration::from_secs(30))
+        .reservation_rate_per_ip(n(40), Duration::from_secs(8))
+        .circuit_src_per_peer(n(60), Duration::from_secs(2))
+        .circuit_src_per_ip(n(240), Duration::from_millis(500))
+    }
 }
 
 impl Default for NetworkConfig {
@@ -82,6 +154,8 @@ impl Default for NetworkConfig {
             request_timeout: Duration::from_secs(30),
             gossip_heartbeat: Duration::from_secs(1),
             redial_interval: Duration::from_secs(30),
+            relay_service: true,
+            relay_limits: RelayLimits::default(),
         }
     }
 }
@@ -165,6 +239,8 @@ pub enum InboundRequest {
         job_id: JobId,
         /// Offset into the bundle.
         offset: u64,
+        /// Most bytes wanted.
+        max_bytes: u32,
     },
     /// A peer catches up on the ledger.
     LedgerSync(LedgerSyncRequest),
@@ -228,17 +304,58 @@ pub enum NetworkEvent {
     },
 }
 
+/// How a connection reaches its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// A direct connection (dialed, accepted, or hole-punched).
+    Direct,
+    /// Through a relay's circuit.
+    Relayed,
+}
+
+/// One open connection to a peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionView {
+    /// Direct or relayed.
+    pub route: Route,
+    /// `tcp` or `quic` (for a circuit, the transport to the relay).
+    pub transport: &'static str,
+    /// The peer's address on this connection (for a circuit, the relay's address with
+    /// `/p2p-circuit`).
+    #[serde(serialize_with = "crate::serde_display")]
+    pub address: Multiaddr,
+    /// Whether we dialed it (`outbound`) or the peer did (`inbound`).
+    pub direction: &'static str,
+    /// Whether it was opened by hole punching (DCUtR).
+    pub hole_punched: bool,
+}
+
 /// A connected peer, as the network sees it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectedPeer {
     /// The peer.
     #[serde(serialize_with = "crate::serde_display")]
     pub peer_id: PeerId,
-    /// Addresses we are connected to it on.
-    #[serde(serialize_with = "crate::serde_display_vec")]
-    pub addresses: Vec<Multiaddr>,
+    /// `direct` when any connection is direct, else `relayed`.
+    pub route: Route,
+    /// Each open connection.
+    pub connections: Vec<ConnectionView>,
     /// How we found it.
     pub source: DiscoverySource,
+}
+
+/// A relay we hold (or have asked for) a reservation on.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayView {
+    /// The relay.
+    #[serde(serialize_with = "crate::serde_display")]
+    pub peer_id: PeerId,
+    /// The circuit address others reach us at through it.
+    #[serde(serialize_with = "crate::serde_display")]
+    pub address: Multiaddr,
+    /// Whether the relay has accepted the reservation (else it is being asked for).
+    pub reserved: bool,
 }
 
 /// The network's view of itself.
@@ -248,6 +365,14 @@ pub struct NetworkInfo {
     pub peer_id: PeerId,
     /// Addresses we listen on.
     pub listen_addrs: Vec<Multiaddr>,
+    /// Addresses confirmed reachable from outside (AutoNAT, relay reservations).
+    pub external_addrs: Vec<Multiaddr>,
+    /// What we tell peers: see [`addresses::announced`].
+    pub announced_addrs: Vec<Multiaddr>,
+    /// Whether we are publicly reachable.
+    pub reachability: relays::Reachability,
+    /// Relays we reserve on.
+    pub relays: Vec<RelayView>,
     /// Peers with an open connection.
     pub connected: Vec<ConnectedPeer>,
 }

@@ -31,6 +31,7 @@ pub fn network_config(role: Role, bootstrap: Vec<Multiaddr>) -> NetworkConfig {
         request_timeout: Duration::from_secs(30),
         gossip_heartbeat: Duration::from_millis(500),
         redial_interval: Duration::from_secs(2),
+        ..NetworkConfig::default()
     }
 }
 
