@@ -84,6 +84,10 @@ pub enum Request {
         job_id: JobId,
         /// Byte offset into the bundle.
         offset: u64,
+        /// Most bytes wanted in this piece; the worker sends at most this and at most
+        /// [`MAX_OUTPUT_CHUNK_BYTES`]. Small over relayed connections, whose circuits carry a
+        /// limited number of bytes each (issue 10).
+        max_bytes: u32,
     },
     /// Any peer: ledger entries after a cursor.
     LedgerSync(LedgerSyncRequest),

@@ -102,6 +102,7 @@ fn unsigned_requests_and_responses_round_trip() {
         Request::FetchOutput {
             job_id,
             offset: 1 << 20,
+            max_bytes: 64 * 1024,
         },
         Request::LedgerSync(LedgerSyncRequest {
             after: Some(job_id),

@@ -161,7 +161,7 @@ pub(crate) enum JobMsg {
     FetchDone {
         job: JobId,
         worker: distributeai_protocol::PublicKey,
-        result: Result<(), String>,
+        result: Result<(), submitter::FetchError>,
     },
     BidDecided {
         job: Verified<JobAnnouncement>,
@@ -274,6 +274,9 @@ pub struct JobManager {
     running: HashMap<(JobId, u32), CancellationToken>,
     /// Earliest time of the next retry of a publish or a commit, per job.
     retry_at: HashMap<(JobId, u32), TimestampMs>,
+    /// Agreeing workers whose output could not be fetched for transport reasons, per job:
+    /// skipped while another agreeing worker is left, then tried again (issue 10).
+    fetch_unreachable: HashMap<JobId, Vec<distributeai_protocol::PublicKey>>,
 }
 
 impl JobManager {
@@ -328,6 +331,7 @@ impl JobManager {
                 jobs,
                 work,
                 announced: HashMap::new(),
+                fetch_unreachable: HashMap::new(),
                 running: HashMap::new(),
                 retry_at: HashMap::new(),
             },
@@ -434,9 +438,11 @@ impl JobManager {
             InboundRequest::Reveal { job_id, attempt } => {
                 self.on_reveal_request(peer, job_id, attempt)
             }
-            InboundRequest::FetchOutput { job_id, offset } => {
-                self.on_fetch_request(peer, job_id, offset)
-            }
+            InboundRequest::FetchOutput {
+                job_id,
+                offset,
+                max_bytes,
+            } => self.on_fetch_request(peer, job_id, offset, max_bytes),
             InboundRequest::Invite(job) => self.on_invite(peer, job),
             InboundRequest::LedgerSync(sync) => {
                 let page = self

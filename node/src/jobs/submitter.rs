@@ -251,8 +251,9 @@ impl JobManager {
                         self.close_bidding(id, have);
                     } else {
                         let reason = format!(
-                            "only {} workers bid; consensus needs at least {k}",
-                            job.bids.len()
+                            "only {} of the network's workers bid; consensus needs at least {k} ({})",
+                            job.bids.len(),
+                            self.worker_reach()
                         );
                         self.fail(id, reason);
                     }
@@ -839,11 +840,23 @@ impl JobManager {
         let Some(agreed) = job.agreed_hash else {
             return;
         };
-        let source = job.executions.iter().find(|e| {
+        let unreachable = self.fetch_unreachable.entry(id).or_default();
+        let agreeing = |e: &&crate::jobs::model::Execution| {
             e.state == ExecutionState::Revealed
                 && e.result_hash == Some(agreed)
                 && !job.bad_outputs.contains(&e.worker)
-        });
+        };
+        let mut source = job
+            .executions
+            .iter()
+            .filter(agreeing)
+            .find(|e| !unreachable.contains(&e.worker));
+        if source.is_none() && !unreachable.is_empty() && now_ms() < job.expires_at {
+            // Every agreeing worker was out of reach for a while: go round them again, until
+            // the job expires. Transport trouble says nothing about their results.
+            unreachable.clear();
+            source = job.executions.iter().find(agreeing);
+        }
         let Some(source) = source else {
             self.fail(
                 id,
@@ -865,9 +878,16 @@ impl JobManager {
         let network = self.network.clone();
         let tx = self.tx.clone();
         let dest = self.outputs_dir.join(id.to_hex());
+        let fetch = OutputFetch {
+            peer,
+            job_id: id,
+            manifest,
+            agreed,
+            total,
+            dest,
+        };
         tokio::spawn(async move {
-            let result =
-                fetch_and_verify(&network, peer, id, &manifest, &agreed, total, &dest).await;
+            let result = fetch.run(&network).await;
             let _ = tx
                 .send(JobMsg::FetchDone {
                     job: id,
@@ -882,13 +902,17 @@ impl JobManager {
         &mut self,
         id: JobId,
         worker: PublicKey,
-        result: Result<(), String>,
+        result: Result<(), FetchError>,
     ) {
         let now = now_ms();
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
         job.fetch_pending = false;
+        if !matches!(job.status, JobStatus::Running | JobStatus::Verifying) {
+            // Decided meanwhile (expired or cancelled): the verdict is already signed.
+            return;
+        }
         match result {
             Ok(()) => {
                 job.times.fetched_at = Some(now);
@@ -898,10 +922,22 @@ impl JobManager {
                 );
                 self.finish(id, JobStatus::Completed, None);
             }
-            Err(e) => {
+            Err(FetchError::Invalid(e)) => {
                 job.bad_outputs.push(worker);
                 job.event(now, format!("output from …{} refused: {e}", short(&worker)));
                 self.persist_job(&id);
+                self.fetch_output(id);
+            }
+            Err(FetchError::Transport(e)) => {
+                warn!(job_id = %id.short(), worker = %short(&worker), error = %e, "cannot fetch the output; trying again");
+                job.event(
+                    now,
+                    format!(
+                        "output from …{} not fetched: {e}; trying again (a transport failure never counts against a worker)",
+                        short(&worker)
+                    ),
+                );
+                self.fetch_unreachable.entry(id).or_default().push(worker);
                 self.fetch_output(id);
             }
         }
@@ -915,6 +951,7 @@ impl JobManager {
     /// Ends a job: final status, signed verdict, stored, then gossiped.
     fn finish(&mut self, id: JobId, status: JobStatus, reason: Option<String>) {
         let now = now_ms();
+        self.fetch_unreachable.remove(&id);
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
@@ -934,11 +971,20 @@ impl JobManager {
             VerdictOutcome::Accepted(h) => Some(*h),
             VerdictOutcome::Failed(_) => None,
         };
-        // A worker that refused never took the job: it is neither blamed nor credited.
+        // A worker that refused never took the job: it is neither blamed nor credited. Nor is
+        // one whose result agreed with k others but whose output could not be fetched before
+        // the job ended (the network failed, not the worker; issue 10).
+        let agreed_unfetched = |e: &crate::jobs::model::Execution| {
+            accepted.is_none()
+                && e.state == ExecutionState::Revealed
+                && e.result_hash.is_some()
+                && e.result_hash == job.agreed_hash
+                && !job.bad_outputs.contains(&e.worker)
+        };
         let workers = job
             .executions
             .iter()
-            .filter(|e| e.state != ExecutionState::Refused)
+            .filter(|e| e.state != ExecutionState::Refused && !agreed_unfetched(e))
             .map(|e| {
                 let result = match (e.state, e.result_hash) {
                     (ExecutionState::Revealed, Some(h)) if Some(h) == accepted => {
@@ -1020,6 +1066,27 @@ impl JobManager {
     }
 }
 
+impl JobManager {
+    /// What we know of the workers out there, to say why too few bid: how many announced
+    /// they run jobs, and how many of those we are connected to. A worker that cannot reach
+    /// us cannot deliver its bid.
+    fn worker_reach(&self) -> String {
+        let table = self.peers.read().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        let workers: Vec<_> = table
+            .list(now)
+            .into_iter()
+            .filter(|p| p.accepts_jobs)
+            .collect();
+        let connected = workers.iter().filter(|p| p.connected).count();
+        format!(
+            "{} known peers run jobs, {connected} of them connected to this node; \
+             see `distributeai peers` for how each is reached",
+            workers.len()
+        )
+    }
+}
+
 /// A readable failure.
 pub(super) fn failure_text(failure: &ExecutionFailure) -> String {
     match failure {
@@ -1054,37 +1121,104 @@ fn operator_group(
         .unwrap_or_else(|| peer.to_string())
 }
 
-async fn fetch_and_verify(
-    network: &crate::network::Client,
+/// Why fetching a worker's output failed.
+#[derive(Debug)]
+pub(crate) enum FetchError {
+    /// The worker could not be reached, or the connection broke, long enough to give up on it
+    /// for now. Says nothing about its result: it is not blamed.
+    Transport(String),
+    /// The worker answered with something that is not the agreed output.
+    Invalid(String),
+}
+
+/// Transport failures in a row after which a fetch moves to another agreeing worker.
+const FETCH_TRANSPORT_RETRIES: u32 = 5;
+/// First pause after a transport failure; doubles up to [`FETCH_RETRY_MAX`].
+const FETCH_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+const FETCH_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// Fetching one worker's output bundle, in pieces, resuming where a broken connection left
+/// off: over a relayed connection the pieces are small ([`RELAYED_CHUNK_BYTES`]), since a
+/// circuit carries a limited number of bytes and a new circuit (or a direct connection once
+/// hole punching succeeds) takes over from the same offset.
+struct OutputFetch {
     peer: PeerId,
-    id: JobId,
-    manifest: &distributeai_protocol::OutputManifest,
-    agreed: &distributeai_protocol::ResultHash,
+    job_id: JobId,
+    manifest: distributeai_protocol::OutputManifest,
+    agreed: distributeai_protocol::ResultHash,
     total: u64,
-    dest: &std::path::Path,
-) -> Result<(), String> {
-    let mut bundle = Vec::with_capacity(usize::try_from(total.min(64 * 1024 * 1024)).unwrap_or(0));
-    while (bundle.len() as u64) < total {
-        let offset = bundle.len() as u64;
-        match network
-            .request(peer, Request::FetchOutput { job_id: id, offset })
-            .await
-        {
-            Ok(VerifiedResponse::Output(chunk)) => {
-                if chunk.offset != offset || chunk.total != total || chunk.data.is_empty() {
-                    return Err("the worker sent a chunk that does not fit the manifest".into());
+    dest: std::path::PathBuf,
+}
+
+impl OutputFetch {
+    async fn run(self, network: &crate::network::Client) -> Result<(), FetchError> {
+        use crate::network::{NetworkError, RELAYED_CHUNK_BYTES, Route};
+        use distributeai_protocol::limits::MAX_OUTPUT_CHUNK_BYTES;
+        let total = self.total;
+        let mut bundle =
+            Vec::with_capacity(usize::try_from(total.min(64 * 1024 * 1024)).unwrap_or(0));
+        let mut failures = 0;
+        let mut delay = FETCH_RETRY_FIRST;
+        while (bundle.len() as u64) < total {
+            let offset = bundle.len() as u64;
+            let max_bytes = match network.route(self.peer).await {
+                Ok(Some(Route::Direct)) => {
+                    u32::try_from(MAX_OUTPUT_CHUNK_BYTES).unwrap_or(u32::MAX)
                 }
-                bundle.extend_from_slice(&chunk.data);
+                _ => RELAYED_CHUNK_BYTES,
+            };
+            let request = Request::FetchOutput {
+                job_id: self.job_id,
+                offset,
+                max_bytes,
+            };
+            match network.request(self.peer, request).await {
+                Ok(VerifiedResponse::Output(chunk)) => {
+                    if chunk.offset != offset || chunk.total != total || chunk.data.is_empty() {
+                        return Err(FetchError::Invalid(
+                            "the worker sent a chunk that does not fit the manifest".into(),
+                        ));
+                    }
+                    bundle.extend_from_slice(&chunk.data);
+                    failures = 0;
+                    delay = FETCH_RETRY_FIRST;
+                }
+                Ok(VerifiedResponse::Refused(reason)) => {
+                    return Err(FetchError::Invalid(format!("the worker refused: {reason}")));
+                }
+                Ok(other) => {
+                    return Err(FetchError::Invalid(format!("unexpected answer {other:?}")));
+                }
+                Err(e @ NetworkError::InvalidResponse { .. }) => {
+                    return Err(FetchError::Invalid(e.to_string()));
+                }
+                Err(e) => {
+                    failures += 1;
+                    debug!(job_id = %self.job_id.short(), peer = %self.peer, offset, error = %e, "output piece not fetched");
+                    if failures > FETCH_TRANSPORT_RETRIES {
+                        return Err(FetchError::Transport(format!(
+                            "{e} (at byte {offset} of {total})"
+                        )));
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(FETCH_RETRY_MAX);
+                }
             }
-            Ok(other) => return Err(format!("unexpected answer {other:?}")),
-            Err(e) => return Err(e.to_string()),
         }
-    }
-    let dest = dest.to_path_buf();
-    let manifest = manifest.clone();
-    let agreed = *agreed;
-    tokio::task::spawn_blocking(move || output::store_verified(&bundle, &manifest, &agreed, &dest))
+        let OutputFetch {
+            manifest,
+            agreed,
+            dest,
+            ..
+        } = self;
+        tokio::task::spawn_blocking(move || {
+            output::store_verified(&bundle, &manifest, &agreed, &dest)
+        })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        .map_err(|e| FetchError::Transport(format!("storing the output: {e}")))?
+        .map_err(|e| match e {
+            output::BundleError::Io(e) => FetchError::Transport(format!("storing the output: {e}")),
+            other => FetchError::Invalid(other.to_string()),
+        })
+    }
 }

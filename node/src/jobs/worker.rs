@@ -111,6 +111,7 @@ impl JobManager {
             // its addresses; a bid that cannot be delivered yet is tried again, since late
             // bids still serve the submitter as reserves.
             let mut delay = BID_RETRY_FIRST;
+            let mut last_error = None;
             for attempt in 1..=BID_ATTEMPTS {
                 match network.request(author, Request::Bid(signed.clone())).await {
                     Ok(VerifiedResponse::Ack) => {
@@ -122,14 +123,20 @@ impl JobManager {
                         return;
                     }
                     Err(e) => {
-                        debug!(job_id = %id.short(), attempt, error = %e, "bid not delivered")
+                        debug!(job_id = %id.short(), attempt, error = %e, "bid not delivered");
+                        last_error = Some(e);
                     }
                 }
                 if attempt == BID_ATTEMPTS || now_ms() + delay.as_millis() as u64 >= expires_at {
-                    return;
+                    break;
                 }
                 tokio::time::sleep(delay).await;
                 delay *= 2;
+            }
+            if let Some(e) = last_error {
+                // Said at the default level: otherwise a node behind NAT only ever sees that
+                // it ran nothing, and the submitter that "0 workers bid".
+                warn!(job_id = %id.short(), submitter = %author, error = %e, "could not deliver our bid to the job's submitter");
             }
         });
     }
@@ -482,6 +489,7 @@ impl JobManager {
         peer: PeerId,
         job_id: JobId,
         offset: u64,
+        max_bytes: u32,
     ) -> Response {
         let Some(item) = self.work_of(&peer, &job_id, None) else {
             return Response::Refused("no such job from you".into());
@@ -493,7 +501,10 @@ impl JobManager {
         if offset > total {
             return Response::Refused("offset past the end".into());
         }
-        match output::read_bundle(Path::new(dir), manifest, offset, MAX_OUTPUT_CHUNK_BYTES) {
+        let max = usize::try_from(max_bytes)
+            .unwrap_or(usize::MAX)
+            .clamp(1, MAX_OUTPUT_CHUNK_BYTES);
+        match output::read_bundle(Path::new(dir), manifest, offset, max) {
             Ok(data) => Response::Output(OutputChunk {
                 offset,
                 total,
