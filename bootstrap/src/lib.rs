@@ -141,16 +141,8 @@ pub async fn run(args: Args) -> Result<()> {
     } else {
         args.listen
     };
-    let defaults = RelayLimits::default();
-    let relay_limits = RelayLimits {
-        max_circuit_duration: args
-            .max_circuit_secs
-            .map_or(defaults.max_circuit_duration, Duration::from_secs),
-        max_circuit_bytes: args
-            .max_circuit_kib
-            .map_or(defaults.max_circuit_bytes, |kib| kib * 1024),
-        ..defaults
-    };
+    let relay_limits =
+        RelayLimits::with_circuit_limits(args.max_circuit_secs, args.max_circuit_kib);
     let bootstrap = start(data_dir, listen, args.peer, relay_limits).await?;
     println!("peer_id: {}", bootstrap.peer_id);
     for address in &bootstrap.listen_addrs {

@@ -7,8 +7,8 @@ use distributeai_protocol::limits::{MAX_CLOCK_SKEW_MS, MAX_MESSAGE_BYTES};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    Swarm, autonat, dcutr, gossipsub, identify, kad, mdns, noise, ping, relay, request_response,
-    tcp, yamux,
+    Swarm, autonat, gossipsub, identify, kad, mdns, noise, ping, relay, request_response, tcp,
+    yamux,
 };
 
 use super::codec::{self, Codec};
@@ -27,7 +27,7 @@ pub(crate) struct Behaviour {
     pub(crate) relay_server: Toggle<relay::Behaviour>,
     pub(crate) relay_client: relay::client::Behaviour,
     pub(crate) autonat: autonat::Behaviour,
-    pub(crate) dcutr: dcutr::Behaviour,
+    pub(crate) dcutr: super::hole_punch::HolePunch,
 }
 
 fn setup_error(e: impl std::fmt::Display) -> NetworkError {
@@ -191,7 +191,7 @@ pub(crate) fn build_swarm(
                 relay_server: relay_server.into(),
                 relay_client,
                 autonat,
-                dcutr: dcutr::Behaviour::new(peer_id),
+                dcutr: super::hole_punch::HolePunch::new(peer_id),
             })
         })
         .map_err(setup_error)?

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::addresses::{self, Scope};
 use super::behaviour::{Behaviour, BehaviourEvent};
-use super::relays::{Reachability, RelayAction, Relays};
+use super::relays::{self, Reachability, RelayAction, Relays};
 use super::replay::SeenCache;
 use super::{
     ConnectedPeer, ConnectionView, DiscoverySource, GOSSIP_TOPIC, InboundRequest, InboundRequestId,
@@ -40,6 +40,9 @@ const MAX_ADDRESS_BOOK: usize = 10_000;
 /// How long an address that reached the wrong peer (or ourselves) is not dialed again for
 /// the peer that announced it.
 const BAD_ADDRESS_TTL: Duration = Duration::from_secs(10 * 60);
+/// How long a peer dialed to find out whether it relays is not dialed for that again: one
+/// dial a minute per missing relay, while short of relays.
+const RELAY_PROBE_INTERVAL: Duration = Duration::from_secs(60);
 /// The circuit relay v2 hop protocol: a peer that speaks it can relay for us.
 const RELAY_HOP_PROTOCOL: libp2p::StreamProtocol =
     libp2p::StreamProtocol::new("/libp2p/circuit/relay/0.2.0/hop");
@@ -133,6 +136,10 @@ pub struct EventLoop {
     relays: Relays,
     /// Relay listeners we closed ourselves (the reservation was given up, not lost).
     released: HashSet<ListenerId>,
+    /// Peers with a public address dialed to learn (by identify) whether they relay.
+    relay_probes: HashMap<PeerId, Instant>,
+    /// Peers whose identify listed the relay hop protocol.
+    hop_peers: HashSet<PeerId>,
     started: Instant,
     seen: SeenCache,
 }
@@ -231,6 +238,8 @@ impl EventLoop {
             reachability,
             relays,
             released: HashSet::new(),
+            relay_probes: HashMap::new(),
+            hop_peers: HashSet::new(),
             started: Instant::now(),
             seen: SeenCache::new(window, 200_000),
         })
@@ -313,9 +322,88 @@ impl EventLoop {
             !addrs.is_empty()
         });
         self.plan_relays();
+        self.seek_relays();
         let peers: Vec<PeerId> = self.connections.keys().copied().collect();
         for peer in peers {
             self.close_relayed_if_idle(peer);
+        }
+    }
+
+    /// Short of relays while not known to be public: dial a few peers that announced a public
+    /// address. Nobody else may have connected us to them; once connected, identify says
+    /// whether they relay ([`Self::on_identify`]), and they become candidates.
+    fn seek_relays(&mut self) {
+        let held = self.relays.reservations().count();
+        if self.reachability == Reachability::Public || held >= relays::WANTED_RELAYS {
+            return;
+        }
+        // Peers that relay and that we reach directly become candidates once their signed
+        // announcement shows a public address and no circuit address (a node that is not
+        // public keeps its reservations): identify may have run before AutoNAT confirmed
+        // that address, and tells no one when it does.
+        let promote: Vec<(PeerId, Multiaddr)> = self
+            .hop_peers
+            .iter()
+            .filter(|p| !self.relays.is_candidate(p) && self.has_direct_connection(p))
+            .filter_map(|p| {
+                let announced = self.peer_addrs.get(p)?;
+                if announced.iter().any(addresses::is_relayed) {
+                    return None;
+                }
+                let public = announced
+                    .iter()
+                    .find(|a| addresses::scope(a) == Scope::Public)?;
+                Some((*p, crate::service::with_peer_id(public, *p)))
+            })
+            .collect();
+        if !promote.is_empty() {
+            for (peer, address) in promote {
+                debug!(%peer, %address, "a public node offers to relay");
+                self.relays.add_candidate(peer, address, false);
+            }
+            self.plan_relays();
+            if self.relays.reservations().count() >= relays::WANTED_RELAYS {
+                return;
+            }
+        }
+        let held = self.relays.reservations().count();
+        let now = Instant::now();
+        self.relay_probes
+            .retain(|_, at| now.duration_since(*at) < RELAY_PROBE_INTERVAL);
+        let picks: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .peer_addrs
+            .iter()
+            // A peer we reach only through a relay (it dialed our circuit address) may still
+            // relay for us once we dial it directly.
+            .filter(|(p, _)| {
+                !self.has_direct_connection(p)
+                    && !self.relay_probes.contains_key(p)
+                    && !self.relays.is_candidate(p)
+            })
+            .filter_map(|(p, addrs)| {
+                let public: Vec<Multiaddr> = addrs
+                    .iter()
+                    .filter(|a| addresses::scope(a) == Scope::Public)
+                    .cloned()
+                    .collect();
+                (!public.is_empty()).then_some((*p, public))
+            })
+            .take(relays::WANTED_RELAYS - held)
+            .collect();
+        for (peer, public) in picks {
+            debug!(%peer, "dialing a public peer to see whether it relays");
+            self.relay_probes.insert(peer, now);
+            // Always: a hole-punch attempt to the same peer may be under way (it dialed our
+            // circuit address), and with a public peer that attempt cannot succeed; an
+            // ordinary dial beside it can.
+            let dial = DialOpts::peer_id(peer)
+                .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                .addresses(public)
+                .build();
+            if let Err(e) = self.swarm.dial(dial) {
+                debug!(%peer, error = %e, "cannot dial a possible relay");
+                self.relay_probes.remove(&peer);
+            }
         }
     }
 
@@ -927,12 +1015,17 @@ impl EventLoop {
                     .add_address(&peer, address.clone());
             }
         }
-        // A public node that relays: it speaks the hop protocol, tells a public address and
-        // no circuit address of its own (a node behind NAT has those), and we reach it
-        // directly. It can also judge our reachability (AutoNAT server).
-        let offers_relay = info.protocols.contains(&RELAY_HOP_PROTOCOL)
-            && !info.listen_addrs.iter().any(addresses::is_relayed)
-            && self.has_direct_connection(&peer);
+        // A public node that relays: it speaks the hop protocol, tells a public address (our
+        // nodes tell only confirmed external addresses, so a node behind NAT tells circuit
+        // addresses alone), and we reach it directly. It can also judge our reachability
+        // (AutoNAT server). Circuit addresses beside the public one are fine: a node keeps
+        // its reservations until AutoNAT finds it public, and identify's push can still
+        // carry them.
+        let speaks_hop = info.protocols.contains(&RELAY_HOP_PROTOCOL);
+        if speaks_hop && self.hop_peers.len() < MAX_ADDRESS_BOOK {
+            self.hop_peers.insert(peer);
+        }
+        let offers_relay = speaks_hop && self.has_direct_connection(&peer);
         let public = usable
             .iter()
             .find(|a| addresses::scope(a) == Scope::Public)

@@ -16,6 +16,7 @@ mod behaviour;
 mod client;
 pub mod codec;
 mod event_loop;
+mod hole_punch;
 pub mod relays;
 pub mod replay;
 
@@ -120,6 +121,17 @@ impl Default for RelayLimits {
 }
 
 impl RelayLimits {
+    /// The defaults with a circuit lifetime (seconds) and byte budget (KiB) an operator set.
+    pub fn with_circuit_limits(secs: Option<u64>, kib: Option<u64>) -> Self {
+        let defaults = Self::default();
+        Self {
+            max_circuit_duration: secs.map_or(defaults.max_circuit_duration, Duration::from_secs),
+            max_circuit_bytes: kib
+                .map_or(defaults.max_circuit_bytes, |kib| kib.saturating_mul(1024)),
+            ..defaults
+        }
+    }
+
     /// The libp2p relay configuration for these limits.
     pub(crate) fn relay_config(&self) -> libp2p::relay::Config {
         use std::num::NonZeroU32;
