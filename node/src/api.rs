@@ -1,8 +1,10 @@
 //! The node's local HTTP API (axum), bound to loopback by default. JSON, snake_case.
 //!
 //! - `GET /healthz`: `ok` while the node runs.
-//! - `GET /api/v1/node`: this node (PeerId, listen addresses, version, uptime, role).
-//! - `GET /api/v1/peers`: known peers with addresses, capabilities, last seen, connected.
+//! - `GET /api/v1/node`: this node (PeerId, listen and announced addresses, version, uptime,
+//!   role, reachability and the relays it reserved on).
+//! - `GET /api/v1/peers`: known peers with addresses, capabilities, last seen, and for
+//!   connected ones each connection: direct or relayed, transport, address.
 //! - `POST /api/v1/jobs`: submit a job spec (400 naming the field when invalid).
 //! - `GET /api/v1/jobs`, `GET /api/v1/jobs/{id}`: jobs with bids, executions, verdict.
 //! - `GET /api/v1/jobs/{id}/logs`: the job's timeline.
@@ -28,7 +30,8 @@ use tracing::warn;
 
 use crate::jobs::SubmitError;
 use crate::jobs::model::{JobStatus, JobView};
-use crate::network::Role;
+use crate::network::relays::Reachability;
+use crate::network::{ConnectionView, Role, Route};
 use crate::peers::PeerRecord;
 use crate::service::{SharedState, with_peer_id};
 use distributeai_protocol::{JobId, JobSpec};
@@ -52,6 +55,29 @@ pub struct NodeInfo {
     pub capabilities: distributeai_protocol::Capabilities,
     /// Peers with an open connection.
     pub connected_peers: usize,
+    /// Whether this node is publicly reachable (AutoNAT): `public`, `private` (behind NAT,
+    /// reachable through relays) or `unknown`.
+    pub reachability: Reachability,
+    /// Addresses confirmed reachable from outside (AutoNAT, relay circuits).
+    #[serde(default)]
+    pub external_addrs: Vec<String>,
+    /// The addresses this node tells peers in its announcements.
+    #[serde(default)]
+    pub announced_addrs: Vec<String>,
+    /// Relays this node holds (or is asking for) a reservation on.
+    #[serde(default)]
+    pub relays: Vec<RelayStatus>,
+}
+
+/// A relay reservation, as `GET /api/v1/node` shows it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RelayStatus {
+    /// The relay's PeerId.
+    pub peer_id: String,
+    /// The circuit address others reach this node at through the relay.
+    pub address: String,
+    /// Whether the relay accepted the reservation.
+    pub reserved: bool,
 }
 
 /// An error answer: `{"error": "..."}` with a status code.
@@ -132,6 +158,18 @@ async fn node_info(State(state): State<Arc<SharedState>>) -> Result<Json<NodeInf
         worker: state.worker,
         capabilities: state.capabilities.clone(),
         connected_peers: info.connected.len(),
+        reachability: info.reachability,
+        external_addrs: info.external_addrs.iter().map(|a| a.to_string()).collect(),
+        announced_addrs: info.announced_addrs.iter().map(|a| a.to_string()).collect(),
+        relays: info
+            .relays
+            .iter()
+            .map(|r| RelayStatus {
+                peer_id: r.peer_id.to_string(),
+                address: r.address.to_string(),
+                reserved: r.reserved,
+            })
+            .collect(),
     }))
 }
 
@@ -145,9 +183,25 @@ pub struct PeerView {
     pub reputation: f64,
     /// Credits from the ledger.
     pub credits: i64,
+    /// For a connected peer: `direct` when any connection is direct, else `relayed`.
+    pub route: Option<Route>,
+    /// Its open connections: direct or relayed, transport, address, hole-punched.
+    pub connections: Vec<ConnectionView>,
 }
 
 async fn peers(State(state): State<Arc<SharedState>>) -> Json<Vec<PeerView>> {
+    // Before the tables' locks: the network answers from its own task.
+    let mut connected: std::collections::HashMap<_, _> = state
+        .network
+        .info()
+        .await
+        .map(|info| {
+            info.connected
+                .into_iter()
+                .map(|c| (c.peer_id, (c.route, c.connections)))
+                .collect()
+        })
+        .unwrap_or_default();
     let records = state
         .peers
         .read()
@@ -165,10 +219,16 @@ async fn peers(State(state): State<Arc<SharedState>>) -> Json<Vec<PeerView>> {
                     .public_key
                     .map(|k| ledger.standing(&k))
                     .unwrap_or_default();
+                let (route, connections) = connected
+                    .remove(&record.peer_id)
+                    .map(|(route, connections)| (Some(route), connections))
+                    .unwrap_or_default();
                 PeerView {
                     record,
                     reputation: (standing.reputation * 100.0).round() / 100.0,
                     credits: standing.credits,
+                    route,
+                    connections,
                 }
             })
             .collect(),

@@ -11,7 +11,7 @@ use libp2p::Multiaddr;
 
 use crate::config::FileConfig;
 use crate::jobs::{Fault, JobsConfig};
-use crate::network::{NetworkConfig, Role, default_listen_addrs};
+use crate::network::{NetworkConfig, RelayLimits, Role, default_listen_addrs};
 use crate::service::{NodeConfig, RunningNode};
 
 /// Default address of the local HTTP API.
@@ -85,6 +85,13 @@ pub enum Command {
     },
     /// Show the ledger: every identity's reputation and credits, and the summary hash.
     Ledger {
+        /// How to reach the node.
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show this node: PeerId, addresses, whether it is reachable from the internet (public,
+    /// behind NAT, unknown) and the relays it can be reached through.
+    Status {
         /// How to reach the node.
         #[command(flatten)]
         api: ApiArgs,
@@ -196,6 +203,15 @@ pub struct NodeArgs {
     /// Act as a Kademlia DHT server (for publicly reachable nodes).
     #[arg(long)]
     pub kad_server: bool,
+    /// Do not relay for nodes behind NAT, even when this node is publicly reachable.
+    #[arg(long)]
+    pub no_relay_service: bool,
+    /// Longest a circuit through this node's relay stays open, in seconds [default: 1800].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub max_circuit_secs: Option<u64>,
+    /// Most bytes one circuit through this node's relay carries, in KiB [default: 65536].
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
+    pub max_circuit_kib: Option<u64>,
     /// FOR TESTS AND DEMOS ONLY: misbehave on purpose (return wrong results, crash mid-job,
     /// or stay silent) to show how the network copes. Never use on a real node.
     #[arg(long, value_enum, value_name = "FAULT")]
@@ -215,6 +231,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cancel { id, api } => crate::client::cancel(&id, &api).await,
         Command::Stats { api } => crate::client::stats(&api).await,
         Command::Ledger { api } => crate::client::ledger(&api).await,
+        Command::Status { api } => crate::client::status(&api).await,
         Command::Tui { api } => distributeai_tui::run(&api).await,
         Command::Identity { data_dir, json } => identity(data_dir, json),
     }
@@ -305,6 +322,11 @@ pub fn node_config(args: NodeArgs) -> Result<NodeConfig> {
             mdns: !args.no_mdns && file.mdns.unwrap_or(true),
             role: Role::Node,
             kad_server: (args.kad_server || file.kad_server == Some(true)).then_some(true),
+            relay_service: !args.no_relay_service && file.relay_service.unwrap_or(true),
+            relay_limits: RelayLimits::with_circuit_limits(
+                args.max_circuit_secs,
+                args.max_circuit_kib,
+            ),
             ..NetworkConfig::default()
         },
         api_listen,
@@ -383,9 +405,8 @@ pub async fn wait_for_signal() {
     }
 }
 
-async fn peers(api: &str, json: bool) -> Result<()> {
-    let url = format!("{}/api/v1/peers", api_base(api));
-    let response = reqwest::get(&url).await.with_context(|| {
+async fn get_json(url: &str) -> Result<serde_json::Value> {
+    let response = reqwest::get(url).await.with_context(|| {
         format!("cannot reach the node's API at {url}; is `distributeai node` running?")
     })?;
     let status = response.status();
@@ -393,28 +414,90 @@ async fn peers(api: &str, json: bool) -> Result<()> {
     if !status.is_success() {
         bail!("the node answered {status}: {body}");
     }
+    serde_json::from_str(&body).with_context(|| format!("the answer of {url} is not JSON"))
+}
+
+/// How a peer is connected, in a few characters: `direct/tcp`, `punched/quic` (a direct
+/// connection opened by hole punching), `relayed/tcp`, or `no`.
+fn route_text(peer: &serde_json::Value) -> (String, String) {
+    let Some(connections) = peer["connections"].as_array().filter(|c| !c.is_empty()) else {
+        return ("no".into(), "-".into());
+    };
+    // The connection the job flow uses: a direct one when there is one.
+    let best = connections
+        .iter()
+        .find(|c| c["route"] == "direct")
+        .unwrap_or(&connections[0]);
+    let kind = match (best["route"].as_str(), best["hole_punched"].as_bool()) {
+        (Some("direct"), Some(true)) => "punched",
+        (Some(route), _) => route,
+        (None, _) => "?",
+    };
+    (
+        format!("{kind}/{}", best["transport"].as_str().unwrap_or("?")),
+        best["address"].as_str().unwrap_or("-").to_string(),
+    )
+}
+
+async fn peers(api: &str, json: bool) -> Result<()> {
+    let base = api_base(api);
+    let peers = get_json(&format!("{base}/api/v1/peers")).await?;
     if json {
-        println!("{body}");
+        println!("{peers}");
         return Ok(());
     }
-    let peers: Vec<serde_json::Value> =
-        serde_json::from_str(&body).context("the API's answer is not a peer list")?;
+    let node = get_json(&format!("{base}/api/v1/node")).await?;
+    let peers = peers
+        .as_array()
+        .context("the API's answer is not a peer list")?;
+    let relays: Vec<String> = node["relays"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|r| {
+                    let id = r["peer_id"].as_str().unwrap_or("?");
+                    let tail = &id[id.len().saturating_sub(8)..];
+                    let state = if r["reserved"] == true {
+                        ""
+                    } else {
+                        " (asking)"
+                    };
+                    format!("…{tail}{state}")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "this node: {}, reachability {}{}",
+        node["peer_id"].as_str().unwrap_or("?"),
+        node["reachability"].as_str().unwrap_or("unknown"),
+        if relays.is_empty() {
+            String::new()
+        } else {
+            format!(", relays {}", relays.join(", "))
+        }
+    );
     let now = distributeai_protocol::time::now_ms();
     println!(
-        "{:<54} {:<9} {:<9} {:>4} {:>9} {:<10} {:>6} {:>7} LAST SEEN",
-        "PEER ID", "CONNECTED", "FOUND BY", "CPUS", "MEMORY", "REGION", "REP", "CREDITS"
+        "{:<54} {:<13} {:<9} {:>4} {:>9} {:<10} {:>6} {:>7} {:<10} ADDRESS",
+        "PEER ID",
+        "CONNECTION",
+        "FOUND BY",
+        "CPUS",
+        "MEMORY",
+        "REGION",
+        "REP",
+        "CREDITS",
+        "LAST SEEN"
     );
-    for peer in &peers {
+    for peer in peers {
         let caps = &peer["capabilities"];
         let ago = now.saturating_sub(peer["last_seen"].as_u64().unwrap_or(now)) / 1000;
+        let (route, address) = route_text(peer);
         println!(
-            "{:<54} {:<9} {:<9} {:>4} {:>9} {:<10} {:>6} {:>7} {}s ago",
+            "{:<54} {:<13} {:<9} {:>4} {:>9} {:<10} {:>6} {:>7} {:<10} {}",
             peer["peer_id"].as_str().unwrap_or("?"),
-            if peer["connected"].as_bool() == Some(true) {
-                "yes"
-            } else {
-                "no"
-            },
+            route,
             peer["source"].as_str().unwrap_or("-"),
             caps["cpus"]
                 .as_u64()
@@ -436,7 +519,8 @@ async fn peers(api: &str, json: bool) -> Result<()> {
                 .as_i64()
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "-".into()),
-            ago
+            format!("{ago}s ago"),
+            address,
         );
     }
     if peers.is_empty() {

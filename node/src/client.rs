@@ -401,6 +401,43 @@ pub async fn stats(args: &ApiArgs) -> Result<()> {
     Ok(())
 }
 
+/// `distributeai status`.
+pub async fn status(args: &ApiArgs) -> Result<()> {
+    let api = Api::new(args);
+    let text = api.get_text("/api/v1/node", "reading the node").await?;
+    if args.json {
+        println!("{text}");
+        return Ok(());
+    }
+    let node: crate::api::NodeInfo = serde_json::from_str(&text)?;
+    let reach = match node.reachability {
+        crate::network::relays::Reachability::Public => "public (reachable from the internet)",
+        crate::network::relays::Reachability::Private => {
+            "behind NAT (peers reach this node through relays, or directly once hole punching succeeds)"
+        }
+        crate::network::relays::Reachability::Unknown => "unknown (not judged yet)",
+    };
+    println!("peer_id:       {}", node.peer_id);
+    println!(
+        "role:          {}{}",
+        node.role,
+        if node.worker { " + worker" } else { "" }
+    );
+    println!("reachability:  {reach}");
+    println!("connected:     {} peers", node.connected_peers);
+    for relay in &node.relays {
+        let state = if relay.reserved { "reserved" } else { "asking" };
+        println!("relay:         {} ({state})", relay.address);
+    }
+    for address in &node.announced_addrs {
+        println!("announced:     {address}");
+    }
+    for address in &node.listen_addrs {
+        println!("listening:     {address}");
+    }
+    Ok(())
+}
+
 /// `distributeai ledger`.
 pub async fn ledger(args: &ApiArgs) -> Result<()> {
     let api = Api::new(args);

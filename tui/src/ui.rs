@@ -165,11 +165,12 @@ fn draw_overview(frame: &mut Frame, app: &App, area: Rect, _now_ms: u64) {
         lines.push(Line::raw(format!(
             "standing  reputation {rep} · credits {credits}"
         )));
+        lines.push(Line::raw(format!("reach     {}", reachability_text(node))));
         for addr in node["listen_addrs"]
             .as_array()
             .into_iter()
             .flatten()
-            .take(2)
+            .take(1)
         {
             lines.push(Line::raw(format!("listen    {}", s(addr))));
         }
@@ -185,14 +186,25 @@ fn draw_overview(frame: &mut Frame, app: &App, area: Rect, _now_ms: u64) {
         .iter()
         .filter(|p| p["connected"] == true)
         .count();
+    let relayed = app
+        .data
+        .peers
+        .iter()
+        .filter(|p| p["route"] == "relayed")
+        .count();
     let mut by_source: std::collections::BTreeMap<String, usize> =
         std::collections::BTreeMap::new();
     for p in &app.data.peers {
         *by_source.entry(s(&p["source"])).or_default() += 1;
     }
     let mut mesh = vec![Line::raw(format!(
-        "{} peers known, {connected} connected",
-        app.data.peers.len()
+        "{} peers known, {connected} connected{}",
+        app.data.peers.len(),
+        if relayed > 0 {
+            format!(" ({relayed} relayed)")
+        } else {
+            String::new()
+        }
     ))];
     for (source, count) in by_source {
         mesh.push(Line::raw(format!("  {count} via {source}")));
@@ -483,6 +495,24 @@ fn draw_submit(frame: &mut Frame, app: &App, area: Rect) {
     );
 }
 
+/// This node's reachability in a few words: `public`, `behind NAT · 2 relays`, `unknown`.
+fn reachability_text(node: &serde_json::Value) -> String {
+    let relays = node["relays"]
+        .as_array()
+        .map(|r| r.iter().filter(|r| r["reserved"] == true).count())
+        .unwrap_or(0);
+    let base = match node["reachability"].as_str() {
+        Some("public") => "public",
+        Some("private") => "behind NAT",
+        _ => "unknown",
+    };
+    match relays {
+        0 => base.to_string(),
+        1 => format!("{base} · reachable through 1 relay"),
+        n => format!("{base} · reachable through {n} relays"),
+    }
+}
+
 fn draw_peers(frame: &mut Frame, app: &App, area: Rect, now_ms: u64) {
     let peers = app.sorted_peers();
     let rows = peers.iter().enumerate().map(|(i, p)| {
@@ -494,10 +524,10 @@ fn draw_peers(frame: &mut Frame, app: &App, area: Rect, now_ms: u64) {
         };
         Row::new(vec![
             short(&p["peer_id"]),
-            if p["connected"] == true {
-                "yes".into()
-            } else {
-                "no".into()
+            match (p["connected"] == true, p["route"].as_str()) {
+                (true, Some(route)) => route.into(),
+                (true, None) => "yes".into(),
+                (false, _) => "no".into(),
             },
             s(&p["source"]),
             s(&caps["cpus"]),
@@ -523,7 +553,7 @@ fn draw_peers(frame: &mut Frame, app: &App, area: Rect, now_ms: u64) {
         rows,
         [
             Constraint::Length(13),
-            Constraint::Length(4),
+            Constraint::Length(7),
             Constraint::Length(9),
             Constraint::Length(4),
             Constraint::Length(7),

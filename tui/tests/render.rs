@@ -28,10 +28,13 @@ fn sample() -> App {
     app.connection = Connection::Connected;
     app.data.node = Some(json!({
         "peer_id": "12D3KooWNodeSelf", "role": "node", "worker": true, "uptime_s": 3725,
-        "listen_addrs": ["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWNodeSelf"]
+        "listen_addrs": ["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWNodeSelf"],
+        "reachability": "private",
+        "relays": [{"peer_id": "12D3KooWRelayOne", "address": "/ip4/203.0.113.2/tcp/4001/p2p/12D3KooWRelayOne/p2p-circuit", "reserved": true},
+                   {"peer_id": "12D3KooWRelayTwo", "address": "/ip4/203.0.113.3/tcp/4001/p2p/12D3KooWRelayTwo/p2p-circuit", "reserved": true}]
     }));
     app.data.peers = vec![
-        json!({"peer_id": "12D3KooWPeerAlpha0001", "connected": true, "source": "bootstrap", "capabilities": null,
+        json!({"peer_id": "12D3KooWPeerAlpha0001", "connected": true, "route": "relayed", "source": "bootstrap", "capabilities": null,
                "last_seen": NOW - 3000, "reputation": 100.0, "credits": 50}),
         json!({"peer_id": "12D3KooWPeerBravo0002", "connected": false, "source": "gossip",
                "capabilities": {"cpus": 4, "memory_mb": 8192, "region": "eu-west"},
@@ -62,7 +65,8 @@ fn overview_shows_the_node_the_mesh_standing_jobs_and_events() {
         "up 1h02m05s",
         "reputation 105",
         "credits 30",
-        "2 peers known, 1 connected",
+        "2 peers known, 1 connected (1 relayed)",
+        "reach     behind NAT · reachable through 2 relays",
         "1 via bootstrap",
         "1 completed",
         "job 222233334444 completed",
@@ -170,6 +174,7 @@ fn peers_view_shows_capabilities_reputation_credits_and_sort() {
         "112.5",
         "70",
         "bootstrap",
+        "relayed",
         "3s",
         "20s",
     ] {
