@@ -7,6 +7,7 @@ need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v g++ >/dev/null || need_apt+=(g++) # libfuzzer-sys, for building the fuzz target
 command -v ip >/dev/null || need_apt+=(iproute2) # the mDNS test builds its own LAN in namespaces
+command -v iptables >/dev/null || need_apt+=(iptables) # the NAT lab test builds home routers in namespaces
 command -v tmux >/dev/null || need_apt+=(tmux)    # the TUI test drives a real terminal
 
 if ((${#need_apt[@]})); then

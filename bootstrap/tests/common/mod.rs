@@ -124,7 +124,7 @@ impl Drop for Proc {
         if std::thread::panicking() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
+            let tail = &lines[lines.len().saturating_sub(80)..];
             eprintln!(
                 "--- {}: last {} log lines ---\n{}",
                 self.name,
