@@ -54,129 +54,40 @@ READY_SECS=${NAT_FIGURES_READY_SECS:-180}
 export NO_COLOR=1 # plain log lines
 # The node's default filter, forced: the figures come from info lines.
 export DISTRIBUTEAI_LOG="info,libp2p_mdns=warn,libp2p_gossipsub=warn,libp2p_kad=error"
-
-usage() {
-  sed -n '/^# Usage/,/^# Exit status/p' "$0" | sed 's/^# \{0,1\}//' >&2
-  exit "$1"
-}
-
-die() {
-  echo "nat-figures: $*" >&2
-  exit 1
-}
-
-say() { printf '\n== %s\n' "$*"; }
+prog=nat-figures
+# shellcheck source-path=SCRIPTDIR source=lib/nat-nodes.sh
+source scripts/lib/nat-nodes.sh
 
 runs=5
 bin=target/debug
-while (($#)); do
-  case $1 in
-    --runs) runs=${2:-}; shift 2 || usage 2 ;;
-    --bin) bin=${2:-}; shift 2 || usage 2 ;;
-    -h | --help) usage 0 ;;
-    *) echo "nat-figures: unknown argument '$1'" >&2; usage 2 ;;
-  esac
-done
+parse_options runs bin -- "$@"
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "--runs wants a whole number, not '$runs'"
 [[ $READY_SECS =~ ^[1-9][0-9]*$ ]] || die "NAT_FIGURES_READY_SECS wants a number of seconds"
-[[ $(id -u) -eq 0 ]] || die "needs root (the lab is built from network namespaces)"
-[[ -d $bin ]] || die "no folder $bin (build with: cargo build --bins)"
-for b in distributeai distributeai-bootstrap; do
-  [[ -x $bin/$b ]] || die "no $bin/$b (build with: cargo build --bins)"
-done
-command -v python3 >/dev/null || die "needs python3 (to read the nodes' JSON and metrics)"
-docker image inspect "$IMAGE" >/dev/null 2>&1 || scripts/build-images.sh
+check_setup "to read the nodes' JSON and metrics"
 
 tag=$(printf 'nf%04d' $(($$ % 10000)))
 work=$(mktemp -d "${TMPDIR:-/tmp}/nat-figures.XXXXXX")
 mkdir "$work/bin"
 cp "$bin/distributeai" "$bin/distributeai-bootstrap" "$work/bin/"
 bin=$work/bin
-node_pids=()
 job_pid=
-lab_up=false
 
-# Pauses in the background so that INT and TERM are handled at once, not after the sleep.
-pause_pid=
-pause() {
-  sleep "$1" &
-  pause_pid=$!
-  wait "$pause_pid" || true
-  pause_pid=
-}
-
-# Stops the run's nodes (TERM, up to 10 s to stop gracefully) and removes its lab; `nat-lab.sh
-# down` kills whatever is left in the namespaces.
+# Stops the run's nodes and its job (see stop_nodes) and removes its lab.
 teardown() {
-  local pid alive
-  [[ -z $job_pid ]] || node_pids+=("$job_pid")
-  for pid in "${node_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for _ in $(seq 1 100); do
-    alive=false
-    for pid in "${node_pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=true; done
-    $alive || break
-    sleep 0.1
-  done
-  for pid in "${node_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  node_pids=()
+  stop_nodes ${job_pid:+"$job_pid"}
   job_pid=
-  if $lab_up; then scripts/nat-lab.sh down "$tag"; fi
-  lab_up=false
-  return 0
 }
 
-# shellcheck disable=SC2317 # run by the EXIT trap
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  set +e
-  [[ -n $pause_pid ]] && kill "$pause_pid" 2>/dev/null
+# shellcheck disable=SC2317 # run by the EXIT trap of stop_on_exit
+on_exit() {
   teardown
   rm -rf "${work:?}/bin"
-  echo "nat-figures: logs and data in $work" >&2
-  exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# start NAME HOST PROGRAM ARGS...: runs PROGRAM in the lab host, output to $run/NAME.log.
-# A simple command, not a function, so that $! is PROGRAM itself (`ip netns exec` execs it)
-# and the TERM of the teardown reaches it.
-start() {
-  local name=$1 host=$2
-  shift 2
-  ip netns exec "$tag-$host" "$@" >"$run/$name.log" 2>&1 </dev/null &
-  last_pid=$!
-  node_pids+=("$last_pid")
-}
-
-# Prints the first line of FILE matching the regex, waiting up to 60 s while PID lives.
-wait_line() {
-  local file=$1 regex=$2 pid=$3 line
-  for _ in $(seq 1 600); do
-    if line=$(grep -m1 -E -- "$regex" "$file" 2>/dev/null); then
-      echo "$line"
-      return 0
-    fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "nat-figures: the process logging to $file exited:" >&2
-      tail -20 "$file" >&2
-      return 1
-    fi
-    sleep 0.1
-  done
-  echo "nat-figures: no line matching '$regex' in $file within 60 s:" >&2
-  tail -20 "$file" >&2
-  return 1
-}
-
-a1_peers() { ip netns exec "$tag-a1" "$bin/distributeai" peers --api "$API" "$@"; }
+stop_on_exit
 
 now_ms() { date +%s%3N; }
 
 # The helpers, kept with the logs: figures.py COMMAND ...
-#   ready B1ID B2ID              a1's peers (JSON, stdin) list both workers with capabilities?
 #   probe RUN                    state of DCUtR: "SIGNATURE|DIRECT|SETTLED|description"
 #   record RUN KIND I            writes RUN/run.json from the logs, metrics, peers and job
 #   report WORK                  the per-run rows and the per-kind table
@@ -261,20 +172,6 @@ def metrics(run, node):
         if labels.get("event") == "hole_punch" and labels.get("result") in counts:
             counts[labels["result"]] += int(float(line.rsplit(None, 1)[1]))
     return counts
-
-def ready(b1, b2):
-    try:
-        peers = {p.get("peer_id"): p for p in json.load(sys.stdin)}
-    except ValueError:
-        peers = {}
-    seen, ok = [], True
-    for name, peer_id in (("b1", b1), ("b2", b2)):
-        p = peers.get(peer_id)
-        caps = p is not None and isinstance(p.get("capabilities"), dict)
-        ok = ok and caps
-        seen.append(f"{name}: " + ("unknown" if p is None else "capabilities" if caps else "no capabilities yet"))
-    print(f"a1 knows {len(peers)} peer(s); " + "; ".join(seen))
-    return 0 if ok else 1
 
 def probe(run):
     try:
@@ -395,7 +292,7 @@ def report(work):
                              and not r["job"].startswith("no verdict") for r in recs) else 1
 
 cmd, args = sys.argv[1], sys.argv[2:]
-sys.exit({"ready": ready, "probe": probe, "record": record, "report": report}[cmd](*args))
+sys.exit({"probe": probe, "record": record, "report": report}[cmd](*args))
 PY
 
 # Fetches a node's /metrics into $run/NAME.metrics (nothing when it does not answer).
@@ -411,8 +308,7 @@ sys.stdout.write(urllib.request.urlopen("http://'"$API"'/metrics", timeout=5).re
 # One run on a fresh lab. Called in an `||` list, where errexit is off: every step that can
 # fail says so itself, and a failure is recorded in $run/setup.
 run_one() {
-  local kind=$1 i=$2 line boot_addr host args deadline status last_status json rc state
-  local sig last_sig changed begin direct settled desc
+  local kind=$1 i=$2 host args rc json state sig last_sig changed begin deadline direct settled desc
   run=$work/$kind-$i
   mkdir -p "$run"
   say "$kind run $i of $runs: lab $tag, logs in $run"
@@ -423,44 +319,20 @@ run_one() {
   # and worked; shown with the run's figures.
   [[ ! -s $run/lab.err ]] || echo "nat-lab.sh up wrote to stderr: $(tr '\n' ' ' <"$run/lab.err")" >&2
 
-  start boot boot "$bin/distributeai-bootstrap" --listen "/ip4/$BOOT_IP/tcp/4001" \
-    --listen "/ip4/$BOOT_IP/udp/4001/quic-v1" --data-dir "$run/boot"
-  line=$(wait_line "$run/boot.log" "^listening on /ip4/$BOOT_IP/tcp/4001/p2p/" "$last_pid") ||
-    { echo "the bootstrap peer did not start" >"$run/setup"; return 1; }
-  boot_addr=${line#listening on }
-
+  start_boot "$run" || { echo "$why" >"$run/setup"; return 1; }
   for host in a1 b1 b2; do
-    args=(node --bootstrap "$boot_addr" --data-dir "$run/$host" --api "$API")
-    [[ $host == a1 ]] && args+=(--no-worker)
-    [[ $host == b2 ]] && args+=(--listen /ip4/0.0.0.0/tcp/4002 --listen /ip4/0.0.0.0/udp/4002/quic-v1)
+    args=()
+    [[ $host == b2 ]] && args=(--listen /ip4/0.0.0.0/tcp/4002 --listen /ip4/0.0.0.0/udp/4002/quic-v1)
     echo "start_$host $(now_ms)" >>"$run/times"
-    start "$host" "$host" "$bin/distributeai" "${args[@]}"
-    line=$(wait_line "$run/$host.log" '^peer_id: ' "$last_pid") ||
-      { echo "node $host did not start" >"$run/setup"; return 1; }
-    echo "${line#peer_id: }" >"$run/$host.id"
-    wait_line "$run/$host.log" '^api: http://' "$last_pid" >/dev/null ||
-      { echo "node $host has no API" >"$run/setup"; return 1; }
+    start_node "$run" "$host" "${args[@]}" || { echo "$why" >"$run/setup"; return 1; }
+    echo "$node_id" >"$run/$host.id"
   done
 
-  begin=$(date +%s)
-  deadline=$((begin + READY_SECS))
-  last_status=
-  while true; do
-    json=$(a1_peers --json 2>/dev/null || true)
-    if status=$(python3 "$work/figures.py" ready "$(<"$run/b1.id")" "$(<"$run/b2.id")" <<<"$json"); then
-      echo "ready after $(($(date +%s) - begin)) s: $status"
-      break
-    fi
-    if [[ $status != "$last_status" ]]; then
-      echo "$(date -u +%H:%M:%S) $status"
-      last_status=$status
-    fi
-    if (($(date +%s) >= deadline)); then
-      echo "the workers did not show up in a1's peer list within $READY_SECS s ($status)" >"$run/setup"
-      return 1
-    fi
-    pause 1
-  done
+  if ! wait_ready "$READY_SECS" 1 brief "$(<"$run/b1.id")" "$(<"$run/b2.id")"; then
+    echo "the workers did not show up in a1's peer list within $READY_SECS s ($ready_status)" >"$run/setup"
+    return 1
+  fi
+  echo "ready after $ready_secs s: $ready_status"
 
   echo "submit $(now_ms)" >>"$run/times"
   rc=0
@@ -519,9 +391,7 @@ for kind in "${KINDS[@]}"; do
     if ! run_one "$kind" "$i"; then
       all_ok=false
       echo "nat-figures: $kind run $i: $(cat "$run/setup" 2>/dev/null || echo "failed")" >&2
-      for host in a1 b1 b2; do
-        [[ -f $run/$host.log ]] && { echo "--- last lines of $run/$host.log" >&2; tail -5 "$run/$host.log" >&2; }
-      done
+      log_tails "$run" >&2
     fi
     teardown
     python3 "$work/figures.py" record "$run" "$kind" "$i" || all_ok=false

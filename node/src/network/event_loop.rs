@@ -839,8 +839,13 @@ impl EventLoop {
         endpoint: &ConnectedPoint,
         num_established: u32,
     ) {
-        let address = endpoint.get_remote_address().clone();
         let relayed = endpoint.is_relayed();
+        // An inbound circuit's remote address is only `/p2p/<peer>`; the circuit address we
+        // listen on says which relay carries it.
+        let address = match endpoint {
+            ConnectedPoint::Listener { local_addr, .. } if relayed => local_addr.clone(),
+            _ => endpoint.get_remote_address().clone(),
+        };
         let outbound = endpoint.is_dialer();
         self.connections
             .entry(peer_id)
