@@ -1108,13 +1108,12 @@ impl EventLoop {
         let peer = pending.peer;
         // A circuit that ran out of time or bytes, a relayed connection closed for a direct
         // one, or a dial that hit an address we have dropped since: one more try.
-        let in_transit = matches!(
-            error,
-            OutboundFailure::ConnectionClosed | OutboundFailure::DialFailure
-        );
-        if in_transit && !pending.retried && !self.dial_addresses(&peer).is_empty()
-            || matches!(error, OutboundFailure::ConnectionClosed) && !pending.retried
-        {
+        let worth_retrying = match error {
+            OutboundFailure::ConnectionClosed => true,
+            OutboundFailure::DialFailure => !self.dial_addresses(&peer).is_empty(),
+            _ => false,
+        };
+        if worth_retrying && !pending.retried {
             debug!(%peer, %error, "request failed in transit; sending it again");
             self.send_request(PendingRequest {
                 retried: true,
