@@ -116,8 +116,8 @@ pub struct EventLoop {
     next_inbound: u64,
     sources: HashMap<PeerId, DiscoverySource>,
     /// Where peers can be dialed, from their signed announcements and mDNS, filtered by
-    /// [`addresses::dialable_from`]. libp2p's own behaviours keep no addresses handed to
-    /// `Swarm::add_peer_address`, so direct requests carry these.
+    /// [`addresses::dialable_from`]. Direct requests carry these (less `bad_addrs`); what
+    /// other behaviours remember of a peer is cleaned when an address proves wrong.
     peer_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     /// Addresses that reached the wrong peer (or us), per peer that announced them, with
     /// when they may be tried again.
