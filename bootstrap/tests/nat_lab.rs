@@ -266,11 +266,12 @@ fn behind_endpoint_independent_nats_home_nodes_hole_punch_and_run_a_job_with_1_m
         assert!(
             connections.as_array().is_some_and(|c| c.iter().all(|c| {
                 c["route"] == "direct"
+                    && c["hole_punched"] == true
                     && c["address"]
                         .as_str()
                         .is_some_and(|a| a.contains("203.0.113.20"))
             })),
-            "one direct connection to home B's public address, the relayed one closed: {connections:#}"
+            "one hole-punched connection to home B's public address, the relayed one closed: {connections:#}"
         );
     }
     // Home A's node learns it is behind NAT (AutoNAT: the bootstrap peer's dial-back fails).

@@ -51,8 +51,8 @@ pub fn relay_part(circuit: &Multiaddr) -> Multiaddr {
         .collect()
 }
 
-/// The address without any `/p2p/<PeerId>` part, for comparing transport endpoints.
-fn endpoint(address: &Multiaddr) -> Multiaddr {
+/// The address without any `/p2p/<PeerId>` part: the transport endpoint it dials.
+pub fn endpoint(address: &Multiaddr) -> Multiaddr {
     address
         .iter()
         .filter(|p| !matches!(p, Protocol::P2p(_)))

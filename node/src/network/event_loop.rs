@@ -101,6 +101,34 @@ struct OpenConnection {
     address: Multiaddr,
     relayed: bool,
     outbound: bool,
+    /// Opened by hole punching (DCUtR).
+    hole_punched: bool,
+}
+
+impl OpenConnection {
+    fn route(&self) -> Route {
+        if self.relayed {
+            Route::Relayed
+        } else {
+            Route::Direct
+        }
+    }
+}
+
+/// How a peer is reached over `connections`: directly when any connection is direct.
+fn route_over(connections: &[OpenConnection]) -> Route {
+    if connections.iter().any(|c| !c.relayed) {
+        Route::Direct
+    } else {
+        Route::Relayed
+    }
+}
+
+/// Whether some connection to `peer` is direct.
+fn directly_connected(connections: &HashMap<PeerId, Vec<OpenConnection>>, peer: &PeerId) -> bool {
+    connections
+        .get(peer)
+        .is_some_and(|c| route_over(c) == Route::Direct)
 }
 
 /// Owns the swarm; run it with [`EventLoop::run`].
@@ -130,8 +158,6 @@ pub struct EventLoop {
     listen_addrs: Vec<Multiaddr>,
     /// Open connections by peer: direct or relayed, on which address.
     connections: HashMap<PeerId, Vec<OpenConnection>>,
-    /// Connections opened by hole punching.
-    hole_punched: HashSet<ConnectionId>,
     reachability: Reachability,
     relays: Relays,
     /// Relay listeners we closed ourselves (the reservation was given up, not lost).
@@ -234,7 +260,6 @@ impl EventLoop {
             lan_peers: HashSet::new(),
             listen_addrs: Vec::new(),
             connections: HashMap::new(),
-            hole_punched: HashSet::new(),
             reachability,
             relays,
             released: HashSet::new(),
@@ -408,20 +433,17 @@ impl EventLoop {
     }
 
     fn has_direct_connection(&self, peer: &PeerId) -> bool {
-        self.connections
-            .get(peer)
-            .is_some_and(|c| c.iter().any(|c| !c.relayed))
+        directly_connected(&self.connections, peer)
     }
 
     /// Reserves relay slots while we are not known to be public; gives them up once we are.
     fn plan_relays(&mut self) {
         let connections = &self.connections;
-        let direct = |p: &PeerId| {
-            connections
-                .get(p)
-                .is_some_and(|c| c.iter().any(|c| !c.relayed))
-        };
-        let actions = self.relays.plan(self.reachability, direct, Instant::now());
+        let actions = self.relays.plan(
+            self.reachability,
+            |p| directly_connected(connections, p),
+            Instant::now(),
+        );
         for action in actions {
             match action {
                 RelayAction::Reserve { relay, address } => {
@@ -449,7 +471,7 @@ impl EventLoop {
         let Some(connections) = self.connections.get(&peer) else {
             return;
         };
-        if !connections.iter().any(|c| !c.relayed) || !connections.iter().any(|c| c.relayed) {
+        if route_over(connections) == Route::Relayed || !connections.iter().any(|c| c.relayed) {
             return;
         }
         let busy = self.pending_requests.values().any(|p| p.peer == peer)
@@ -487,10 +509,7 @@ impl EventLoop {
     /// Drops an address that answered as another peer (or as ourselves) from everything that
     /// dials `peer`, so the dials that follow try only the others.
     fn drop_bad_address(&mut self, peer: PeerId, address: &Multiaddr, why: &str) {
-        let address: Multiaddr = address
-            .iter()
-            .filter(|p| !matches!(p, Protocol::P2p(_)))
-            .collect();
+        let address = addresses::endpoint(address);
         info!(%peer, %address, why, "not dialing this address of the peer again");
         self.metrics.nat("pruned_address", why);
         if let Some(addrs) = self.peer_addrs.get_mut(&peer) {
@@ -620,13 +639,7 @@ impl EventLoop {
                 let _ = reply.send(self.info());
             }
             Command::Route { peer, reply } => {
-                let route = self.connections.get(&peer).map(|c| {
-                    if c.iter().any(|c| !c.relayed) {
-                        Route::Direct
-                    } else {
-                        Route::Relayed
-                    }
-                });
+                let route = self.connections.get(&peer).map(|c| route_over(c));
                 let _ = reply.send(route);
             }
         }
@@ -675,23 +688,15 @@ impl EventLoop {
             .iter()
             .map(|(peer, connections)| ConnectedPeer {
                 peer_id: *peer,
-                route: if connections.iter().any(|c| !c.relayed) {
-                    Route::Direct
-                } else {
-                    Route::Relayed
-                },
+                route: route_over(connections),
                 connections: connections
                     .iter()
                     .map(|c| ConnectionView {
-                        route: if c.relayed {
-                            Route::Relayed
-                        } else {
-                            Route::Direct
-                        },
+                        route: c.route(),
                         transport: addresses::transport_name(&c.address),
                         address: c.address.clone(),
                         direction: if c.outbound { "outbound" } else { "inbound" },
-                        hole_punched: self.hole_punched.contains(&c.id),
+                        hole_punched: c.hole_punched,
                     })
                     .collect(),
                 source: self
@@ -763,7 +768,6 @@ impl EventLoop {
                         self.connections.remove(&peer_id);
                     }
                 }
-                self.hole_punched.remove(&connection_id);
                 self.update_connection_metrics();
                 if num_established == 0 {
                     self.emit(NetworkEvent::PeerDisconnected { peer: peer_id });
@@ -827,7 +831,7 @@ impl EventLoop {
         let relayed = self
             .connections
             .values()
-            .filter(|c| c.iter().all(|c| c.relayed))
+            .filter(|c| route_over(c) == Route::Relayed)
             .count();
         self.metrics.set_relayed_peers(relayed);
     }
@@ -855,6 +859,7 @@ impl EventLoop {
                 address: address.clone(),
                 relayed,
                 outbound,
+                hole_punched: false,
             });
         self.dial_errors.remove(&peer_id);
         self.update_connection_metrics();
@@ -1084,7 +1089,13 @@ impl EventLoop {
         match result {
             Ok(connection) => {
                 self.metrics.nat("hole_punch", "success");
-                self.hole_punched.insert(connection);
+                if let Some(opened) = self
+                    .connections
+                    .get_mut(&peer)
+                    .and_then(|c| c.iter_mut().find(|c| c.id == connection))
+                {
+                    opened.hole_punched = true;
+                }
                 info!(
                     %peer,
                     since_start_ms = self.started.elapsed().as_millis() as u64,
