@@ -337,10 +337,10 @@ async fn job_result(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let job = state.jobs.job(id).await.ok_or_else(not_found)?;
-    if job.status != JobStatus::Completed {
+    if job.status() != JobStatus::Completed {
         let message = match &job.failure_reason {
             Some(reason) => format!("the job has no verified result: {reason}"),
-            None => format!("the job is {:?}; no verified result yet", job.status).to_lowercase(),
+            None => format!("the job is {:?}; no verified result yet", job.status()).to_lowercase(),
         };
         return Err(ApiError::new(StatusCode::CONFLICT, message));
     }

@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 use distributeai_protocol::limits::{MAX_LEDGER_BATCH, MAX_MESSAGE_BYTES};
 use distributeai_protocol::{
     Digest, JobId, LedgerSyncRequest, LedgerSyncResponse, PublicKey, Request, Signed,
-    ValidationContext, Verdict, Verified, WorkerResult, codec,
+    ValidationContext, Verdict, Verified, codec,
 };
-use distributeai_verifier::reputation::{self, Entry, Outcome, Standing};
+use distributeai_verifier::reputation::{self, Entry, Standing};
 use libp2p::PeerId;
 use tracing::{debug, warn};
 
@@ -64,27 +64,6 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-fn entry_of(verdict: &Verdict, signer: PublicKey, content_id: Digest) -> Entry<PublicKey> {
-    Entry {
-        id: content_id.0,
-        issuer: signer,
-        issued_at: verdict.issued_at,
-        workers: verdict
-            .workers
-            .iter()
-            .map(|w| {
-                let outcome = match w.result {
-                    WorkerResult::Agreed => Outcome::Agreed,
-                    WorkerResult::Disagreed(_) => Outcome::Disagreed,
-                    WorkerResult::Failed(_) => Outcome::Failed,
-                    WorkerResult::Silent => Outcome::Silent,
-                };
-                (w.bid.signer(), outcome, w.paid)
-            })
-            .collect(),
-    }
-}
-
 impl Ledger {
     /// Loads the stored entries, re-checking each; an entry that no longer validates is skipped.
     pub fn open(store: Store) -> Result<Self, StoreError> {
@@ -100,7 +79,11 @@ impl Ledger {
                 Ok(verified) => {
                     let job_id = verified.message.job.job_id();
                     let content_id = signed.content_id();
-                    let entry = entry_of(&verified.message, verified.signer, content_id);
+                    let entry = distributeai_jobflow::ledger_entry(
+                        &verified.message,
+                        verified.signer,
+                        content_id,
+                    );
                     ledger.entries.insert(job_id, Held { content_id, entry });
                 }
                 Err(e) => {
@@ -132,7 +115,8 @@ impl Ledger {
         }
         self.store
             .put(Table::Ledger, job_id.as_bytes(), &verdict.envelope)?;
-        let entry = entry_of(&verdict.message, verdict.signer, content_id);
+        let entry =
+            distributeai_jobflow::ledger_entry(&verdict.message, verdict.signer, content_id);
         let position = (entry.issued_at, entry.id);
         if self.last.is_none_or(|last| position > last) {
             // In canonical order already: apply on top.
@@ -385,7 +369,7 @@ mod tests {
     use distributeai_protocol::time::now_ms;
     use distributeai_protocol::{
         Bid, CommittedOutcome, JobAnnouncement, JobSpec, NodeIdentity, ResultCommitment,
-        ResultHash, VerdictOutcome, WorkerRecord,
+        ResultHash, VerdictOutcome, WorkerRecord, WorkerResult,
     };
 
     use super::*;

@@ -61,8 +61,10 @@ pub enum Table {
 impl Table {
     fn name(self) -> &'static str {
         match self {
-            Table::Jobs => "jobs",
-            Table::Work => "work",
+            // Version 2: the records of the job-flow machines (issue 11). Records of the
+            // first format stay on disk untouched under their old names.
+            Table::Jobs => "jobs.v2",
+            Table::Work => "work.v2",
             Table::Ledger => "ledger",
         }
     }

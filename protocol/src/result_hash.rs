@@ -63,6 +63,14 @@ pub fn is_canonical_output_path(path: &str) -> bool {
 }
 
 impl OutputManifest {
+    /// Length in bytes of the output bundle a worker serves: stdout, then each file of the
+    /// manifest in order, with no framing.
+    pub fn bundle_len(&self) -> u64 {
+        self.files.iter().fold(self.stdout.size, |total, f| {
+            total.saturating_add(f.content.size)
+        })
+    }
+
     /// Builds a manifest from the raw outcome: sorts the files and hashes every blob.
     pub fn from_outputs(
         exit_code: i64,

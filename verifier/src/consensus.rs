@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 
 /// What one worker reported.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Report<H> {
     /// It ran the job and obtained this result hash.
     Result(H),
@@ -78,14 +78,15 @@ pub enum TallyError {
     NotReplaceable,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Slot<W, H> {
     worker: W,
     report: Option<(u64, Report<H>)>,
 }
 
-/// The reports on one job, slot by slot, in arrival order.
-#[derive(Debug, Clone)]
+/// The reports on one job, slot by slot, in arrival order. It serialises with serde so a
+/// submitter can store it inside its job record and carry on after a restart.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Tally<W, H> {
     k: usize,
     slots: Vec<Slot<W, H>>,

@@ -1,14 +1,18 @@
-//! The job flow, with no coordinator: the node that submits a job schedules and verifies it,
-//! and every node that can run it bids, executes and answers.
+//! The job flow's driver: the node that submits a job schedules and verifies it, and every
+//! node that can run it bids, executes and answers, with no coordinator.
 //!
-//! One task, the [`JobManager`], owns every job this node submitted and every assignment it
-//! accepted. It never waits on the network or Docker itself: requests, executions and fetches
-//! run as spawned tasks that report back as messages, and a tick drives deadlines. Every change
-//! is written to the store before the message that depends on it is sent.
+//! The decisions are the pure machines of `distributeai-jobflow`: a
+//! [`SubmittedJob`](distributeai_jobflow::SubmittedJob) per job this node submitted and a
+//! [`WorkItem`](distributeai_jobflow::WorkItem) per job it bid on as a worker. One task, the
+//! [`JobManager`], owns them all. It feeds each machine its inputs (API calls, requests and
+//! gossip from the network, completions of its own tasks, a 250 ms tick) with the time, the
+//! randomness and the node's key, and carries out the effects in order: store the record
+//! first, then send, publish, execute, fetch. It never waits on the network or Docker itself:
+//! those run as spawned tasks that report back as messages. When a record cannot be stored,
+//! the step is undone and nothing that depends on it is sent.
 //!
-//! - [`submitter`]: announce, collect bids, select, assign, collect commitments, ask for
-//!   reveals, decide k-of-n, fetch and verify the output, sign and gossip the verdict.
-//! - [`worker`]: bid, accept assignments, execute, commit, reveal, serve the output.
+//! - [`submitter`]: carrying out the submitter's effects, and fetching outputs.
+//! - [`worker`]: carrying out the worker's effects: bids, executions, commitments, serving.
 
 pub mod model;
 pub mod output;
@@ -20,21 +24,28 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use distributeai_protocol::time::{TimestampMs, now_ms};
+use distributeai_jobflow::submitter as flow;
+use distributeai_jobflow::worker as work;
+use distributeai_jobflow::{Ctx, Directory, FlowConfig, Level};
+use distributeai_protocol::time::now_ms;
+use distributeai_protocol::validate::short_text;
 use distributeai_protocol::{
-    JobAnnouncement, JobId, JobSpec, NodeIdentity, ValidationError, Verified, VerifiedGossip,
+    JobAnnouncement, JobId, JobSpec, NodeIdentity, PublicKey, Response, ValidationError, Verdict,
+    Verified, VerifiedGossip,
 };
 use libp2p::PeerId;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, info, warn};
 
-use crate::executor::{ExecutionOutcome, Executor, ExecutorError};
-use crate::network::{Client, InboundRequest, InboundRequestId, NetworkError, VerifiedResponse};
+use crate::executor::Executor;
+use crate::network::{Client, InboundRequest, InboundRequestId};
 use crate::peers::PeerTable;
 use crate::store::{Store, StoreError, Table};
-use model::{Job, JobView, WorkItem};
+use model::{Job, JobView, ViewJob, WorkItem};
 
 /// A fault a node can be told to simulate, for tests and demos only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -143,46 +154,24 @@ pub(crate) enum JobMsg {
         request: InboundRequest,
         id: InboundRequestId,
     },
-    Published {
+    /// A submitted job's input, from one of the manager's own tasks.
+    Job {
         job: JobId,
-        what: Published,
-        result: Result<(), NetworkError>,
+        input: flow::Input,
     },
-    AssignAnswer {
+    /// A work item's input, from one of the manager's own tasks.
+    Work {
         job: JobId,
-        worker: distributeai_protocol::PublicKey,
-        result: Result<VerifiedResponse, NetworkError>,
-    },
-    RevealAnswer {
-        job: JobId,
-        worker: distributeai_protocol::PublicKey,
-        result: Result<VerifiedResponse, NetworkError>,
-    },
-    FetchDone {
-        job: JobId,
-        worker: distributeai_protocol::PublicKey,
-        result: Result<(), submitter::FetchError>,
+        input: work::Input,
     },
     BidDecided {
         job: Verified<JobAnnouncement>,
-        author: PeerId,
         image_present: bool,
     },
-    Executed {
-        key: (JobId, u32),
-        outcome: Result<ExecutionOutcome, ExecutorError>,
+    /// An execution's task ended (its outcome was sent just before).
+    ExecutionEnded {
+        job: JobId,
     },
-    CommitAnswer {
-        key: (JobId, u32),
-        result: Result<VerifiedResponse, NetworkError>,
-    },
-}
-
-/// Which gossip a [`JobMsg::Published`] reports on.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Published {
-    Announcement,
-    Verdict,
 }
 
 /// Cloneable handle to the job manager, for the API and the service loop.
@@ -260,6 +249,7 @@ pub struct JobManager {
     store: Store,
     executor: Option<Arc<dyn Executor>>,
     config: JobsConfig,
+    flow: FlowConfig,
     peers: Arc<std::sync::RwLock<PeerTable>>,
     ledger: Arc<std::sync::RwLock<crate::ledger::Ledger>>,
     metrics: crate::metrics::Metrics,
@@ -267,20 +257,109 @@ pub struct JobManager {
     outputs_dir: PathBuf,
     tx: mpsc::Sender<JobMsg>,
     rx: mpsc::Receiver<JobMsg>,
+    /// Randomness for the machines (nonces, salts, selection), seeded from the OS.
+    rng: StdRng,
+    /// Jobs this node submitted.
     jobs: HashMap<JobId, Job>,
-    work: HashMap<(JobId, u32), WorkItem>,
-    /// Jobs seen on gossip as a worker, so an assignment can be checked against them.
-    announced: HashMap<JobId, Verified<JobAnnouncement>>,
-    running: HashMap<(JobId, u32), CancellationToken>,
-    /// Earliest time of the next retry of a publish or a commit, per job.
-    retry_at: HashMap<(JobId, u32), TimestampMs>,
-    /// Agreeing workers whose output could not be fetched for transport reasons, per job:
-    /// skipped while another agreeing worker is left, then tried again (issue 10).
-    fetch_unreachable: HashMap<JobId, Vec<distributeai_protocol::PublicKey>>,
+    /// Jobs this node bid on or works on, one item per job.
+    work: HashMap<JobId, WorkItem>,
+    /// Executions running now.
+    running: HashMap<JobId, CancellationToken>,
+}
+
+/// The node's view of its peers, as the machines ask for it: reputation from the ledger,
+/// operators and capabilities from the peer table.
+struct NodeDirectory<'a> {
+    peers: &'a std::sync::RwLock<PeerTable>,
+    ledger: &'a std::sync::RwLock<crate::ledger::Ledger>,
+}
+
+impl Directory for NodeDirectory<'_> {
+    fn weight(&self, worker: &PublicKey) -> f64 {
+        let ledger = self.ledger.read().unwrap_or_else(|p| p.into_inner());
+        distributeai_verifier::reputation::selection_weight(&ledger.standing(worker))
+    }
+
+    /// The IP address the worker announced, as far as we can tell.
+    fn group(&self, worker: &PublicKey) -> String {
+        let Ok(peer) = worker.peer_id() else {
+            return worker.to_hex();
+        };
+        let table = self.peers.read().unwrap_or_else(|p| p.into_inner());
+        table
+            .get(&peer)
+            .and_then(|r| {
+                r.addresses.iter().find_map(|a| {
+                    a.iter().find_map(|p| match p {
+                        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.to_string()),
+                        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.to_string()),
+                        _ => None,
+                    })
+                })
+            })
+            .unwrap_or_else(|| peer.to_string())
+    }
+
+    fn invitees(&self, spec: &JobSpec, exclude: &[PublicKey]) -> Vec<PublicKey> {
+        let resources = spec.resources;
+        self.peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .records()
+            .filter(|p| {
+                p.accepts_jobs
+                    && p.capabilities.as_ref().is_some_and(|c| {
+                        c.cpus >= resources.cpus
+                            && c.memory_mb >= resources.memory_mb
+                            && c.gpus.len() >= resources.gpus as usize
+                    })
+            })
+            .filter_map(|p| p.public_key)
+            .filter(|k| !exclude.contains(k))
+            .collect()
+    }
+
+    /// How many known peers run jobs and how many of those we are connected to: a worker
+    /// that cannot reach us cannot deliver its bid.
+    fn worker_reach(&self) -> String {
+        let table = self.peers.read().unwrap_or_else(|p| p.into_inner());
+        let workers: Vec<_> = table
+            .list(now_ms())
+            .into_iter()
+            .filter(|p| p.accepts_jobs)
+            .collect();
+        let connected = workers.iter().filter(|p| p.connected).count();
+        format!(
+            "{} known peers run jobs, {connected} of them connected to this node; \
+             see `distributeai peers` for how each is reached",
+            workers.len()
+        )
+    }
+
+    fn credits(&self, key: &PublicKey) -> i64 {
+        let ledger = self.ledger.read().unwrap_or_else(|p| p.into_inner());
+        ledger.standing(key).credits
+    }
+}
+
+impl JobsConfig {
+    /// The machines' tunables.
+    pub fn flow(&self) -> FlowConfig {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        FlowConfig {
+            bid_window_ms: ms(self.bid_window),
+            reserve_bids: self.reserve_bids,
+            bid_quiet_ms: ms(self.bid_quiet),
+            bid_wait_max_ms: ms(self.bid_wait_max),
+            deadline_grace_ms: ms(self.deadline_grace),
+            max_reassignments: self.max_reassignments,
+            max_output_bytes: self.max_output_bytes,
+        }
+    }
 }
 
 impl JobManager {
-    /// Loads stored jobs and assignments; returns the manager and its handle.
+    /// Loads stored jobs and work items; returns the manager and its handle.
     pub fn new(parts: Parts) -> Result<(Self, JobsHandle), StoreError> {
         let Parts {
             identity,
@@ -295,25 +374,22 @@ impl JobManager {
             events,
         } = parts;
         let (tx, rx) = mpsc::channel(1024);
-        let mut jobs = HashMap::new();
-        for mut job in store.all::<Job>(Table::Jobs)? {
-            // Requests in flight when the node stopped are gone; the tick sends them again.
-            job.fetch_pending = false;
-            for e in &mut job.executions {
-                e.reveal_pending = false;
-                e.assign_pending = false;
-            }
-            jobs.insert(job.id, job);
-        }
-        let mut work = HashMap::new();
-        for item in store.all::<WorkItem>(Table::Work)? {
-            work.insert((item.job_id, item.attempt), item);
-        }
+        let jobs = store
+            .all::<Job>(Table::Jobs)?
+            .into_iter()
+            .map(|job| (job.id, job))
+            .collect();
+        let work = store
+            .all::<WorkItem>(Table::Work)?
+            .into_iter()
+            .map(|item| (item.job_id, item))
+            .collect();
         let outputs_dir = data_dir.join("outputs");
         let handle = JobsHandle {
             tx: tx.clone(),
             outputs_dir: outputs_dir.clone(),
         };
+        let flow = config.flow();
         Ok((
             Self {
                 identity,
@@ -321,6 +397,7 @@ impl JobManager {
                 store,
                 executor,
                 config,
+                flow,
                 peers,
                 ledger,
                 metrics,
@@ -328,12 +405,10 @@ impl JobManager {
                 outputs_dir,
                 tx,
                 rx,
+                rng: StdRng::from_seed(rand::random()),
                 jobs,
                 work,
-                announced: HashMap::new(),
-                fetch_unreachable: HashMap::new(),
                 running: HashMap::new(),
-                retry_at: HashMap::new(),
             },
             handle,
         ))
@@ -341,7 +416,16 @@ impl JobManager {
 
     /// Runs until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        self.resume_work();
+        // Requests in flight when the node stopped are gone: the machines send them again,
+        // and re-run executions that were interrupted.
+        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        for id in ids {
+            self.step_job(id, flow::Input::Restarted);
+        }
+        let ids: Vec<JobId> = self.work.keys().copied().collect();
+        for id in ids {
+            self.step_work(id, work::Input::Restarted);
+        }
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
@@ -364,7 +448,8 @@ impl JobManager {
                 let _ = reply.send(self.submit(spec));
             }
             JobMsg::Cancel { id, reply } => {
-                let _ = reply.send(self.cancel(id));
+                self.step_job(id, flow::Input::Cancel);
+                let _ = reply.send(self.jobs.get(&id).map(Job::view));
             }
             JobMsg::Get { id, reply } => {
                 let _ = reply.send(self.jobs.get(&id).cloned());
@@ -379,36 +464,23 @@ impl JobManager {
             }
             JobMsg::Gossip { author, message } => self.on_gossip(author, message),
             JobMsg::Request { peer, request, id } => self.on_request(peer, request, id).await,
-            JobMsg::Published { job, what, result } => self.on_published(job, what, result),
-            JobMsg::AssignAnswer {
-                job,
-                worker,
-                result,
-            } => self.on_assign_answer(job, worker, result),
-            JobMsg::RevealAnswer {
-                job,
-                worker,
-                result,
-            } => self.on_reveal_answer(job, worker, result),
-            JobMsg::FetchDone {
-                job,
-                worker,
-                result,
-            } => self.on_fetch_done(job, worker, result),
-            JobMsg::BidDecided {
-                job,
-                author,
-                image_present,
-            } => self.send_bid(job, author, image_present),
-            JobMsg::Executed { key, outcome } => self.on_executed(key, outcome),
-            JobMsg::CommitAnswer { key, result } => self.on_commit_answer(key, result),
+            JobMsg::Job { job, input } => {
+                self.step_job(job, input);
+            }
+            JobMsg::Work { job, input } => {
+                self.step_work(job, input);
+            }
+            JobMsg::BidDecided { job, image_present } => self.bid(job, image_present),
+            JobMsg::ExecutionEnded { job } => {
+                self.running.remove(&job);
+            }
         }
     }
 
     fn stats(&self) -> Stats {
         let mut jobs = HashMap::new();
         for job in self.jobs.values() {
-            let status = serde_json::to_value(job.status)
+            let status = serde_json::to_value(job.status())
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default();
@@ -416,7 +488,7 @@ impl JobManager {
         }
         Stats {
             jobs,
-            work_accepted: self.work.len(),
+            work_accepted: self.work.values().filter(|w| !w.is_bid()).count(),
             work_running: self.running.len(),
         }
     }
@@ -424,20 +496,39 @@ impl JobManager {
     fn on_gossip(&mut self, author: PeerId, message: VerifiedGossip) {
         match message {
             VerifiedGossip::Job(job) => self.consider_job(author, job),
-            VerifiedGossip::Cancel(cancel) => self.on_cancel_gossip(cancel),
-            VerifiedGossip::Verdict(verdict) => self.on_verdict_gossip(verdict),
+            VerifiedGossip::Cancel(cancel) => {
+                let by = cancel.signer;
+                self.step_work(cancel.message.job_id, work::Input::Cancelled { by });
+            }
+            VerifiedGossip::Verdict(verdict) => {
+                self.record_verdict(&verdict);
+                let by = verdict.signer;
+                self.step_work(verdict.message.job.job_id(), work::Input::Verdict { by });
+            }
             VerifiedGossip::Node(_) => {}
         }
     }
 
     async fn on_request(&mut self, peer: PeerId, request: InboundRequest, id: InboundRequestId) {
+        let unknown = || Response::Refused("unknown job".into());
         let response = match request {
-            InboundRequest::Bid(bid) => self.on_bid(peer, bid),
-            InboundRequest::Commit(commit) => self.on_commit(commit),
-            InboundRequest::Assign(assignment) => self.on_assignment(assignment),
-            InboundRequest::Reveal { job_id, attempt } => {
-                self.on_reveal_request(peer, job_id, attempt)
+            InboundRequest::Bid(bid) => {
+                let job = bid.message.job_id;
+                self.step_job(job, flow::Input::Bid(bid))
+                    .unwrap_or_else(unknown)
             }
+            InboundRequest::Commit(commit) => {
+                let job = commit.message.job_id;
+                self.step_job(job, flow::Input::Commit(commit))
+                    .unwrap_or_else(unknown)
+            }
+            InboundRequest::Assign(assignment) => self.on_assignment(assignment),
+            InboundRequest::Reveal { job_id, attempt } => match self.submitter_of(&peer, &job_id) {
+                Some(from) => self
+                    .step_work(job_id, work::Input::RevealRequested { from, attempt })
+                    .unwrap_or_else(unknown),
+                None => Response::Refused("no such assignment from you".into()),
+            },
             InboundRequest::FetchOutput {
                 job_id,
                 offset,
@@ -451,10 +542,8 @@ impl JobManager {
                     .unwrap_or_else(|p| p.into_inner())
                     .page(&sync);
                 match page {
-                    Ok(batch) => distributeai_protocol::Response::Ledger(batch),
-                    Err(e) => distributeai_protocol::Response::Refused(
-                        distributeai_protocol::validate::short_text(&e.to_string()),
-                    ),
+                    Ok(batch) => Response::Ledger(batch),
+                    Err(e) => Response::Refused(short_text(&e.to_string())),
                 }
             }
         };
@@ -464,39 +553,117 @@ impl JobManager {
     }
 
     fn on_tick(&mut self) {
-        let now = now_ms();
         let ids: Vec<JobId> = self
             .jobs
             .values()
-            .filter(|j| !j.status.is_final() || (j.verdict.is_some() && !j.verdict_published))
+            .filter(|j| j.needs_ticks())
             .map(|j| j.id)
             .collect();
         for id in ids {
-            self.drive_job(id, now);
+            self.step_job(id, flow::Input::Tick);
         }
-        self.drive_work(now);
+        let ids: Vec<JobId> = self.work.keys().copied().collect();
+        for id in ids {
+            self.step_work(id, work::Input::Tick);
+        }
+    }
+
+    /// Runs `f` on the machines with a step context: this node's clock, randomness, key,
+    /// view of its peers and tunables.
+    fn with_ctx<R>(
+        &mut self,
+        f: impl FnOnce(&mut HashMap<JobId, Job>, &mut HashMap<JobId, WorkItem>, &mut Ctx<'_>) -> R,
+    ) -> R {
+        let directory = NodeDirectory {
+            peers: &self.peers,
+            ledger: &self.ledger,
+        };
+        let mut ctx = Ctx {
+            now: now_ms(),
+            identity: &self.identity,
+            rng: &mut self.rng,
+            directory: &directory,
+            config: &self.flow,
+        };
+        f(&mut self.jobs, &mut self.work, &mut ctx)
+    }
+
+    /// Feeds one input to a submitted job's machine and carries out its effects; returns the
+    /// reply to the request the input carried, if any. If the record cannot be stored, the
+    /// step is undone, nothing after the store is carried out, and a reply says why.
+    fn step_job(&mut self, id: JobId, input: flow::Input) -> Option<Response> {
+        let (before, effects) = self.with_ctx(|jobs, _, ctx| {
+            let job = jobs.get_mut(&id)?;
+            Some((job.clone(), job.handle(input, ctx)))
+        })?;
+        self.carry_out_job(id, effects, Some(before))
+    }
+
+    /// Feeds one input to a work item's machine; as [`Self::step_job`].
+    fn step_work(&mut self, id: JobId, input: work::Input) -> Option<Response> {
+        let (before, effects) = self.with_ctx(|_, work, ctx| {
+            let item = work.get_mut(&id)?;
+            Some((item.clone(), item.handle(input, ctx)))
+        })?;
+        self.carry_out_work(id, effects, Some(before))
     }
 
     /// Stores a job, then tells API clients it changed.
-    fn persist_job(&self, id: &JobId) {
-        let Some(job) = self.jobs.get(id) else { return };
-        if let Err(e) = self.store.put(Table::Jobs, id.as_bytes(), job) {
-            warn!(job_id = %id.short(), error = %e, "cannot store job");
-        }
+    fn persist_job(&self, id: &JobId) -> Result<(), StoreError> {
+        let Some(job) = self.jobs.get(id) else {
+            return Ok(());
+        };
+        self.store.put(Table::Jobs, id.as_bytes(), job)?;
         let _ = self.events.send(crate::api::ApiEvent::Job {
             id: id.to_hex(),
-            status: job.status,
+            status: job.status(),
         });
+        Ok(())
     }
 
-    fn persist_work(&self, key: &(JobId, u32)) {
-        if let Some(item) = self.work.get(key)
-            && let Err(e) = self
-                .store
-                .put(Table::Work, &WorkItem::key(&key.0, key.1), item)
-        {
-            warn!(job_id = %key.0.short(), error = %e, "cannot store assignment");
+    fn persist_work(&self, id: &JobId) -> Result<(), StoreError> {
+        match self.work.get(id) {
+            Some(item) => self.store.put(Table::Work, id.as_bytes(), item),
+            None => Ok(()),
         }
+    }
+
+    /// Adds a verdict (already verified at the edge) to the ledger.
+    fn record_verdict(&mut self, verdict: &Verified<Verdict>) {
+        let result = self
+            .ledger
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(verdict);
+        match result {
+            Ok(_) => {}
+            Err(crate::ledger::LedgerError::DoubleVerdict(job)) => {
+                self.metrics.dropped("verdict", "double_verdict");
+                debug!(job_id = %job.short(), "refused a second verdict for a job");
+            }
+            Err(e) => warn!(error = %e, "cannot store a ledger entry"),
+        }
+    }
+}
+
+/// Puts back the record a failed step started from (`None`: the record is new, remove it).
+fn restore<T>(records: &mut HashMap<JobId, T>, id: JobId, before: Option<T>) {
+    match before {
+        Some(record) => {
+            records.insert(id, record);
+        }
+        None => {
+            records.remove(&id);
+        }
+    }
+}
+
+/// Logs a machine's log effect at its level.
+fn log(id: &JobId, level: Level, text: &str) {
+    match level {
+        Level::Debug => debug!(job_id = %id.short(), "{text}"),
+        Level::Info => info!(job_id = %id.short(), "{text}"),
+        Level::Warn => warn!(job_id = %id.short(), "{text}"),
     }
 }
 

@@ -16,16 +16,6 @@ pub const STDOUT_FILE: &str = "stdout";
 /// Folder holding a job's `/out` files inside its folder.
 pub const OUT_DIR: &str = "out";
 
-/// Total bundle length.
-pub fn bundle_len(manifest: &OutputManifest) -> u64 {
-    manifest
-        .files
-        .iter()
-        .fold(manifest.stdout.size, |total, f| {
-            total.saturating_add(f.content.size)
-        })
-}
-
 /// The pieces of a bundle, in order, as paths inside a job folder.
 fn pieces(dir: &Path, manifest: &OutputManifest) -> Vec<(PathBuf, u64)> {
     std::iter::once((dir.join(STDOUT_FILE), manifest.stdout.size))
@@ -100,7 +90,7 @@ pub fn store_verified(
     if manifest.result_hash().ok() != Some(*agreed) {
         return Err(BundleError::ManifestMismatch);
     }
-    let expected = bundle_len(manifest);
+    let expected = manifest.bundle_len();
     if bundle.len() as u64 != expected {
         return Err(BundleError::Length {
             got: bundle.len() as u64,
@@ -179,7 +169,7 @@ mod tests {
     fn a_bundle_read_in_chunks_verifies_and_unpacks() {
         let worker = tempfile::tempdir().expect("tempdir");
         let manifest = sample(worker.path());
-        let total = bundle_len(&manifest);
+        let total = manifest.bundle_len();
         let mut bundle = Vec::new();
         while (bundle.len() as u64) < total {
             bundle.extend(

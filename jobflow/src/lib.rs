@@ -1,0 +1,177 @@
+//! The job flow of DistributeAI as pure state machines, and a deterministic simulator of a
+//! whole network built from them.
+//!
+//! - [`submitter`]: the submitter's side of one job ([`SubmittedJob`]), from the signed
+//!   announcement to the one verdict it ever signs.
+//! - [`worker`]: the worker's side of one job ([`WorkItem`]), from its bid to the end of its
+//!   assignment.
+//! - [`sim`]: a seeded simulator of many submitters and workers exchanging real signed
+//!   messages with delays, loss, duplication, reordering, partitions, crashes and clock skew,
+//!   and [`invariants`] it checks throughout a run.
+//!
+//! Both machines are sans-I/O: one entry point each, `handle(input, ctx) -> effects`. Inputs
+//! are everything that can happen to the job; [`Ctx`] brings the time, the randomness, the
+//! node's signing key and what the node knows of its peers; the effects are everything the
+//! node must then do, in order (a `Persist` comes before the sends that depend on it). No
+//! clock, rng, network, store or Docker is reached from here: the node's `jobs` module is the
+//! driver that carries the effects out, and the simulator is another.
+
+pub mod invariants;
+#[cfg(test)]
+mod machine_tests;
+pub mod sim;
+pub mod submitter;
+pub mod worker;
+
+use distributeai_protocol::time::TimestampMs;
+use distributeai_protocol::{Digest, JobSpec, NodeIdentity, PublicKey, Verdict, WorkerResult};
+use distributeai_verifier::reputation::{Entry, Outcome};
+use rand::rngs::StdRng;
+
+pub use submitter::{JobStatus, SubmittedJob};
+pub use worker::WorkItem;
+
+/// Tunables of the job flow, in milliseconds where they are times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowConfig {
+    /// Bidding closes this long after the announcement was published, if enough bids arrived.
+    pub bid_window_ms: u64,
+    /// Bids beyond n to wait for before closing the window early (reserves).
+    pub reserve_bids: usize,
+    /// With at least n bids, close the window once no bid arrived for this long.
+    pub bid_quiet_ms: u64,
+    /// After this long with fewer than n bids, run with what there is (at least k) or fail.
+    pub bid_wait_max_ms: u64,
+    /// Extra time on top of the job's timeout before a worker counts as silent; also how long
+    /// reveals are asked for before an unanswered one counts as failed.
+    pub deadline_grace_ms: u64,
+    /// Most replacement workers assigned to one job.
+    pub max_reassignments: u32,
+    /// Largest output (stdout and files, bytes) a submitter fetches.
+    pub max_output_bytes: u64,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        Self {
+            bid_window_ms: 3_000,
+            reserve_bids: 2,
+            bid_quiet_ms: 750,
+            bid_wait_max_ms: 60_000,
+            deadline_grace_ms: 60_000,
+            max_reassignments: 4,
+            max_output_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a node knows of the others, which the machines ask for but cannot find out
+/// themselves: reputation (from the ledger) and operators and capabilities (from the peer
+/// table).
+pub trait Directory {
+    /// Selection weight of a bidder (`verifier::reputation::selection_weight`).
+    fn weight(&self, worker: &PublicKey) -> f64;
+    /// The operator a bidder belongs to, as far as can be told, so selection spreads a job
+    /// over operators.
+    fn group(&self, worker: &PublicKey) -> String;
+    /// Peers that announced they run jobs and could run `spec`, other than `exclude`: whom to
+    /// invite when bidding re-opens.
+    fn invitees(&self, spec: &JobSpec, exclude: &[PublicKey]) -> Vec<PublicKey>;
+    /// One sentence on the workers this node can reach, to say why too few bid.
+    fn worker_reach(&self) -> String;
+    /// Credits an identity holds in the ledger, for the worker's check that a submitter can
+    /// pay before bidding.
+    fn credits(&self, key: &PublicKey) -> i64;
+}
+
+/// Everything a machine needs from outside for one step.
+pub struct Ctx<'a> {
+    /// The node's wall clock, ms since the Unix epoch.
+    pub now: TimestampMs,
+    /// The node's key: signing (ed25519, deterministic) is pure.
+    pub identity: &'a NodeIdentity,
+    /// Randomness: nonces, salts, selection. A seeded one in the simulator.
+    pub rng: &'a mut StdRng,
+    /// The node's view of its peers.
+    pub directory: &'a dyn Directory,
+    /// Tunables.
+    pub config: &'a FlowConfig,
+}
+
+/// How a request the machine asked for was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Received and accepted.
+    Ack,
+    /// Received and refused, with the peer's reason.
+    Refused(String),
+    /// It never arrived or no answer came back (dial failure, timeout, broken connection):
+    /// says nothing about the peer's work.
+    Unreachable(String),
+}
+
+/// The ledger entry of a verdict, as every node computes standings from it (the node's
+/// ledger and the simulator alike).
+pub fn ledger_entry(verdict: &Verdict, signer: PublicKey, content_id: Digest) -> Entry<PublicKey> {
+    Entry {
+        id: content_id.0,
+        issuer: signer,
+        issued_at: verdict.issued_at,
+        workers: verdict
+            .workers
+            .iter()
+            .map(|w| {
+                let outcome = match w.result {
+                    WorkerResult::Agreed => Outcome::Agreed,
+                    WorkerResult::Disagreed(_) => Outcome::Disagreed,
+                    WorkerResult::Failed(_) => Outcome::Failed,
+                    WorkerResult::Silent => Outcome::Silent,
+                };
+                (w.bid.signer(), outcome, w.paid)
+            })
+            .collect(),
+    }
+}
+
+/// A small valid spec for unit tests: n workers, consensus k, a reward of 3 credits.
+#[cfg(test)]
+pub(crate) fn test_spec(n: u8, k: u8) -> JobSpec {
+    JobSpec {
+        image: "test/job".into(),
+        image_digest: None,
+        command: vec!["run".into()],
+        env: Default::default(),
+        resources: distributeai_protocol::Resources {
+            cpus: 1,
+            memory_mb: 64,
+            gpus: 0,
+        },
+        timeout_s: 10,
+        redundancy: n,
+        consensus: k,
+        reward: 3,
+        network: false,
+    }
+}
+
+/// A few trailing characters of a peer's id, for timeline lines.
+pub fn short(key: &PublicKey) -> String {
+    match key.peer_id() {
+        Ok(p) => {
+            let s = p.to_string();
+            format!("…{}", &s[s.len().saturating_sub(8)..])
+        }
+        Err(_) => key.short(),
+    }
+}
+
+/// What a caller should log about a step, at which level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Routine.
+    Debug,
+    /// Worth a line by default.
+    Info,
+    /// Something went wrong that an operator should see.
+    Warn,
+}

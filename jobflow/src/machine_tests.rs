@@ -1,0 +1,605 @@
+//! Unit tests of the two machines together: one submitter and its workers, stepped by hand.
+//! Each test named after a fault pins a fault found by reading the node's former job actor
+//! (issue 11), which the actor's flags allowed and the machines' phases rule out.
+
+use distributeai_protocol::{
+    ContentEntry, Digest, GossipMessage, JobSpec, NodeIdentity, OutputFile, OutputManifest,
+    PublicKey, Response, Signed, ValidationContext, VerdictOutcome, Verified, WorkerResult,
+};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::submitter::{
+    self as flow, ExecutionState, FetchResult, Gossip, Outcome, Phase, RevealAnswer, SubmittedJob,
+};
+use crate::worker::{self as work, Executed, WorkItem, WorkPhase};
+use crate::{Answer, Ctx, Directory, FlowConfig};
+
+const T0: u64 = 1_800_000_000_000;
+
+struct Everyone;
+
+impl Directory for Everyone {
+    fn weight(&self, _: &PublicKey) -> f64 {
+        1.0
+    }
+    fn group(&self, worker: &PublicKey) -> String {
+        worker.to_hex()
+    }
+    fn invitees(&self, _: &JobSpec, _: &[PublicKey]) -> Vec<PublicKey> {
+        Vec::new()
+    }
+    fn worker_reach(&self) -> String {
+        "test".into()
+    }
+    fn credits(&self, _: &PublicKey) -> i64 {
+        1_000
+    }
+}
+
+fn manifest(stdout: &str) -> OutputManifest {
+    OutputManifest::from_outputs(0, stdout.as_bytes(), &[]).expect("valid manifest")
+}
+
+/// One submitter, its job, and a worker item per worker.
+struct World {
+    submitter: NodeIdentity,
+    workers: Vec<NodeIdentity>,
+    items: Vec<Option<WorkItem>>,
+    job: SubmittedJob,
+    now: u64,
+    rng: StdRng,
+    config: FlowConfig,
+}
+
+fn open<T: distributeai_protocol::SignedMessage>(signed: &Signed<T>, now: u64) -> Verified<T> {
+    signed
+        .open(&ValidationContext::live_at(now))
+        .expect("a message the machines signed validates")
+}
+
+impl World {
+    fn new(n: u8, k: u8, workers: usize) -> Self {
+        let submitter = NodeIdentity::from_secret([1; 32]);
+        let workers = (0..workers)
+            .map(|i| NodeIdentity::from_secret([10 + i as u8; 32]))
+            .collect();
+        let mut rng = StdRng::seed_from_u64(7);
+        let config = FlowConfig::default();
+        let mut ctx = Ctx {
+            now: T0,
+            identity: &submitter,
+            rng: &mut rng,
+            directory: &Everyone,
+            config: &config,
+        };
+        let (job, fx) = SubmittedJob::submit(crate::test_spec(n, k), &mut ctx).expect("valid spec");
+        assert!(
+            matches!(fx[0], flow::Effect::Persist),
+            "stored before announced"
+        );
+        let items = vec![None; 3.max(n as usize + 2)];
+        Self {
+            submitter,
+            workers,
+            items,
+            job,
+            now: T0,
+            rng,
+            config,
+        }
+    }
+
+    fn step(&mut self, input: flow::Input) -> Vec<flow::Effect> {
+        let mut ctx = Ctx {
+            now: self.now,
+            identity: &self.submitter,
+            rng: &mut self.rng,
+            directory: &Everyone,
+            config: &self.config,
+        };
+        self.job.handle(input, &mut ctx)
+    }
+
+    fn step_worker(&mut self, w: usize, input: work::Input) -> Vec<work::Effect> {
+        let mut ctx = Ctx {
+            now: self.now,
+            identity: &self.workers[w],
+            rng: &mut self.rng,
+            directory: &Everyone,
+            config: &self.config,
+        };
+        self.items[w]
+            .as_mut()
+            .expect("the worker bid")
+            .handle(input, &mut ctx)
+    }
+
+    fn worker_index(&self, key: &PublicKey) -> usize {
+        self.workers
+            .iter()
+            .position(|w| w.public_key() == *key)
+            .expect("a known worker")
+    }
+
+    /// Publishes, takes a bid from every worker and closes bidding; returns the assignments.
+    fn assign(&mut self) -> Vec<(usize, Signed<distributeai_protocol::Assignment>)> {
+        self.step(flow::Input::Published {
+            what: Gossip::Announcement,
+            result: Ok(()),
+        });
+        let announcement = open(&self.job.announcement, self.now);
+        for w in 0..self.workers.len() {
+            let mut ctx = Ctx {
+                now: self.now,
+                identity: &self.workers[w],
+                rng: &mut self.rng,
+                directory: &Everyone,
+                config: &self.config,
+            };
+            let (item, fx) = WorkItem::bid(&announcement, true, 0, &mut ctx).expect("bid");
+            self.items[w] = Some(item);
+            let work::Effect::SendBid(bid) = &fx[0] else {
+                panic!("a bid is sent: {fx:?}")
+            };
+            let fx = self.step(flow::Input::Bid(open(bid, self.now)));
+            assert!(matches!(
+                fx.last(),
+                Some(flow::Effect::Reply(Response::Ack))
+            ));
+        }
+        self.now += self.config.bid_window_ms + 1;
+        let fx = self.step(flow::Input::Tick);
+        assigns(&fx)
+            .into_iter()
+            .map(|(worker, a)| (self.worker_index(&worker), a))
+            .collect()
+    }
+
+    /// Delivers an assignment, runs it to `executed`, and hands the commitment over; returns
+    /// the submitter's effects of taking the commitment.
+    fn run(
+        &mut self,
+        w: usize,
+        assignment: &Signed<distributeai_protocol::Assignment>,
+        executed: Executed,
+    ) -> Vec<flow::Effect> {
+        let assignment = open(assignment, self.now);
+        let fx = self.step_worker(
+            w,
+            work::Input::Assigned {
+                assignment,
+                free_slots: 1,
+            },
+        );
+        assert_eq!(
+            fx.last(),
+            Some(&work::Effect::Reply(Response::Ack)),
+            "{fx:?}"
+        );
+        let worker = self.workers[w].public_key();
+        self.step(flow::Input::AssignAnswer {
+            worker,
+            answer: Answer::Ack,
+        });
+        let fx = self.step_worker(w, work::Input::Executed(executed));
+        let commit = fx
+            .iter()
+            .find_map(|e| match e {
+                work::Effect::SendCommit(c) => Some(c.clone()),
+                _ => None,
+            })
+            .expect("a commitment is sent");
+        let reply = self.step(flow::Input::Commit(open(&commit, self.now)));
+        assert!(
+            matches!(reply.last(), Some(flow::Effect::Reply(Response::Ack))),
+            "{reply:?}"
+        );
+        self.step_worker(w, work::Input::CommitAnswer(Answer::Ack));
+        reply
+    }
+
+    /// Answers every reveal request among `fx`; returns the effects of the last answer.
+    fn reveal_all(&mut self, fx: Vec<flow::Effect>) -> Vec<flow::Effect> {
+        let mut last = fx.clone();
+        for effect in fx {
+            if let flow::Effect::RequestReveal { worker, attempt } = effect {
+                let w = self.worker_index(&worker);
+                let from = self.submitter.public_key();
+                let reply = self.step_worker(w, work::Input::RevealRequested { from, attempt });
+                let Some(work::Effect::Reply(Response::Reveal(reveal))) = reply.last() else {
+                    panic!("a reveal: {reply:?}")
+                };
+                let answer = RevealAnswer::Reveal(Box::new(open(reveal, self.now)));
+                last = self.step(flow::Input::RevealAnswer { worker, answer });
+            }
+        }
+        last
+    }
+
+    /// Runs a 2-of-2 job to the point where it fetches the output; returns the fetch's worker.
+    fn run_until_fetch(&mut self) -> PublicKey {
+        let assignments = self.assign();
+        assert_eq!(assignments.len(), 2);
+        let mut fx = Vec::new();
+        for (w, a) in &assignments {
+            fx = self.run(*w, a, completed("ok"));
+        }
+        let fx = self.reveal_all(fx);
+        match fx.iter().find_map(|e| match e {
+            flow::Effect::Fetch { worker, .. } => Some(*worker),
+            _ => None,
+        }) {
+            Some(worker) => worker,
+            None => panic!("the output is fetched: {fx:?}"),
+        }
+    }
+
+    /// The job's signed verdict, decoded.
+    fn verdict(&self) -> distributeai_protocol::Verdict {
+        self.job
+            .verdict
+            .as_ref()
+            .expect("a verdict was signed")
+            .decode_unchecked()
+            .expect("decodes")
+    }
+
+    fn verdicts(fx: &[flow::Effect]) -> usize {
+        fx.iter()
+            .filter(|e| matches!(e, flow::Effect::RecordVerdict(_)))
+            .count()
+    }
+}
+
+fn completed(stdout: &str) -> Executed {
+    Executed::Completed {
+        manifest: manifest(stdout),
+        dir: "/tmp/out".into(),
+    }
+}
+
+fn assigns(fx: &[flow::Effect]) -> Vec<(PublicKey, Signed<distributeai_protocol::Assignment>)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            flow::Effect::Assign { worker, assignment } => Some((*worker, assignment.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stored(job: &SubmittedJob) -> Vec<u8> {
+    distributeai_protocol::codec::encode(job).expect("encodes")
+}
+
+#[test]
+fn a_job_runs_to_one_accepted_verdict_that_pays_the_agreeing_workers() {
+    let mut w = World::new(2, 2, 2);
+    let worker = w.run_until_fetch();
+    let fx = w.step(flow::Input::Fetched {
+        worker,
+        result: FetchResult::Verified,
+    });
+    assert_eq!(World::verdicts(&fx), 1);
+    assert_eq!(
+        w.job.phase,
+        Phase::Decided {
+            outcome: Outcome::Completed,
+            published: false
+        }
+    );
+    let verdict = w.verdict();
+    assert!(matches!(verdict.outcome, VerdictOutcome::Accepted(_)));
+    assert!(
+        verdict
+            .workers
+            .iter()
+            .all(|r| r.result == WorkerResult::Agreed && r.paid == 3)
+    );
+    // Published once: then nothing is left to do.
+    let fx = w.step(flow::Input::Tick);
+    assert!(fx.is_empty(), "the verdict publish is not due yet: {fx:?}");
+    w.step(flow::Input::Published {
+        what: Gossip::Decision,
+        result: Ok(()),
+    });
+    assert!(!w.job.needs_ticks());
+}
+
+#[test]
+fn expiry_during_the_output_fetch_signs_one_verdict_and_a_late_fetch_changes_nothing() {
+    let mut w = World::new(2, 2, 2);
+    let worker = w.run_until_fetch();
+    w.now = w.job.expires_at + 1;
+    let fx = w.step(flow::Input::Tick);
+    assert_eq!(World::verdicts(&fx), 1);
+    let before = stored(&w.job);
+    let fx = w.step(flow::Input::Fetched {
+        worker,
+        result: FetchResult::Verified,
+    });
+    assert_eq!(World::verdicts(&fx), 0, "a second verdict: {fx:?}");
+    assert_eq!(stored(&w.job), before, "the decided record changed");
+    // The agreeing workers whose output never came are neither blamed nor paid.
+    let verdict = w.verdict();
+    assert!(verdict.workers.is_empty(), "{:?}", verdict.workers);
+}
+
+#[test]
+fn cancel_during_the_output_fetch_signs_no_verdict_and_a_late_fetch_changes_nothing() {
+    let mut w = World::new(2, 2, 2);
+    let worker = w.run_until_fetch();
+    let fx = w.step(flow::Input::Cancel);
+    assert_eq!(World::verdicts(&fx), 0);
+    assert!(fx.iter().any(|e| matches!(
+        e,
+        flow::Effect::Publish {
+            message: GossipMessage::Cancel(_),
+            ..
+        }
+    )));
+    let before = stored(&w.job);
+    let fx = w.step(flow::Input::Fetched {
+        worker,
+        result: FetchResult::Verified,
+    });
+    assert_eq!(World::verdicts(&fx), 0);
+    assert_eq!(stored(&w.job), before);
+    // Cancelling again, or a completed job, changes nothing either.
+    assert!(w.step(flow::Input::Cancel).is_empty());
+}
+
+#[test]
+fn a_transient_fetch_error_retries_and_never_fails_the_job() {
+    let mut w = World::new(2, 2, 2);
+    let worker = w.run_until_fetch();
+    let fx = w.step(flow::Input::Fetched {
+        worker,
+        result: FetchResult::Transport("connection reset".into()),
+    });
+    assert_eq!(
+        World::verdicts(&fx),
+        0,
+        "failed on one transport error: {fx:?}"
+    );
+    let next = fx
+        .iter()
+        .find_map(|e| match e {
+            flow::Effect::Fetch { worker, .. } => Some(*worker),
+            _ => None,
+        })
+        .expect("fetched again");
+    assert_ne!(next, worker, "another agreeing worker is tried first");
+    let fx = w.step(flow::Input::Fetched {
+        worker: next,
+        result: FetchResult::Verified,
+    });
+    assert_eq!(World::verdicts(&fx), 1);
+    assert_eq!(w.job.status(), crate::JobStatus::Completed);
+}
+
+#[test]
+fn output_that_does_not_match_is_not_paid() {
+    let mut w = World::new(2, 2, 2);
+    let bad = w.run_until_fetch();
+    let fx = w.step(flow::Input::Fetched {
+        worker: bad,
+        result: FetchResult::Invalid("hash mismatch".into()),
+    });
+    let good = fx
+        .iter()
+        .find_map(|e| match e {
+            flow::Effect::Fetch { worker, .. } => Some(*worker),
+            _ => None,
+        })
+        .expect("the other agreeing worker is asked");
+    w.step(flow::Input::Fetched {
+        worker: good,
+        result: FetchResult::Verified,
+    });
+    let verdict = w.verdict();
+    for record in &verdict.workers {
+        let paid = record.bid.signer() == good;
+        assert_eq!(record.paid > 0, paid, "{record:?}");
+    }
+}
+
+#[test]
+fn an_output_over_the_limit_fails_at_once_instead_of_waiting_for_expiry() {
+    let mut w = World::new(1, 1, 1);
+    w.config.max_output_bytes = 4;
+    let assignments = w.assign();
+    let (i, a) = &assignments[0];
+    let fx = w.run(*i, a, completed("more than four bytes"));
+    let fx = w.reveal_all(fx);
+    assert_eq!(World::verdicts(&fx), 1, "{fx:?}");
+    assert_eq!(w.job.status(), crate::JobStatus::Failed);
+    assert!(
+        w.job
+            .failure_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("over this node's limit")),
+        "{:?}",
+        w.job.failure_reason
+    );
+}
+
+#[test]
+fn a_commitment_after_the_decision_does_not_change_the_record() {
+    let mut w = World::new(1, 1, 3);
+    let assignments = w.assign();
+    let (i, a) = assignments[0].clone();
+    let assignment = open(&a, w.now);
+    w.now = w.job.expires_at + 1;
+    w.step(flow::Input::Tick);
+    let before = stored(&w.job);
+    // The worker runs the job anyway and commits late.
+    w.now = w.job.expires_at - 1;
+    w.step_worker(
+        i,
+        work::Input::Assigned {
+            assignment,
+            free_slots: 1,
+        },
+    );
+    let fx = w.step_worker(i, work::Input::Executed(completed("late")));
+    let commit = fx
+        .iter()
+        .find_map(|e| match e {
+            work::Effect::SendCommit(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("commits");
+    let reply = w.step(flow::Input::Commit(open(&commit, w.now)));
+    assert!(
+        matches!(
+            reply.last(),
+            Some(flow::Effect::Reply(Response::Refused(_)))
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(stored(&w.job), before);
+}
+
+#[test]
+fn a_worker_whose_result_cannot_be_hashed_reports_a_failure_instead_of_going_silent() {
+    let mut w = World::new(1, 1, 1);
+    let assignments = w.assign();
+    let (i, a) = &assignments[0];
+    let mut bad = manifest("x");
+    bad.files.push(OutputFile {
+        path: "../escape".into(),
+        content: ContentEntry {
+            size: 0,
+            hash: Digest([0; 32]),
+        },
+    });
+    w.run(
+        *i,
+        a,
+        Executed::Completed {
+            manifest: bad,
+            dir: "/tmp/out".into(),
+        },
+    );
+    let worker = w.workers[*i].public_key();
+    let e = w.job.execution(&worker).expect("assigned");
+    assert_eq!(e.state, ExecutionState::Failed, "{e:?}");
+    assert!(
+        e.failure
+            .as_deref()
+            .is_some_and(|f| f.contains("cannot hash"))
+    );
+}
+
+#[test]
+fn an_assignment_from_anyone_but_the_jobs_submitter_is_refused() {
+    let mut w = World::new(1, 1, 1);
+    let assignments = w.assign();
+    let (i, a) = &assignments[0];
+    let forged = distributeai_protocol::Assignment {
+        issued_at: w.now,
+        ..a.decode_unchecked().expect("decodes")
+    };
+    let intruder = NodeIdentity::from_secret([99; 32]);
+    let forged = Signed::sign(&intruder, &forged).expect("signs");
+    let fx = w.step_worker(
+        *i,
+        work::Input::Assigned {
+            assignment: open(&forged, w.now),
+            free_slots: 1,
+        },
+    );
+    assert!(
+        matches!(fx.last(), Some(work::Effect::Reply(Response::Refused(_)))),
+        "{fx:?}"
+    );
+    assert!(!fx.iter().any(|e| matches!(e, work::Effect::Start { .. })));
+    assert_eq!(w.items[*i].as_ref().map(|i| i.phase), Some(WorkPhase::Bid));
+}
+
+#[test]
+fn a_restarted_worker_reruns_what_it_had_not_finished_and_never_what_it_had() {
+    let mut w = World::new(2, 2, 2);
+    let assignments = w.assign();
+    let (first, a) = &assignments[0];
+    let (second, b) = &assignments[1];
+    w.run(*first, a, completed("ok"));
+    let fx = w.step_worker(
+        *second,
+        work::Input::Assigned {
+            assignment: open(b, w.now),
+            free_slots: 1,
+        },
+    );
+    assert!(fx.iter().any(|e| matches!(e, work::Effect::Start { .. })));
+    // Both restart from what they stored.
+    let fx = w.step_worker(*first, work::Input::Restarted);
+    assert!(
+        !fx.iter().any(|e| matches!(e, work::Effect::Start { .. })),
+        "{fx:?}"
+    );
+    let fx = w.step_worker(*second, work::Input::Restarted);
+    assert!(
+        fx.iter().any(|e| matches!(e, work::Effect::Start { .. })),
+        "{fx:?}"
+    );
+    // A job that keeps crashing its worker ends as a failure report, not forever.
+    for _ in 0..work::MAX_STARTS {
+        w.step_worker(*second, work::Input::Restarted);
+    }
+    assert!(matches!(
+        w.items[*second].as_ref().map(|i| i.phase),
+        Some(WorkPhase::Committed { .. })
+    ));
+}
+
+#[test]
+fn a_restarted_submitter_gives_workers_time_before_calling_them_silent() {
+    let mut w = World::new(1, 1, 1);
+    let assignments = w.assign();
+    let worker = w.workers[assignments[0].0].public_key();
+    // Down past the worker's deadline; the worker keeps re-sending its commitment.
+    w.now = w.job.execution(&worker).expect("assigned").deadline + 1;
+    w.step(flow::Input::Restarted);
+    assert_eq!(
+        w.job.execution(&worker).map(|e| e.state),
+        Some(ExecutionState::Assigned)
+    );
+    w.now += 60_000;
+    w.step(flow::Input::Tick);
+    assert_eq!(
+        w.job.execution(&worker).map(|e| e.state),
+        Some(ExecutionState::Silent)
+    );
+}
+
+#[test]
+fn a_lost_assignment_is_sent_again_and_an_unreachable_worker_is_not_blamed() {
+    let mut w = World::new(1, 1, 1);
+    let assignments = w.assign();
+    let worker = w.workers[assignments[0].0].public_key();
+    for _ in 0..3 {
+        w.step(flow::Input::AssignAnswer {
+            worker,
+            answer: Answer::Unreachable("timeout".into()),
+        });
+        w.now += 1_001;
+        w.step(flow::Input::Tick);
+    }
+    assert_eq!(w.job.status(), crate::JobStatus::Failed);
+    let verdict = w.verdict();
+    assert!(verdict.workers.is_empty(), "{:?}", verdict.workers);
+}
+
+#[test]
+fn the_tally_in_the_record_survives_a_restart() {
+    let mut w = World::new(2, 2, 2);
+    w.assign();
+    let bytes = stored(&w.job);
+    let loaded: SubmittedJob = distributeai_protocol::codec::decode(&bytes).expect("decodes");
+    assert_eq!(
+        loaded.tally.as_ref().map(|t| t.n()),
+        w.job.tally.as_ref().map(|t| t.n())
+    );
+}

@@ -1,0 +1,1561 @@
+//! The submitter's side of one job, as a pure state machine.
+//!
+//! ```text
+//! Announcing ──published──▶ Bidding ──window closes──▶ Executing ──all committed──▶ Revealing
+//!                                                         ▲                            │
+//!                                                         └──── replace a worker ◀─────┤
+//!                                                                                      │ k agree
+//!                                Decided { outcome, published } ◀── verified ── Fetching
+//! ```
+//!
+//! Any phase can end in `Decided` (expiry, cancel, no agreement possible). `Decided` is
+//! terminal: the verdict is signed once, on entering it, and nothing that arrives later (a
+//! commitment, a reveal, a fetch result, another cancel) changes the record again. The k-of-n
+//! rules are those of one [`Tally`] per job, kept in the record; replacement of failed, silent
+//! or refused workers goes through [`Tally::replace`].
+
+use std::collections::HashSet;
+
+use distributeai_protocol::limits::{MAX_JOB_LIFETIME_MS, MAX_VERDICT_WORKERS};
+use distributeai_protocol::result_hash::commitment;
+use distributeai_protocol::time::TimestampMs;
+use distributeai_protocol::validate::short_text;
+use distributeai_protocol::{
+    Assignment, Bid, CommittedOutcome, Digest, ExecutionFailure, GossipMessage, JobAnnouncement,
+    JobCancel, JobId, JobSpec, OutputManifest, PublicKey, Response, ResultCommitment, ResultHash,
+    ResultReveal, Signed, ValidationError, Verdict, VerdictOutcome, Verified, WorkerRecord,
+    WorkerResult,
+};
+use distributeai_verifier::{Candidate, Decision, Report, Tally, select};
+use rand::RngExt;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::{Answer, Ctx, Level, short};
+
+/// Most peers invited at once when bidding re-opens.
+const MAX_INVITES: usize = 8;
+/// Pause before publishing an announcement or verdict again, or re-sending a request that did
+/// not arrive (ms).
+const RETRY_MS: u64 = 1_000;
+/// Assignment deliveries that fail in transit before the worker counts as unreachable and its
+/// slot goes to a reserve.
+const ASSIGN_ATTEMPTS: u32 = 3;
+/// Transport failures in a row fetching from one worker before trying another agreeing one.
+/// (Each [`Input::Fetched`] failure already stands for several retried pieces.)
+const FETCH_ROUNDS_PER_WORKER: usize = 1;
+/// After a restart, how long workers get to re-send their commitments before any counts as
+/// silent (ms): several of the worker's retry periods (`worker::COMMIT_RETRY_MS`).
+const AFTER_RESTART_MS: u64 = 5 * crate::worker::COMMIT_RETRY_MS;
+/// Most timeline events kept per job.
+const MAX_EVENTS: usize = 200;
+
+/// Where a submitted job is, as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Accepted, not announced yet.
+    Pending,
+    /// Announced; collecting bids.
+    Bidding,
+    /// Assigned; workers are executing.
+    Running,
+    /// Results are being revealed, compared and the output fetched.
+    Verifying,
+    /// k workers agreed and the output matched: done.
+    Completed,
+    /// No agreed result within the retry bound.
+    Failed,
+    /// Withdrawn by the submitter.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Whether nothing more will happen to the job.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+/// How a decided job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// k workers agreed and the output was fetched and verified.
+    Completed,
+    /// No verified result; the record's `failure_reason` says why.
+    Failed,
+    /// Withdrawn by the submitter: no verdict, nobody blamed or paid.
+    Cancelled,
+}
+
+/// The phase of a submitted job. Exactly one at a time; see the module diagram.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Signed and stored; the announcement is not published yet.
+    Announcing,
+    /// Published; collecting bids until `closes_at` (or earlier, see [`crate::FlowConfig`]).
+    Bidding {
+        /// When the window closes at the latest (ms).
+        closes_at: TimestampMs,
+    },
+    /// Assigned; waiting for every active worker's commitment or failure.
+    Executing,
+    /// Every active worker answered; asking the committed ones to reveal.
+    Revealing {
+        /// When the reveals were first asked for (ms): a reveal still missing
+        /// `deadline_grace_ms` later counts as failed.
+        since: TimestampMs,
+    },
+    /// k results agree; fetching the output from an agreeing worker.
+    Fetching {
+        /// The worker being fetched from.
+        from: PublicKey,
+    },
+    /// Terminal. The verdict (none when cancelled) was signed on entering it.
+    Decided {
+        /// How it ended.
+        outcome: Outcome,
+        /// Whether the verdict (or the cancel) has been published.
+        published: bool,
+    },
+}
+
+/// Where one assigned worker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionState {
+    /// Assignment sent; waiting for its commitment.
+    Assigned,
+    /// It refused the assignment.
+    Refused,
+    /// It could not be reached, with its assignment or for its reveal: a network failure,
+    /// which says nothing about its work, so it is neither blamed nor paid.
+    Unreachable,
+    /// It committed to a result, still hidden.
+    Committed,
+    /// It reported a failure, or did not reveal.
+    Failed,
+    /// It missed its deadline.
+    Silent,
+    /// It revealed a result that opens its commitment.
+    Revealed,
+    /// Its commitment was copied, or its reveal did not open it.
+    Invalid,
+}
+
+/// One worker's execution of a submitted job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Execution {
+    /// The worker.
+    pub worker: PublicKey,
+    /// Its signed bid.
+    pub bid: Signed<Bid>,
+    /// Attempt number of its assignment.
+    pub attempt: u32,
+    /// Where it is.
+    pub state: ExecutionState,
+    /// Whether it holds one of the job's n slots.
+    pub active: bool,
+    /// When it was assigned (ms).
+    pub assigned_at: TimestampMs,
+    /// Its commitment deadline (ms).
+    pub deadline: TimestampMs,
+    /// Whether the deadline was cut short by the job's expiry: a worker given less than the
+    /// job's timeout plus grace is not blamed for missing it.
+    #[serde(default)]
+    pub deadline_clipped: bool,
+    /// Its hiding commitment.
+    pub commitment: Option<Digest>,
+    /// Its signed commitment (or failure report), carried into the verdict as proof.
+    pub commitment_envelope: Option<Signed<ResultCommitment>>,
+    /// When the commitment (or failure) arrived (ms).
+    pub committed_at: Option<TimestampMs>,
+    /// Its revealed result hash.
+    pub result_hash: Option<ResultHash>,
+    /// The manifest it revealed.
+    pub manifest: Option<OutputManifest>,
+    /// When the reveal arrived (ms).
+    pub revealed_at: Option<TimestampMs>,
+    /// Why it failed, was refused or is invalid.
+    pub failure: Option<String>,
+    /// The failure it reported, for the verdict.
+    pub reported_failure: Option<ExecutionFailure>,
+    /// Whether the worker acknowledged its assignment.
+    pub assign_acked: bool,
+    /// Requests to it (assignment, then reveal) that failed in transit, in a row.
+    #[serde(default)]
+    pub transport_failures: u32,
+    /// A request to it is in flight. Not stored: after a restart nothing is.
+    #[serde(skip)]
+    pub in_flight: bool,
+    /// Earliest time to send a request to it again (ms). Not stored.
+    #[serde(skip)]
+    pub retry_at: TimestampMs,
+}
+
+/// A bid received for a submitted job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BidEntry {
+    /// The bidder.
+    pub worker: PublicKey,
+    /// Its signed bid.
+    pub bid: Signed<Bid>,
+    /// When it arrived (ms).
+    pub received_at: TimestampMs,
+}
+
+/// When each phase of a job ended (ms), for the timings the API reports.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PhaseTimes {
+    /// First assignments sent (bidding over).
+    pub assigned_at: Option<TimestampMs>,
+    /// Every active worker had committed or failed.
+    pub committed_at: Option<TimestampMs>,
+    /// The k-of-n decision was made.
+    pub decided_at: Option<TimestampMs>,
+    /// The output was fetched and verified.
+    pub fetched_at: Option<TimestampMs>,
+    /// The job reached a final status.
+    pub finished_at: Option<TimestampMs>,
+}
+
+/// A job this node submitted: the stored record and the machine that moves it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmittedJob {
+    /// Its id.
+    pub id: JobId,
+    /// The signed announcement.
+    pub announcement: Signed<JobAnnouncement>,
+    /// The spec.
+    pub spec: JobSpec,
+    /// Where it is.
+    pub phase: Phase,
+    /// When it was submitted (ms).
+    pub submitted_at: TimestampMs,
+    /// When the announcement expires (ms): the job is decided by then.
+    pub expires_at: TimestampMs,
+    /// Bids, in arrival order.
+    pub bids: Vec<BidEntry>,
+    /// Assigned workers, in assignment order.
+    pub executions: Vec<Execution>,
+    /// Bidders not assigned yet, best first.
+    pub reserves: Vec<PublicKey>,
+    /// How many workers were assigned to replace others.
+    pub reassignments: u32,
+    /// The k-of-n tally over the active slots, from the close of bidding.
+    pub tally: Option<Tally<PublicKey, ResultHash>>,
+    /// The agreed hash.
+    pub agreed_hash: Option<ResultHash>,
+    /// Workers whose output failed verification.
+    pub bad_outputs: Vec<PublicKey>,
+    /// Agreeing workers whose output could not be fetched for transport reasons: skipped
+    /// while another agreeing worker is left, then tried again (issue 10).
+    #[serde(default)]
+    pub fetch_unreachable: Vec<PublicKey>,
+    /// The signed verdict.
+    pub verdict: Option<Signed<Verdict>>,
+    /// Why it failed.
+    pub failure_reason: Option<String>,
+    /// Phase timestamps.
+    pub times: PhaseTimes,
+    /// Human-readable timeline.
+    pub events: Vec<(TimestampMs, String)>,
+    /// When bidding was re-opened (peers invited) because no reserve was left (ms).
+    pub reopened_at: Option<TimestampMs>,
+    /// Earliest time to publish again (ms). Not stored.
+    #[serde(skip)]
+    publish_retry_at: TimestampMs,
+    /// No worker counts as silent before this time (ms): set on a restart. Not stored.
+    #[serde(skip)]
+    silence_from: TimestampMs,
+}
+
+/// Which gossip an [`Input::Published`] reports on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gossip {
+    /// The job's announcement.
+    Announcement,
+    /// The verdict, or the cancel of a cancelled job.
+    Decision,
+}
+
+/// How a worker answered a reveal request.
+#[derive(Debug, Clone)]
+pub enum RevealAnswer {
+    /// A signed reveal, checked at the edge (boxed: it carries the whole manifest).
+    Reveal(Box<Verified<ResultReveal>>),
+    /// The worker refused, or answered with something else.
+    Refused(String),
+    /// It never arrived or no answer came back.
+    Unreachable(String),
+}
+
+/// How fetching one worker's output ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchResult {
+    /// Fetched, matched the manifest and the agreed hash, and stored.
+    Verified,
+    /// The worker could not be reached for long enough: says nothing about its result.
+    Transport(String),
+    /// The worker served something that is not the agreed output.
+    Invalid(String),
+}
+
+/// Everything that can happen to a submitted job.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A publish finished.
+    Published {
+        /// What was published.
+        what: Gossip,
+        /// `Err` with the reason when it could not be.
+        result: Result<(), String>,
+    },
+    /// A bid arrived (validated at the edge). Answer with the [`Effect::Reply`].
+    Bid(Verified<Bid>),
+    /// A worker answered its assignment.
+    AssignAnswer {
+        /// The worker.
+        worker: PublicKey,
+        /// Its answer.
+        answer: Answer,
+    },
+    /// A commitment or failure report arrived. Answer with the [`Effect::Reply`].
+    Commit(Verified<ResultCommitment>),
+    /// A worker answered a reveal request.
+    RevealAnswer {
+        /// The worker.
+        worker: PublicKey,
+        /// Its answer.
+        answer: RevealAnswer,
+    },
+    /// An output fetch ended.
+    Fetched {
+        /// The worker fetched from.
+        worker: PublicKey,
+        /// How it ended.
+        result: FetchResult,
+    },
+    /// The submitter withdraws the job.
+    Cancel,
+    /// Time passed: deadlines, retries.
+    Tick,
+    /// The node restarted and loaded this record: nothing is in flight any more.
+    Restarted,
+}
+
+/// What the node must do, in order.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Store the record (and tell API clients it changed) before carrying out what follows.
+    Persist,
+    /// Publish on the mesh; report back with [`Input::Published`].
+    Publish {
+        /// What it is.
+        what: Gossip,
+        /// The message.
+        message: GossipMessage,
+    },
+    /// Send an assignment; report the answer with [`Input::AssignAnswer`].
+    Assign {
+        /// The worker.
+        worker: PublicKey,
+        /// The signed assignment.
+        assignment: Signed<Assignment>,
+    },
+    /// Ask a worker to reveal; report the answer with [`Input::RevealAnswer`].
+    RequestReveal {
+        /// The worker.
+        worker: PublicKey,
+        /// The attempt its commitment answered.
+        attempt: u32,
+    },
+    /// Invite a peer to bid (fire and forget: its bid arrives as a reserve).
+    Invite {
+        /// The peer.
+        peer: PublicKey,
+        /// The job's signed announcement.
+        announcement: Signed<JobAnnouncement>,
+    },
+    /// Fetch and verify a worker's output; report with [`Input::Fetched`].
+    Fetch {
+        /// The worker.
+        worker: PublicKey,
+        /// The manifest it revealed.
+        manifest: OutputManifest,
+        /// The agreed hash the output must match.
+        agreed: ResultHash,
+    },
+    /// Answer the request this input carried.
+    Reply(Response),
+    /// Enter our own verdict in our ledger (our own gossip never comes back to us).
+    RecordVerdict(Signed<Verdict>),
+    /// Something worth a log line.
+    Log(Level, String),
+}
+
+/// Why a job could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The spec is invalid; the message names the field.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The announcement could not be encoded for signing.
+    #[error("cannot sign the announcement: {0}")]
+    Sign(#[from] distributeai_protocol::EncodeError),
+}
+
+type Effects = Vec<Effect>;
+
+impl SubmittedJob {
+    /// Signs and records a new job; the effects store and announce it.
+    ///
+    /// Its lifetime is long enough to bid, run, replace a few workers and verify, never past
+    /// the protocol's `MAX_JOB_LIFETIME_MS`. Errors: the spec is invalid (the error names the
+    /// field), or cannot be encoded.
+    pub fn submit(spec: JobSpec, ctx: &mut Ctx<'_>) -> Result<(Self, Effects), SubmitError> {
+        spec.check()?;
+        let now = ctx.now;
+        let config = ctx.config;
+        let timeout_ms = u64::from(spec.timeout_s) * 1000;
+        let lifetime = config
+            .bid_wait_max_ms
+            .saturating_add(
+                (timeout_ms + config.deadline_grace_ms)
+                    .saturating_mul(u64::from(config.max_reassignments) + 2),
+            )
+            .min(MAX_JOB_LIFETIME_MS);
+        let announcement = JobAnnouncement {
+            spec: spec.clone(),
+            nonce: ctx.rng.random(),
+            issued_at: now,
+            expires_at: now + lifetime,
+        };
+        let signed = Signed::sign(ctx.identity, &announcement)?;
+        let mut job = Self {
+            id: signed.job_id(),
+            announcement: signed,
+            spec,
+            phase: Phase::Announcing,
+            submitted_at: now,
+            expires_at: announcement.expires_at,
+            bids: Vec::new(),
+            executions: Vec::new(),
+            reserves: Vec::new(),
+            reassignments: 0,
+            tally: None,
+            agreed_hash: None,
+            bad_outputs: Vec::new(),
+            fetch_unreachable: Vec::new(),
+            verdict: None,
+            failure_reason: None,
+            times: PhaseTimes::default(),
+            events: Vec::new(),
+            reopened_at: None,
+            publish_retry_at: 0,
+            silence_from: 0,
+        };
+        job.event(
+            now,
+            format!(
+                "submitted: {} (n={}, k={})",
+                job.spec.image, job.spec.redundancy, job.spec.consensus
+            ),
+        );
+        let mut fx = vec![Effect::Persist];
+        job.publish_announcement(now, &mut fx);
+        Ok((job, fx))
+    }
+
+    /// The status the API reports.
+    pub fn status(&self) -> JobStatus {
+        match self.phase {
+            Phase::Announcing => JobStatus::Pending,
+            Phase::Bidding { .. } => JobStatus::Bidding,
+            Phase::Executing => JobStatus::Running,
+            Phase::Revealing { .. } | Phase::Fetching { .. } => JobStatus::Verifying,
+            Phase::Decided { outcome, .. } => match outcome {
+                Outcome::Completed => JobStatus::Completed,
+                Outcome::Failed => JobStatus::Failed,
+                Outcome::Cancelled => JobStatus::Cancelled,
+            },
+        }
+    }
+
+    /// Whether the machine still has something to do on a [`Input::Tick`]: not decided, or
+    /// its decision not yet published.
+    pub fn needs_ticks(&self) -> bool {
+        !matches!(
+            self.phase,
+            Phase::Decided {
+                published: true,
+                ..
+            }
+        )
+    }
+
+    /// Appends a timeline event (at most [`MAX_EVENTS`]).
+    pub fn event(&mut self, at: TimestampMs, text: impl Into<String>) {
+        if self.events.len() < MAX_EVENTS {
+            self.events.push((at, text.into()));
+        }
+    }
+
+    /// The execution of `worker`, if assigned.
+    pub fn execution(&self, worker: &PublicKey) -> Option<&Execution> {
+        self.executions.iter().find(|e| e.worker == *worker)
+    }
+
+    fn execution_mut(&mut self, worker: &PublicKey) -> Option<&mut Execution> {
+        self.executions.iter_mut().find(|e| e.worker == *worker)
+    }
+
+    fn decided(&self) -> bool {
+        matches!(self.phase, Phase::Decided { .. })
+    }
+
+    /// The one entry point: what happens, and what the node must do about it.
+    pub fn handle(&mut self, input: Input, ctx: &mut Ctx<'_>) -> Effects {
+        let mut fx = Vec::new();
+        match input {
+            Input::Published { what, result } => self.on_published(what, result, ctx, &mut fx),
+            Input::Bid(bid) => {
+                let reply = self.on_bid(bid, ctx.now, &mut fx);
+                fx.push(Effect::Reply(reply));
+            }
+            Input::AssignAnswer { worker, answer } => {
+                self.on_assign_answer(worker, answer, ctx, &mut fx)
+            }
+            Input::Commit(commit) => {
+                let reply = self.on_commit(commit, ctx, &mut fx);
+                fx.push(Effect::Reply(reply));
+            }
+            Input::RevealAnswer { worker, answer } => {
+                self.on_reveal_answer(worker, answer, ctx, &mut fx)
+            }
+            Input::Fetched { worker, result } => self.on_fetched(worker, result, ctx, &mut fx),
+            Input::Cancel => self.cancel(ctx, &mut fx),
+            Input::Tick => self.on_tick(ctx, &mut fx),
+            Input::Restarted => {
+                // Time the submitter was down says nothing about its workers: they retry
+                // their commitments every few seconds, so give them that long to reach us
+                // before anyone counts as silent, and the reveals a fresh grace period.
+                self.publish_retry_at = 0;
+                self.silence_from = ctx.now + AFTER_RESTART_MS;
+                if let Phase::Revealing { since } = &mut self.phase {
+                    *since = ctx.now;
+                }
+                for e in &mut self.executions {
+                    e.in_flight = false;
+                    e.retry_at = 0;
+                    e.transport_failures = 0;
+                }
+                if matches!(self.phase, Phase::Fetching { .. }) {
+                    // The fetch died with the process: start it again.
+                    self.fetch_output(ctx, &mut fx);
+                }
+                self.on_tick(ctx, &mut fx);
+            }
+        }
+        fx
+    }
+
+    fn publish_announcement(&mut self, now: TimestampMs, fx: &mut Effects) {
+        self.publish_retry_at = now + RETRY_MS;
+        fx.push(Effect::Publish {
+            what: Gossip::Announcement,
+            message: GossipMessage::Job(self.announcement.clone()),
+        });
+    }
+
+    fn on_published(
+        &mut self,
+        what: Gossip,
+        result: Result<(), String>,
+        ctx: &mut Ctx<'_>,
+        fx: &mut Effects,
+    ) {
+        let now = ctx.now;
+        match (what, result, &mut self.phase) {
+            (Gossip::Announcement, Ok(()), Phase::Announcing) => {
+                // The window starts when workers can actually see the job.
+                self.phase = Phase::Bidding {
+                    closes_at: now + ctx.config.bid_window_ms,
+                };
+                self.event(now, "announced to the mesh");
+                fx.push(Effect::Persist);
+            }
+            (Gossip::Decision, Ok(()), Phase::Decided { published, .. }) if !*published => {
+                *published = true;
+                self.event(now, "verdict gossiped");
+                fx.push(Effect::Persist);
+            }
+            (what, Err(e), _) => fx.push(Effect::Log(
+                Level::Debug,
+                format!("publishing the {what:?} failed: {e}; trying again"),
+            )),
+            _ => {}
+        }
+    }
+
+    fn cancel(&mut self, ctx: &mut Ctx<'_>, fx: &mut Effects) {
+        if self.decided() {
+            return;
+        }
+        let now = ctx.now;
+        self.phase = Phase::Decided {
+            outcome: Outcome::Cancelled,
+            published: false,
+        };
+        self.times.finished_at = Some(now);
+        self.event(now, "cancelled by the submitter");
+        fx.push(Effect::Persist);
+        self.publish_decision(ctx, fx);
+    }
+
+    /// Publishes the verdict, or the cancel of a cancelled job (signed afresh each time, so a
+    /// retried cancel is within the clock-skew window; a verdict is signed only once).
+    fn publish_decision(&mut self, ctx: &mut Ctx<'_>, fx: &mut Effects) {
+        self.publish_retry_at = ctx.now + RETRY_MS;
+        let message = match (&self.phase, &self.verdict) {
+            (_, Some(verdict)) => GossipMessage::Verdict(verdict.clone()),
+            (
+                Phase::Decided {
+                    outcome: Outcome::Cancelled,
+                    ..
+                },
+                None,
+            ) => {
+                let cancel = JobCancel {
+                    job_id: self.id,
+                    reason: "cancelled by the submitter".into(),
+                    issued_at: ctx.now,
+                };
+                match Signed::sign(ctx.identity, &cancel) {
+                    Ok(signed) => GossipMessage::Cancel(signed),
+                    Err(e) => {
+                        fx.push(Effect::Log(Level::Warn, format!("cannot sign cancel: {e}")));
+                        return;
+                    }
+                }
+            }
+            _ => return,
+        };
+        fx.push(Effect::Publish {
+            what: Gossip::Decision,
+            message,
+        });
+    }
+
+    fn on_bid(&mut self, bid: Verified<Bid>, now: TimestampMs, fx: &mut Effects) -> Response {
+        if bid.message.job_id != self.id {
+            return Response::Refused("the bid is for another job".into());
+        }
+        if self.decided() {
+            return Response::Refused("bidding is closed".into());
+        }
+        if self.bids.iter().any(|b| b.worker == bid.signer) {
+            return Response::Ack;
+        }
+        if self.bids.len() >= MAX_VERDICT_WORKERS {
+            return Response::Refused("enough bids".into());
+        }
+        self.bids.push(BidEntry {
+            worker: bid.signer,
+            bid: bid.envelope.clone(),
+            received_at: now,
+        });
+        if !matches!(self.phase, Phase::Announcing | Phase::Bidding { .. }) {
+            // A late bid becomes a reserve.
+            self.reserves.push(bid.signer);
+        }
+        self.event(now, format!("bid from {}", short(&bid.signer)));
+        fx.push(Effect::Persist);
+        Response::Ack
+    }
+
+    fn on_tick(&mut self, ctx: &mut Ctx<'_>, fx: &mut Effects) {
+        let now = ctx.now;
+        if let Phase::Decided { published, .. } = self.phase {
+            if !published && now >= self.publish_retry_at {
+                self.publish_decision(ctx, fx);
+            }
+            return;
+        }
+        if now > self.expires_at {
+            self.fail("the job expired before a result was agreed".into(), ctx, fx);
+            return;
+        }
+        match self.phase {
+            Phase::Announcing => {
+                if now >= self.publish_retry_at {
+                    self.publish_announcement(now, fx);
+                }
+            }
+            Phase::Bidding { closes_at } => self.drive_bidding(closes_at, ctx, fx),
+            Phase::Executing | Phase::Revealing { .. } => {
+                let mut silent = Vec::new();
+                for e in &mut self.executions {
+                    if e.active
+                        && e.state == ExecutionState::Assigned
+                        && now > e.deadline
+                        && now >= self.silence_from
+                    {
+                        e.state = ExecutionState::Silent;
+                        e.in_flight = false;
+                        e.failure = Some("missed its deadline".into());
+                        silent.push(e.worker);
+                    }
+                }
+                let changed = !silent.is_empty();
+                for worker in silent {
+                    self.event(now, format!("worker {} went silent", short(&worker)));
+                }
+                if changed {
+                    fx.push(Effect::Persist);
+                }
+                self.evaluate(ctx, fx);
+            }
+            Phase::Fetching { .. } | Phase::Decided { .. } => {}
+        }
+    }
+
+    fn drive_bidding(&mut self, closes_at: TimestampMs, ctx: &mut Ctx<'_>, fx: &mut Effects) {
+        let now = ctx.now;
+        let config = ctx.config;
+        let n = usize::from(self.spec.redundancy);
+        let k = usize::from(self.spec.consensus);
+        let enough = self.bids.len() >= n + config.reserve_bids;
+        // With n bids in hand, a quiet spell means no more are coming soon.
+        let quiet = self
+            .bids
+            .last()
+            .is_some_and(|b| now >= b.received_at + config.bid_quiet_ms);
+        let window_over = (now >= closes_at || quiet) && self.bids.len() >= n;
+        let waited_out = now >= self.submitted_at + config.bid_wait_max_ms;
+        if enough || window_over {
+            self.close_bidding(n, ctx, fx);
+        } else if waited_out {
+            if self.bids.len() >= k {
+                let have = self.bids.len();
+                self.close_bidding(have, ctx, fx);
+            } else {
+                let reason = format!(
+                    "only {} of the network's workers bid; consensus needs at least {k} ({})",
+                    self.bids.len(),
+                    ctx.directory.worker_reach()
+                );
+                self.fail(reason, ctx, fx);
+            }
+        }
+    }
+
+    fn close_bidding(&mut self, n: usize, ctx: &mut Ctx<'_>, fx: &mut Effects) {
+        let now = ctx.now;
+        let candidates: Vec<Candidate<PublicKey, String>> = self
+            .bids
+            .iter()
+            .map(|b| Candidate {
+                worker: b.worker,
+                weight: ctx.directory.weight(&b.worker),
+                group: ctx.directory.group(&b.worker),
+            })
+            .collect();
+        let selection = select(&candidates, n, ctx.rng);
+        let k = usize::from(self.spec.consensus);
+        let tally = match Tally::new(k, selection.chosen.iter().copied()) {
+            Ok(tally) => tally,
+            Err(e) => {
+                self.fail(format!("cannot start the tally: {e}"), ctx, fx);
+                return;
+            }
+        };
+        self.tally = Some(tally);
+        self.reserves = selection.reserves;
+        self.phase = Phase::Executing;
+        self.times.assigned_at = Some(now);
+        self.event(
+            now,
+            format!(
+                "bidding closed with {} bids; assigning {}",
+                self.bids.len(),
+                selection.chosen.len()
+            ),
+        );
+        for worker in &selection.chosen {
+            self.add_execution(*worker, ctx);
+        }
+        // Stored before they are sent, so a restarted submitter knows to send them again.
+        fx.push(Effect::Persist);
+        for worker in selection.chosen {
+            self.send_assignment(worker, ctx, fx);
+        }
+    }
+
+    fn add_execution(&mut self, worker: PublicKey, ctx: &mut Ctx<'_>) {
+        let Some(bid) = self
+            .bids
+            .iter()
+            .find(|b| b.worker == worker)
+            .map(|b| b.bid.clone())
+        else {
+            return;
+        };
+        let now = ctx.now;
+        let full = now + u64::from(self.spec.timeout_s) * 1000 + ctx.config.deadline_grace_ms;
+        let deadline = full.min(self.expires_at);
+        self.executions.push(Execution {
+            worker,
+            bid,
+            attempt: self.executions.len() as u32,
+            state: ExecutionState::Assigned,
+            active: true,
+            assigned_at: now,
+            deadline,
+            deadline_clipped: deadline < full,
+            commitment: None,
+            commitment_envelope: None,
+            committed_at: None,
+            result_hash: None,
+            manifest: None,
+            revealed_at: None,
+            failure: None,
+            reported_failure: None,
+            assign_acked: false,
+            transport_failures: 0,
+            in_flight: false,
+            retry_at: 0,
+        });
+        self.event(now, format!("assigned to {}", short(&worker)));
+    }
+
+    /// Sends (or sends again) a worker's assignment, signed afresh so that it is within the
+    /// clock-skew window; attempt and deadline stay as stored.
+    fn send_assignment(&mut self, worker: PublicKey, ctx: &mut Ctx<'_>, fx: &mut Effects) {
+        let id = self.id;
+        let now = ctx.now;
+        let Some(e) = self.execution_mut(&worker) else {
+            return;
+        };
+        let assignment = Assignment {
+            job_id: id,
+            worker,
+            attempt: e.attempt,
+            deadline: e.deadline,
+            issued_at: now,
+        };
+        match Signed::sign(ctx.identity, &assignment) {
+            Ok(assignment) => {
+                e.in_flight = true;
+                fx.push(Effect::Assign { worker, assignment });
+            }
+            Err(err) => fx.push(Effect::Log(
+                Level::Warn,
+                format!("cannot sign assignment: {err}"),
+            )),
+        }
+    }
+
+    fn on_assign_answer(
+        &mut self,
+        worker: PublicKey,
+        answer: Answer,
+        ctx: &mut Ctx<'_>,
+        fx: &mut Effects,
+    ) {
+        if self.decided() {
+            return;
+        }
+        let now = ctx.now;
+        let Some(e) = self.execution_mut(&worker) else {
+            return;
+        };
+        e.in_flight = false;
+        if e.state != ExecutionState::Assigned {
+            return;
+        }
+        let text = match answer {
+            Answer::Ack => {
+                e.transport_failures = 0;
+                if !e.assign_acked {
+                    e.assign_acked = true;
+                    fx.push(Effect::Persist);
+                }
+                return;
+            }
+            Answer::Unreachable(reason) => {
+                e.transport_failures += 1;
+                if e.transport_failures < ASSIGN_ATTEMPTS {
+                    e.retry_at = now + RETRY_MS;
+                    return;
+                }
+                e.state = ExecutionState::Unreachable;
+                e.failure = Some(format!("could not be reached: {reason}"));
+                format!(
+                    "{} could not be reached with its assignment: {reason}",
+                    short(&worker)
+                )
+            }
+            Answer::Refused(reason) => {
+                e.state = ExecutionState::Refused;
+                e.failure = Some(reason.clone());
+                format!("{} refused the assignment: {reason}", short(&worker))
+            }
+        };
+        self.event(now, text);
+        fx.push(Effect::Persist);
+        self.evaluate(ctx, fx);
+    }
+
+    fn on_commit(
+        &mut self,
+        commit: Verified<ResultCommitment>,
+        ctx: &mut Ctx<'_>,
+        fx: &mut Effects,
+    ) -> Response {
+        let now = ctx.now;
+        let message = &commit.message;
+        if message.job_id != self.id {
+            return Response::Refused("the commitment is for another job".into());
+        }
+        let Some(e) = self.execution(&commit.signer) else {
+            return Response::Refused("you are not assigned to this job".into());
+        };
+        if e.attempt != message.attempt {
+            return Response::Refused("wrong attempt".into());
+        }
+        if e.committed_at.is_some() {
+            // A repeated commit after we recorded it (our ack was lost): fine.
+            return Response::Ack;
+        }
+        if self.decided() {
+            return Response::Refused("the job is already decided".into());
+        }
+        if e.state != ExecutionState::Assigned {
+            return Response::Refused(format!("too late: your assignment is {:?}", e.state));
+        }
+        let copied_from = match &message.outcome {
+            CommittedOutcome::Committed(digest) => self
+                .executions
+                .iter()
+                .find(|o| o.worker != commit.signer && o.commitment == Some(*digest))
+                .map(|o| o.worker),
+            CommittedOutcome::Failed(_) => None,
+        };
+        let signer = commit.signer;
+        let Some(e) = self.execution_mut(&signer) else {
+            return Response::Refused("you are not assigned to this job".into());
+        };
+        e.committed_at = Some(now);
+        e.in_flight = false;
+        e.transport_failures = 0;
+        e.commitment_envelope = Some(commit.envelope.clone());
+        let (text, report) = match (&message.outcome, copied_from) {
+            (CommittedOutcome::Committed(_), Some(original)) => {
+                e.state = ExecutionState::Invalid;
+                e.failure = Some(format!("copied the commitment of {}", short(&original)));
+                (
+                    format!(
+                        "{} sent a copy of {}'s commitment: not counted",
+                        short(&signer),
+                        short(&original)
+                    ),
+                    Some(Report::Failed),
+                )
+            }
+            (CommittedOutcome::Committed(digest), None) => {
+                e.state = ExecutionState::Committed;
+                e.commitment = Some(*digest);
+                (format!("{} committed", short(&signer)), None)
+            }
+            (CommittedOutcome::Failed(failure), _) => {
+                e.state = ExecutionState::Failed;
+                e.failure = Some(failure_text(failure));
+                e.reported_failure = Some(failure.clone());
+                (
+                    format!("{} failed: {}", short(&signer), failure_text(failure)),
+                    Some(Report::Failed),
+                )
+            }
+        };
+        if let Some(report) = report {
+            self.record(&signer, report, fx);
+        }
+        self.event(now, text);
+        fx.push(Effect::Persist);
+        self.evaluate(ctx, fx);
+        Response::Ack
+    }
+
+    fn record(&mut self, worker: &PublicKey, report: Report<ResultHash>, fx: &mut Effects) {
+        if let Some(tally) = &mut self.tally
+            && let Err(e) = tally.record(worker, report)
+        {
+            fx.push(Effect::Log(
+                Level::Warn,
+                format!("tally refused a report of {}: {e}", short(worker)),
+            ));
+        }
+    }
+
+    fn on_reveal_answer(
+        &mut self,
+        worker: PublicKey,
+        answer: RevealAnswer,
+        ctx: &mut Ctx<'_>,
+        fx: &mut Effects,
+    ) {
+        if self.decided() {
+            return;
+        }
+        let now = ctx.now;
+        let id = self.id;
+        let Some(e) = self.execution_mut(&worker) else {
+            return;
+        };
+        e.in_flight = false;
+        if e.state != ExecutionState::Committed {
+            return;
+        }
+        let (text, report) = match answer {
+            RevealAnswer::Reveal(reveal) => {
+                let r = &reveal.message;
+                let opens = e.commitment.is_some_and(|c| {
+                    c == commitment(&worker, &id, e.attempt, &r.result_hash, &r.salt)
+                });
+                if reveal.signer == worker && r.job_id == id && r.attempt == e.attempt && opens {
+                    e.state = ExecutionState::Revealed;
+                    e.result_hash = Some(r.result_hash);
+                    e.manifest = Some(r.manifest.clone());
+                    e.revealed_at = Some(now);
+                    (
+                        format!("{} voted {}", short(&worker), r.result_hash.short()),
+                        Report::Result(r.result_hash),
+                    )
+                } else {
+                    e.state = ExecutionState::Invalid;
+                    e.failure = Some("its reveal does not open its commitment".into());
+                    (
+                        format!(
+                            "{}'s reveal does not open its commitment: not counted",
+                            short(&worker)
+                        ),
+                        Report::Failed,
+                    )
+                }
+            }
+            RevealAnswer::Refused(reason) => {
+                e.state = ExecutionState::Failed;
+                e.failure = Some(format!("no reveal: {reason}"));
+                (
+                    format!("{} did not reveal: {reason}", short(&worker)),
+                    Report::Failed,
+                )
+            }
+            RevealAnswer::Unreachable(reason) => {
+                // A lost request says nothing about the worker: ask again, until the grace
+                // period of the reveal phase runs out (see `on_tick`).
+                e.transport_failures += 1;
+                e.retry_at = now + RETRY_MS;
+                fx.push(Effect::Log(
+                    Level::Debug,
+                    format!("reveal of {} not delivered: {reason}", short(&worker)),
+                ));
+                self.evaluate(ctx, fx);
+                return;
+            }
+        };
+        self.record(&worker, report, fx);
+        self.event(now, text);
+        fx.push(Effect::Persist);
+        self.evaluate(ctx, fx);
+    }
+
+    /// Moves a running job on when every active worker has answered: asks for reveals, then
+    /// decides k-of-n, then replaces failed workers or fetches the output.
+    fn evaluate(&mut self, ctx: &mut Ctx<'_>, fx: &mut Effects) {
+        if !matches!(self.phase, Phase::Executing | Phase::Revealing { .. }) {
+            return;
+        }
+        let now = ctx.now;
+        // Assignments whose request was lost (or not sent before a restart) go out again.
+        let resend: Vec<PublicKey> = self
+            .executions
+            .iter()
+            .filter(|e| {
+                e.active
+                    && e.state == ExecutionState::Assigned
+                    && !e.assign_acked
+                    && !e.in_flight
+                    && now >= e.retry_at
+                    && now <= e.deadline
+            })
+            .map(|e| e.worker)
+            .collect();
+        for worker in resend {
+            self.send_assignment(worker, ctx, fx);
+        }
+        if self
+            .executions
+            .iter()
+            .any(|e| e.active && e.state == ExecutionState::Assigned)
+        {
+            return;
+        }
+        if self.phase == Phase::Executing {
+            self.times.committed_at = Some(now);
+            let committed = self
+                .executions
+                .iter()
+                .any(|e| e.active && e.state == ExecutionState::Committed);
+            if committed {
+                self.phase = Phase::Revealing { since: now };
+                self.event(now, "all workers answered; asking for reveals");
+                fx.push(Effect::Persist);
+            }
+        }
+        // Commitments are all in: now, and only now, ask for the results.
+        if let Phase::Revealing { since } = self.phase {
+            let give_up = now > since + ctx.config.deadline_grace_ms;
+            let mut waiting = false;
+            let mut gave_up = Vec::new();
+            let mut ask = Vec::new();
+            for e in &self.executions {
+                if !(e.active && e.state == ExecutionState::Committed) {
+                    continue;
+                }
+                if e.in_flight {
+                    waiting = true;
+                } else if give_up && e.transport_failures > 0 {
+                    gave_up.push(e.worker);
+                } else {
+                    waiting = true;
+                    if now >= e.retry_at {
+                        ask.push((e.worker, e.attempt));
+                    }
+                }
+            }
+            for worker in gave_up {
+                if let Some(e) = self.execution_mut(&worker) {
+                    e.state = ExecutionState::Unreachable;
+                    e.failure = Some("its reveal could not be fetched".into());
+                }
+                self.event(
+                    now,
+                    format!(
+                        "{}'s reveal could not be fetched; the network failed, not the worker",
+                        short(&worker)
+                    ),
+                );
+                fx.push(Effect::Persist);
+            }
+            for (worker, attempt) in ask {
+                if let Some(e) = self.execution_mut(&worker) {
+                    e.in_flight = true;
+                }
+                fx.push(Effect::RequestReveal { worker, attempt });
+            }
+            if waiting {
+                return;
+            }
+        }
+        // Every active slot is settled: decide.
+        self.times.decided_at = Some(now);
+        let decision = match &self.tally {
+            Some(tally) => tally.decision(),
+            None => Decision::Impossible,
+        };
+        match decision {
+            Decision::Accepted { hash, agreeing, .. } => {
+                self.agreed_hash = Some(hash);
+                let n = self.tally.as_ref().map_or(0, |t| t.n());
+                self.event(
+                    now,
+                    format!(
+                        "accepted {}: {} of {} agree",
+                        hash.short(),
+                        agreeing.len(),
+                        n
+                    ),
+                );
+                fx.push(Effect::Persist);
+                self.fetch_output(ctx, fx);
+            }
+            // No more reports can come for this set of workers: replace the ones that
+            // failed or went silent, or give up.
+            Decision::Pending | Decision::Impossible => self.replace_or_fail(ctx, fx),
+        }
+    }
+
+    fn replace_or_fail(&mut self, ctx: &mut Ctx<'_>, fx: &mut Effects) {
+        let now = ctx.now;
+        let max = ctx.config.max_reassignments;
+        let replaceable: Vec<PublicKey> = self
+            .executions
+            .iter()
+            .filter(|e| {
+                e.active
+                    && matches!(
+                        e.state,
+                        ExecutionState::Failed
+                            | ExecutionState::Silent
+                            | ExecutionState::Refused
+                            | ExecutionState::Unreachable
+                            | ExecutionState::Invalid
+                    )
+            })
+            .map(|e| e.worker)
+            .collect();
+        let assigned: HashSet<PublicKey> = self.executions.iter().map(|e| e.worker).collect();
+        self.reserves.retain(|r| !assigned.contains(r));
+        let mut replacements = Vec::new();
+        for old in &replaceable {
+            if self.reassignments >= max || self.reserves.is_empty() {
+                break;
+            }
+            let new = self.reserves.remove(0);
+            if let Some(tally) = &mut self.tally
+                && let Err(e) = tally.replace(old, new)
+            {
+                fx.push(Effect::Log(
+                    Level::Warn,
+                    format!("cannot replace {}: {e}", short(old)),
+                ));
+                continue;
+            }
+            if let Some(e) = self.execution_mut(old) {
+                e.active = false;
+            }
+            self.reassignments += 1;
+            self.event(
+                now,
+                format!("replacing {} with reserve {}", short(old), short(&new)),
+            );
+            replacements.push(new);
+        }
+        if replacements.is_empty() {
+            if !replaceable.is_empty() && self.reassignments < max {
+                let reopened_at = self.reopened_at;
+                match reopened_at {
+                    None if self.reopen_bidding(replaceable.len(), ctx, fx) => return,
+                    // Invited peers' bids arrive as reserves; wait for them a while.
+                    Some(at) if now < at + ctx.config.bid_wait_max_ms => return,
+                    _ => {}
+                }
+            }
+            let revealed: Vec<ResultHash> = self
+                .executions
+                .iter()
+                .filter_map(|e| e.result_hash)
+                .collect();
+            let best = revealed
+                .iter()
+                .map(|h| revealed.iter().filter(|x| *x == h).count())
+                .max()
+                .unwrap_or(0);
+            let reason = format!(
+                "no {} matching results: at most {best} of {} workers agreed, and no reserve worker is left{}",
+                self.spec.consensus,
+                self.executions.len(),
+                if self.reopened_at.is_some() {
+                    " (no other worker bid when bidding re-opened)"
+                } else {
+                    ""
+                }
+            );
+            self.fail(reason, ctx, fx);
+            return;
+        }
+        self.phase = Phase::Executing;
+        for worker in &replacements {
+            self.add_execution(*worker, ctx);
+        }
+        fx.push(Effect::Persist);
+        for worker in replacements {
+            self.send_assignment(worker, ctx, fx);
+        }
+    }
+
+    /// Invites peers that can run the job and have not bid to bid now, for `needed` places;
+    /// false if there is nobody to invite. They get the signed announcement directly, since
+    /// they may have joined after it was gossiped. Their bids arrive as reserves.
+    fn reopen_bidding(&mut self, needed: usize, ctx: &mut Ctx<'_>, fx: &mut Effects) -> bool {
+        let now = ctx.now;
+        let bidders: Vec<PublicKey> = self.bids.iter().map(|b| b.worker).collect();
+        let mut invitees = ctx.directory.invitees(&self.spec, &bidders);
+        if invitees.is_empty() {
+            return false;
+        }
+        invitees.shuffle(ctx.rng);
+        invitees.truncate((2 * needed).clamp(1, MAX_INVITES));
+        self.reopened_at = Some(now);
+        self.event(
+            now,
+            format!(
+                "no reserve left: bidding re-opened, {} peers invited",
+                invitees.len()
+            ),
+        );
+        fx.push(Effect::Persist);
+        for peer in invitees {
+            fx.push(Effect::Invite {
+                peer,
+                announcement: self.announcement.clone(),
+            });
+        }
+        true
+    }
+
+    /// The agreeing workers whose output has not been refused, in assignment order.
+    fn agreeing_sources(&self) -> Vec<(PublicKey, OutputManifest)> {
+        let Some(agreed) = self.agreed_hash else {
+            return Vec::new();
+        };
+        self.executions
+            .iter()
+            .filter(|e| {
+                e.state == ExecutionState::Revealed
+                    && e.result_hash == Some(agreed)
+                    && !self.bad_outputs.contains(&e.worker)
+            })
+            .filter_map(|e| e.manifest.clone().map(|m| (e.worker, m)))
+            .collect()
+    }
+
+    fn fetch_output(&mut self, ctx: &mut Ctx<'_>, fx: &mut Effects) {
+        let Some(agreed) = self.agreed_hash else {
+            return;
+        };
+        let sources = self.agreeing_sources();
+        let mut source = sources.iter().find(|(w, _)| {
+            self.fetch_unreachable.iter().filter(|u| *u == w).count() < FETCH_ROUNDS_PER_WORKER
+        });
+        if source.is_none() && !self.fetch_unreachable.is_empty() && ctx.now < self.expires_at {
+            // Every agreeing worker was out of reach for a while: go round them again, until
+            // the job expires. Transport trouble says nothing about their results.
+            self.fetch_unreachable.clear();
+            source = sources.first();
+        }
+        let Some((worker, manifest)) = source.cloned() else {
+            self.fail(
+                "no agreeing worker served output matching the agreed hash".into(),
+                ctx,
+                fx,
+            );
+            return;
+        };
+        let total = manifest.bundle_len();
+        if total > ctx.config.max_output_bytes {
+            self.fail(
+                format!(
+                    "the output is {total} bytes, over this node's limit of {} bytes",
+                    ctx.config.max_output_bytes
+                ),
+                ctx,
+                fx,
+            );
+            return;
+        }
+        self.phase = Phase::Fetching { from: worker };
+        fx.push(Effect::Persist);
+        fx.push(Effect::Fetch {
+            worker,
+            manifest,
+            agreed,
+        });
+    }
+
+    fn on_fetched(
+        &mut self,
+        worker: PublicKey,
+        result: FetchResult,
+        ctx: &mut Ctx<'_>,
+        fx: &mut Effects,
+    ) {
+        // Only the fetch the phase is waiting for counts: after a decision (expiry, cancel)
+        // or a restart that started another, a late report changes nothing.
+        if self.phase != (Phase::Fetching { from: worker }) {
+            return;
+        }
+        let now = ctx.now;
+        match result {
+            FetchResult::Verified => {
+                self.times.fetched_at = Some(now);
+                self.event(
+                    now,
+                    format!("output fetched from {} and verified", short(&worker)),
+                );
+                self.finish(Outcome::Completed, None, ctx, fx);
+            }
+            FetchResult::Invalid(e) => {
+                self.bad_outputs.push(worker);
+                self.event(now, format!("output from {} refused: {e}", short(&worker)));
+                self.fetch_output(ctx, fx);
+            }
+            FetchResult::Transport(e) => {
+                fx.push(Effect::Log(
+                    Level::Warn,
+                    format!(
+                        "cannot fetch the output from {}: {e}; trying again",
+                        short(&worker)
+                    ),
+                ));
+                self.event(
+                    now,
+                    format!(
+                        "output from {} not fetched: {e}; trying again (a transport failure never counts against a worker)",
+                        short(&worker)
+                    ),
+                );
+                self.fetch_unreachable.push(worker);
+                self.fetch_output(ctx, fx);
+            }
+        }
+    }
+
+    fn fail(&mut self, reason: String, ctx: &mut Ctx<'_>, fx: &mut Effects) {
+        fx.push(Effect::Log(Level::Warn, format!("job failed: {reason}")));
+        self.finish(Outcome::Failed, Some(reason), ctx, fx);
+    }
+
+    /// Ends the job: the terminal phase, the one signed verdict, stored, entered in our
+    /// ledger, then gossiped. Does nothing if the job is already decided.
+    fn finish(
+        &mut self,
+        outcome: Outcome,
+        reason: Option<String>,
+        ctx: &mut Ctx<'_>,
+        fx: &mut Effects,
+    ) {
+        if self.decided() {
+            return;
+        }
+        let now = ctx.now;
+        self.phase = Phase::Decided {
+            outcome,
+            published: false,
+        };
+        self.times.finished_at = Some(now);
+        match &reason {
+            Some(reason) => {
+                self.failure_reason = Some(reason.clone());
+                self.event(now, format!("failed: {reason}"));
+            }
+            None => self.event(now, "completed"),
+        }
+        let verdict = self.verdict_of(outcome, reason.as_deref(), now);
+        match Signed::sign(ctx.identity, &verdict) {
+            Ok(signed) => {
+                self.verdict = Some(signed.clone());
+                fx.push(Effect::Persist);
+                fx.push(Effect::RecordVerdict(signed));
+            }
+            Err(e) => {
+                fx.push(Effect::Persist);
+                fx.push(Effect::Log(
+                    Level::Warn,
+                    format!("cannot sign the verdict: {e}"),
+                ));
+                return;
+            }
+        }
+        if outcome == Outcome::Completed {
+            fx.push(Effect::Log(Level::Info, "job completed".into()));
+        }
+        self.publish_decision(ctx, fx);
+    }
+
+    /// The verdict: every worker that took the job, with how it did.
+    ///
+    /// Left out, neither blamed nor paid: workers that refused or could not be reached (with
+    /// their assignment or for their reveal); on a
+    /// job that ended without a verified output, those whose result agreed with the agreed
+    /// hash (the network failed, not them; issue 10), and those still committed or assigned
+    /// with a deadline cut short by the job's expiry. A worker is recorded as disagreeing
+    /// only against a hash k workers agreed on: with no agreement there is no evidence of who
+    /// was wrong.
+    pub fn verdict_of(&self, outcome: Outcome, reason: Option<&str>, now: TimestampMs) -> Verdict {
+        let verdict_outcome = match (outcome, self.agreed_hash) {
+            (Outcome::Completed, Some(hash)) => VerdictOutcome::Accepted(hash),
+            _ => VerdictOutcome::Failed(short_text(reason.unwrap_or("failed"))),
+        };
+        let accepted = match &verdict_outcome {
+            VerdictOutcome::Accepted(h) => Some(*h),
+            VerdictOutcome::Failed(_) => None,
+        };
+        let workers = self
+            .executions
+            .iter()
+            .filter_map(|e| {
+                let result = match (e.state, e.result_hash) {
+                    (ExecutionState::Refused | ExecutionState::Unreachable, _) => return None,
+                    (ExecutionState::Revealed, Some(_)) if self.bad_outputs.contains(&e.worker) => {
+                        WorkerResult::Failed(ExecutionFailure::Error(
+                            "served output that does not match its result".into(),
+                        ))
+                    }
+                    (ExecutionState::Revealed, Some(h)) if Some(h) == accepted => {
+                        WorkerResult::Agreed
+                    }
+                    (ExecutionState::Revealed, Some(h)) if Some(h) == self.agreed_hash => {
+                        return None;
+                    }
+                    (ExecutionState::Revealed, Some(h)) if self.agreed_hash.is_some() => {
+                        WorkerResult::Disagreed(h)
+                    }
+                    (ExecutionState::Revealed, _) => return None,
+                    (ExecutionState::Committed, _) => return None,
+                    (ExecutionState::Assigned, _) if e.deadline_clipped => return None,
+                    (ExecutionState::Silent | ExecutionState::Assigned, _) => WorkerResult::Silent,
+                    (ExecutionState::Failed, _) if e.reported_failure.is_some() => {
+                        WorkerResult::Failed(
+                            e.reported_failure
+                                .clone()
+                                .unwrap_or(ExecutionFailure::Timeout),
+                        )
+                    }
+                    _ => WorkerResult::Failed(ExecutionFailure::Error(short_text(
+                        e.failure.as_deref().unwrap_or("no result"),
+                    ))),
+                };
+                let paid = if matches!(result, WorkerResult::Agreed) {
+                    self.spec.reward
+                } else {
+                    0
+                };
+                Some(WorkerRecord {
+                    bid: e.bid.clone(),
+                    commitment: if matches!(result, WorkerResult::Silent) {
+                        None
+                    } else {
+                        e.commitment_envelope.clone()
+                    },
+                    result,
+                    paid,
+                })
+            })
+            .collect();
+        Verdict {
+            job: self.announcement.clone(),
+            outcome: verdict_outcome,
+            workers,
+            issued_at: now,
+        }
+    }
+}
+
+/// A readable failure.
+pub fn failure_text(failure: &ExecutionFailure) -> String {
+    match failure {
+        ExecutionFailure::Timeout => "timeout".into(),
+        ExecutionFailure::OutOfMemory => "oom".into(),
+        ExecutionFailure::OutputTooLarge => "output_too_large".into(),
+        ExecutionFailure::ImageUnavailable(s) => format!("image unavailable: {s}"),
+        ExecutionFailure::Error(s) => format!("error: {s}"),
+    }
+}

@@ -1,0 +1,544 @@
+//! The worker's side of one job, as a pure state machine.
+//!
+//! ```text
+//! Bid ──assignment from the job's submitter──▶ Executing ──executed──▶ Committed ──verdict──▶ Done
+//!  │                                              │ (restart: run again,      │
+//!  └── lapses (expiry, cancel, verdict)           │  at most MAX_STARTS)      └── reveal and output
+//!                                     cancel ─────┴──────────▶ Cancelled          served on request
+//! ```
+//!
+//! A work item exists from the moment the worker bids: an assignment is accepted only for a
+//! job this worker bid on, from the node that signed the job's announcement. A bid is kept in
+//! memory only; from the accepted assignment on, every change is persisted before the effects
+//! that depend on it (the acknowledgement, the commitment). A restarted worker re-runs only
+//! what it had not finished, and never signs a second, different commitment.
+
+use distributeai_protocol::result_hash::commitment;
+use distributeai_protocol::time::TimestampMs;
+use distributeai_protocol::validate::short_text;
+use distributeai_protocol::{
+    Assignment, Bid, CommittedOutcome, Digest, ExecutionFailure, JobAnnouncement, JobId, JobSpec,
+    OutputManifest, PublicKey, Response, ResultCommitment, ResultHash, ResultReveal, Signed,
+    Verified,
+};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+use crate::{Answer, Ctx, Level};
+
+/// Times an execution interrupted by a crash is started before the worker reports the job as
+/// failed, so that a job that crashes its worker every time ends.
+pub const MAX_STARTS: u32 = 3;
+/// Pause between attempts to deliver a commitment (ms).
+pub const COMMIT_RETRY_MS: u64 = 2_000;
+/// How long after its deadline a worker keeps trying to deliver a commitment (ms).
+pub const COMMIT_RETRY_WINDOW_MS: u64 = 600_000;
+
+/// Where a work item is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkPhase {
+    /// Bid sent; waiting to be assigned. Kept in memory only.
+    Bid,
+    /// Assigned and running (or to run again after a restart).
+    Executing,
+    /// Executed; commitment made (sent, or being sent until acknowledged).
+    Committed {
+        /// Whether the submitter acknowledged (or refused) it: nothing more to send.
+        delivered: bool,
+    },
+    /// The submitter withdrew the job.
+    Cancelled,
+    /// The submitter's verdict came: the job is over for us.
+    Done,
+}
+
+/// What the worker kept of a completed execution, to reveal and serve.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeptResult {
+    /// The canonical result hash of the manifest.
+    pub hash: ResultHash,
+    /// The commitment's salt.
+    pub salt: Digest,
+    /// The output manifest.
+    pub manifest: OutputManifest,
+    /// The folder holding `stdout` and `out/`, until the verdict comes.
+    pub dir: Option<String>,
+}
+
+/// This node's part in one job as a worker: the stored record and its machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkItem {
+    /// The job.
+    pub job_id: JobId,
+    /// The submitter (signer of the announcement).
+    pub submitter: PublicKey,
+    /// The job's announcement.
+    pub announcement: Signed<JobAnnouncement>,
+    /// The spec.
+    pub spec: JobSpec,
+    /// When the job expires (ms).
+    pub expires_at: TimestampMs,
+    /// Where it is.
+    pub phase: WorkPhase,
+    /// When we bid (ms).
+    pub bid_at: TimestampMs,
+    /// The assignment, once accepted.
+    pub assignment: Option<Signed<Assignment>>,
+    /// The assignment's attempt number.
+    pub attempt: u32,
+    /// The assignment's commitment deadline (ms).
+    pub deadline: TimestampMs,
+    /// When the assignment was accepted (ms).
+    pub accepted_at: Option<TimestampMs>,
+    /// The result, once executed successfully.
+    pub result: Option<KeptResult>,
+    /// The signed commitment (or failure report).
+    pub commitment: Option<Signed<ResultCommitment>>,
+    /// How many times the execution was started.
+    pub starts: u32,
+    /// Earliest time to send the commitment again (ms). Not stored.
+    #[serde(skip)]
+    retry_at: TimestampMs,
+}
+
+/// How an execution ended, as the executor reports it.
+#[derive(Debug, Clone)]
+pub enum Executed {
+    /// The job ran to the end (any exit code) and its output is kept in `dir`.
+    Completed {
+        /// The output manifest.
+        manifest: OutputManifest,
+        /// The folder holding `stdout` and `out/`.
+        dir: String,
+    },
+    /// The job produced no result.
+    Failed(ExecutionFailure),
+    /// The node could not run it (Docker down, keeping the output failed).
+    WorkerFault(String),
+    /// The cancel signal stopped it.
+    Cancelled,
+}
+
+/// Everything that can happen to a work item.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// An assignment arrived (validated at the edge). Answer with the [`Effect::Reply`].
+    Assigned {
+        /// The signed assignment.
+        assignment: Verified<Assignment>,
+        /// Executions this node could start now.
+        free_slots: usize,
+    },
+    /// The execution ended.
+    Executed(Executed),
+    /// The submitter answered our commitment.
+    CommitAnswer(Answer),
+    /// A peer asks us to reveal. Answer with the [`Effect::Reply`].
+    RevealRequested {
+        /// Who asks.
+        from: PublicKey,
+        /// The attempt asked about.
+        attempt: u32,
+    },
+    /// A cancel of this job arrived, signed by `by`.
+    Cancelled {
+        /// The signer.
+        by: PublicKey,
+    },
+    /// A verdict on this job arrived, signed by `by`.
+    Verdict {
+        /// The signer.
+        by: PublicKey,
+    },
+    /// Time passed.
+    Tick,
+    /// The node restarted and loaded this record.
+    Restarted,
+}
+
+/// What the node must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Store the record before carrying out what follows.
+    Persist,
+    /// Delete the record: the bid lapsed, nothing was stored.
+    Forget,
+    /// Send our bid to the submitter (retried by the driver while the job lives).
+    SendBid(Signed<Bid>),
+    /// Start the execution; report with [`Input::Executed`].
+    Start {
+        /// The spec.
+        spec: JobSpec,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// Stop the running execution.
+    Stop,
+    /// Send the commitment; report with [`Input::CommitAnswer`].
+    SendCommit(Signed<ResultCommitment>),
+    /// The output folder is no longer needed.
+    RemoveOutput(String),
+    /// Answer the request this input carried.
+    Reply(Response),
+    /// Something worth a log line.
+    Log(Level, String),
+}
+
+type Effects = Vec<Effect>;
+
+/// Why a worker does not bid on a job, or `Ok` if it should.
+///
+/// `free_slots` is how many more executions the node can start now; `credits` the submitter's
+/// credits in the ledger, which must cover `reward x n`.
+pub fn bid_decision(spec: &JobSpec, free_slots: usize, credits: i64) -> Result<(), String> {
+    if free_slots == 0 {
+        return Err("busy".into());
+    }
+    let owed =
+        i64::try_from(spec.reward.saturating_mul(spec.redundancy.into())).unwrap_or(i64::MAX);
+    if owed > 0 && credits < owed {
+        return Err(format!(
+            "the submitter cannot cover the reward: {credits} credits, {owed} owed"
+        ));
+    }
+    Ok(())
+}
+
+impl WorkItem {
+    /// Bids on an announced job: the item starts in [`WorkPhase::Bid`] and the effect sends
+    /// the signed bid. `running` is how many executions the node runs now (told to the
+    /// submitter in the bid).
+    pub fn bid(
+        job: &Verified<JobAnnouncement>,
+        image_present: bool,
+        running: u32,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(Self, Effects), distributeai_protocol::EncodeError> {
+        let job_id = job.envelope.job_id();
+        let bid = Bid {
+            job_id,
+            image_present,
+            running_jobs: running,
+            issued_at: ctx.now,
+        };
+        let signed = Signed::sign(ctx.identity, &bid)?;
+        let item = Self {
+            job_id,
+            submitter: job.signer,
+            announcement: job.envelope.clone(),
+            spec: job.message.spec.clone(),
+            expires_at: job.message.expires_at,
+            phase: WorkPhase::Bid,
+            bid_at: ctx.now,
+            assignment: None,
+            attempt: 0,
+            deadline: 0,
+            accepted_at: None,
+            result: None,
+            commitment: None,
+            starts: 0,
+            retry_at: 0,
+        };
+        Ok((item, vec![Effect::SendBid(signed)]))
+    }
+
+    /// Whether an execution of this item runs (or should run) now.
+    pub fn occupies_slot(&self) -> bool {
+        self.phase == WorkPhase::Executing
+    }
+
+    /// Whether the item is only a bid, not stored.
+    pub fn is_bid(&self) -> bool {
+        self.phase == WorkPhase::Bid
+    }
+
+    /// The output folder and manifest to serve to `from`, if it is the submitter and the
+    /// output is kept.
+    pub fn output_for(&self, from: &PublicKey) -> Option<(&str, &OutputManifest)> {
+        if *from != self.submitter {
+            return None;
+        }
+        let result = self.result.as_ref()?;
+        Some((result.dir.as_deref()?, &result.manifest))
+    }
+
+    /// The one entry point: what happens, and what the node must do about it.
+    pub fn handle(&mut self, input: Input, ctx: &mut Ctx<'_>) -> Effects {
+        let mut fx = Vec::new();
+        match input {
+            Input::Assigned {
+                assignment,
+                free_slots,
+            } => {
+                let reply = self.on_assigned(assignment, free_slots, ctx, &mut fx);
+                fx.push(Effect::Reply(reply));
+            }
+            Input::Executed(executed) => self.on_executed(executed, ctx, &mut fx),
+            Input::CommitAnswer(answer) => match (answer, self.phase) {
+                (Answer::Ack, WorkPhase::Committed { delivered: false }) => {
+                    self.phase = WorkPhase::Committed { delivered: true };
+                    fx.push(Effect::Persist);
+                }
+                (Answer::Refused(reason), WorkPhase::Committed { delivered: false }) => {
+                    fx.push(Effect::Log(
+                        Level::Debug,
+                        format!("the submitter refused our commitment: {reason}"),
+                    ));
+                    self.phase = WorkPhase::Committed { delivered: true };
+                    fx.push(Effect::Persist);
+                }
+                (Answer::Unreachable(reason), WorkPhase::Committed { delivered: false }) => {
+                    fx.push(Effect::Log(
+                        Level::Debug,
+                        format!("commitment not delivered: {reason}; will retry"),
+                    ));
+                }
+                _ => {}
+            },
+            Input::RevealRequested { from, attempt } => {
+                let reply = self.reveal(from, attempt, ctx);
+                fx.push(Effect::Reply(reply));
+            }
+            Input::Cancelled { by } => {
+                if by != self.submitter {
+                    return fx;
+                }
+                match self.phase {
+                    WorkPhase::Bid => fx.push(Effect::Forget),
+                    WorkPhase::Executing => {
+                        fx.push(Effect::Log(
+                            Level::Info,
+                            "the submitter cancelled the job; stopping it".into(),
+                        ));
+                        self.phase = WorkPhase::Cancelled;
+                        fx.push(Effect::Persist);
+                        fx.push(Effect::Stop);
+                    }
+                    WorkPhase::Committed { .. } => {
+                        self.phase = WorkPhase::Cancelled;
+                        fx.push(Effect::Persist);
+                    }
+                    WorkPhase::Cancelled | WorkPhase::Done => {}
+                }
+            }
+            Input::Verdict { by } => {
+                if by != self.submitter {
+                    return fx;
+                }
+                if self.phase == WorkPhase::Bid {
+                    fx.push(Effect::Forget);
+                    return fx;
+                }
+                if self.phase == WorkPhase::Executing {
+                    // Decided without us (we were replaced): our run is not needed.
+                    fx.push(Effect::Stop);
+                }
+                self.phase = WorkPhase::Done;
+                // The submitter has what it needs: the output kept for it can go.
+                let dir = self.result.as_mut().and_then(|r| r.dir.take());
+                fx.push(Effect::Persist);
+                if let Some(dir) = dir {
+                    fx.push(Effect::RemoveOutput(dir));
+                }
+            }
+            Input::Tick => self.on_tick(ctx, &mut fx),
+            Input::Restarted => {
+                self.retry_at = 0;
+                if self.phase == WorkPhase::Executing {
+                    if ctx.now > self.expires_at {
+                        fx.push(Effect::Log(
+                            Level::Info,
+                            "an assignment interrupted by a restart has expired".into(),
+                        ));
+                        self.phase = WorkPhase::Done;
+                        fx.push(Effect::Persist);
+                    } else {
+                        fx.push(Effect::Log(
+                            Level::Info,
+                            "resuming an assignment interrupted by a restart".into(),
+                        ));
+                        self.start(ctx, &mut fx);
+                    }
+                }
+            }
+        }
+        fx
+    }
+
+    fn on_assigned(
+        &mut self,
+        assignment: Verified<Assignment>,
+        free_slots: usize,
+        ctx: &mut Ctx<'_>,
+        fx: &mut Effects,
+    ) -> Response {
+        let a = &assignment.message;
+        if a.worker != ctx.identity.public_key() {
+            return Response::Refused("the assignment is for another worker".into());
+        }
+        if a.job_id != self.job_id {
+            return Response::Refused("the assignment is for another job".into());
+        }
+        if assignment.signer != self.submitter {
+            return Response::Refused("only the job's submitter can assign it".into());
+        }
+        if self.phase != WorkPhase::Bid {
+            // Our acknowledgement was lost and the submitter asks again: same answer.
+            return if self.attempt == a.attempt && self.assignment.is_some() {
+                Response::Ack
+            } else {
+                Response::Refused("already assigned this job".into())
+            };
+        }
+        if ctx.now > self.expires_at {
+            return Response::Refused("the job has expired".into());
+        }
+        if free_slots == 0 {
+            return Response::Refused("busy".into());
+        }
+        self.assignment = Some(assignment.envelope.clone());
+        self.attempt = a.attempt;
+        self.deadline = a.deadline;
+        self.accepted_at = Some(ctx.now);
+        fx.push(Effect::Log(Level::Info, "assignment accepted".into()));
+        // Stored (by `start`) before the acknowledgement: once we say yes, a crash cannot
+        // make us forget.
+        self.start(ctx, fx);
+        Response::Ack
+    }
+
+    fn start(&mut self, ctx: &mut Ctx<'_>, fx: &mut Effects) {
+        self.starts += 1;
+        if self.starts > MAX_STARTS {
+            let failure = ExecutionFailure::Error("the job stopped its worker repeatedly".into());
+            self.commit(CommittedOutcome::Failed(failure), ctx, fx);
+            return;
+        }
+        self.phase = WorkPhase::Executing;
+        fx.push(Effect::Persist);
+        fx.push(Effect::Start {
+            spec: self.spec.clone(),
+            attempt: self.attempt,
+        });
+    }
+
+    fn on_executed(&mut self, executed: Executed, ctx: &mut Ctx<'_>, fx: &mut Effects) {
+        if self.phase != WorkPhase::Executing {
+            // Cancelled, or decided without us, meanwhile.
+            return;
+        }
+        match executed {
+            Executed::Cancelled => {
+                self.phase = WorkPhase::Cancelled;
+                fx.push(Effect::Persist);
+            }
+            Executed::Failed(failure) => self.commit(CommittedOutcome::Failed(failure), ctx, fx),
+            Executed::WorkerFault(reason) => {
+                let failure = ExecutionFailure::Error(short_text(&reason));
+                self.commit(CommittedOutcome::Failed(failure), ctx, fx);
+            }
+            Executed::Completed { manifest, dir } => {
+                let hash = match manifest.result_hash() {
+                    Ok(hash) => hash,
+                    Err(e) => {
+                        // Reported as a failure, not left to look like silence.
+                        let failure = ExecutionFailure::Error(short_text(&format!(
+                            "cannot hash the result: {e}"
+                        )));
+                        self.commit(CommittedOutcome::Failed(failure), ctx, fx);
+                        return;
+                    }
+                };
+                let salt = Digest(ctx.rng.random());
+                let digest = commitment(
+                    &ctx.identity.public_key(),
+                    &self.job_id,
+                    self.attempt,
+                    &hash,
+                    &salt,
+                );
+                self.result = Some(KeptResult {
+                    hash,
+                    salt,
+                    manifest,
+                    dir: Some(dir),
+                });
+                fx.push(Effect::Log(
+                    Level::Info,
+                    format!("executed; committing to {}", hash.short()),
+                ));
+                self.commit(CommittedOutcome::Committed(digest), ctx, fx);
+            }
+        }
+    }
+
+    fn commit(&mut self, outcome: CommittedOutcome, ctx: &mut Ctx<'_>, fx: &mut Effects) {
+        let commit = ResultCommitment {
+            job_id: self.job_id,
+            attempt: self.attempt,
+            outcome,
+            issued_at: ctx.now,
+        };
+        match Signed::sign(ctx.identity, &commit) {
+            Ok(signed) => {
+                self.commitment = Some(signed.clone());
+                self.phase = WorkPhase::Committed { delivered: false };
+                self.retry_at = ctx.now + COMMIT_RETRY_MS;
+                fx.push(Effect::Persist);
+                fx.push(Effect::SendCommit(signed));
+            }
+            Err(e) => fx.push(Effect::Log(
+                Level::Warn,
+                format!("cannot sign the commitment: {e}"),
+            )),
+        }
+    }
+
+    fn on_tick(&mut self, ctx: &mut Ctx<'_>, fx: &mut Effects) {
+        let now = ctx.now;
+        match self.phase {
+            WorkPhase::Bid if now > self.expires_at => fx.push(Effect::Forget),
+            WorkPhase::Committed { delivered: false }
+                if now >= self.retry_at
+                    && self.deadline.saturating_add(COMMIT_RETRY_WINDOW_MS) > now =>
+            {
+                // The same commitment, signed again so that it is fresh; its outcome (and so
+                // its digest) never changes.
+                let Some(previous) = &self.commitment else {
+                    return;
+                };
+                let resent = previous.decode_unchecked().ok().and_then(|mut c| {
+                    c.issued_at = now;
+                    Signed::sign(ctx.identity, &c).ok()
+                });
+                self.retry_at = now + COMMIT_RETRY_MS;
+                fx.push(Effect::SendCommit(
+                    resent.unwrap_or_else(|| previous.clone()),
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    fn reveal(&self, from: PublicKey, attempt: u32, ctx: &mut Ctx<'_>) -> Response {
+        if from != self.submitter || attempt != self.attempt || self.assignment.is_none() {
+            return Response::Refused("no such assignment from you".into());
+        }
+        let Some(result) = &self.result else {
+            return Response::Refused("no result to reveal".into());
+        };
+        let reveal = ResultReveal {
+            job_id: self.job_id,
+            attempt,
+            result_hash: result.hash,
+            salt: result.salt,
+            manifest: result.manifest.clone(),
+            issued_at: ctx.now,
+        };
+        match Signed::sign(ctx.identity, &reveal) {
+            Ok(signed) => Response::Reveal(signed),
+            Err(e) => Response::Refused(short_text(&format!("cannot sign the reveal: {e}"))),
+        }
+    }
+}
