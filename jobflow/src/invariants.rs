@@ -42,6 +42,12 @@ pub struct JobFacts {
     pub honest_hash: Option<ResultHash>,
     /// Lying workers that were assigned the job.
     pub liars_assigned: usize,
+    /// Whether nothing excuses the job from completing: k honest workers committed the
+    /// honest result well before expiry, liars are fewer than k, nobody cancelled it and its
+    /// submitter stayed up.
+    pub must_complete: bool,
+    /// How it ended, if it did.
+    pub outcome: Option<Outcome>,
 }
 
 /// A commitment a worker signed.
@@ -97,6 +103,7 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
     out.extend(decisions_are_final(trace));
     out.extend(honest_hash_accepted(trace));
     out.extend(decided_by_expiry(trace));
+    out.extend(honest_quorum_completes(trace));
     out.extend(honest_workers_not_blamed(trace));
     out.extend(credits_conserved(trace));
     out.extend(no_rerun_or_resign(trace));
@@ -202,6 +209,26 @@ pub fn decided_by_expiry(trace: &Trace) -> Vec<Violation> {
                 ),
             )),
             Some(_) => None,
+        })
+        .collect()
+}
+
+/// A job that k honest workers ran in good time completes: the flow does not lose a result
+/// it was given (liveness, where the other checks are about safety).
+pub fn honest_quorum_completes(trace: &Trace) -> Vec<Violation> {
+    trace
+        .jobs
+        .iter()
+        .filter(|f| f.must_complete && f.outcome != Some(Outcome::Completed))
+        .map(|f| {
+            violation(
+                "honest quorum completes",
+                format!(
+                    "job {} had k honest results in time but ended {:?}",
+                    f.job.short(),
+                    f.outcome
+                ),
+            )
         })
         .collect()
 }
@@ -394,7 +421,24 @@ mod tests {
             slack_ms: 250,
             honest_hash: honest,
             liars_assigned: liars,
+            must_complete: false,
+            outcome: None,
         }
+    }
+
+    #[test]
+    fn a_job_with_an_honest_quorum_in_time_that_did_not_complete_is_caught() {
+        let mut stuck = facts_for(JobId([1; 32]), Some(ResultHash([1; 32])), 0);
+        stuck.must_complete = true;
+        stuck.outcome = Some(Outcome::Failed);
+        let mut done = stuck.clone();
+        done.job = JobId([2; 32]);
+        done.outcome = Some(Outcome::Completed);
+        let trace = Trace {
+            jobs: vec![stuck, done],
+            ..Trace::default()
+        };
+        assert_eq!(honest_quorum_completes(&trace).len(), 1);
     }
 
     #[test]

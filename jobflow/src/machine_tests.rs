@@ -603,3 +603,130 @@ fn the_tally_in_the_record_survives_a_restart() {
         w.job.tally.as_ref().map(|t| t.n())
     );
 }
+
+#[test]
+fn an_invited_worker_whose_bid_is_still_waiting_sends_it_again() {
+    let mut w = World::new(1, 1, 1);
+    let announcement = open(&w.job.announcement, w.now);
+    let mut ctx = Ctx {
+        now: w.now,
+        identity: &w.workers[0],
+        rng: &mut w.rng,
+        directory: &Everyone,
+        config: &w.config,
+    };
+    let (item, _) = WorkItem::bid(&announcement, true, 0, &mut ctx).expect("bid");
+    w.items[0] = Some(item);
+    let fx = w.step_worker(0, work::Input::Invited);
+    assert!(
+        matches!(fx.as_slice(), [work::Effect::SendBid(_)]),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn a_reveal_that_does_not_get_through_is_asked_again_not_blamed() {
+    let mut w = World::new(1, 1, 1);
+    let assignments = w.assign();
+    let (i, a) = &assignments[0];
+    let fx = w.run(*i, a, completed("ok"));
+    let worker = w.workers[*i].public_key();
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, flow::Effect::RequestReveal { .. }))
+    );
+    // Every request for the reveal is lost, for longer than the grace period.
+    let end = w.now + w.config.deadline_grace_ms + 5_000;
+    let mut fx = fx;
+    while w.now < end {
+        for effect in fx {
+            if let flow::Effect::RequestReveal { worker, .. } = effect {
+                w.step(flow::Input::RevealAnswer {
+                    worker,
+                    answer: RevealAnswer::Unreachable("timeout".into()),
+                });
+            }
+        }
+        w.now += 1_000;
+        fx = w.step(flow::Input::Tick);
+    }
+    let fx = fx
+        .into_iter()
+        .filter(|e| matches!(e, flow::Effect::RequestReveal { .. }))
+        .collect::<Vec<_>>();
+    assert!(!w.job.status().is_final(), "{:?}", w.job.failure_reason);
+    // When it gets through, the job completes.
+    let fx = if fx.is_empty() {
+        w.now += 1_000;
+        w.step(flow::Input::Tick)
+    } else {
+        fx
+    };
+    let fx = w.reveal_all(fx);
+    assert!(
+        fx.iter().any(|e| matches!(e, flow::Effect::Fetch { .. })),
+        "{fx:?}"
+    );
+    assert_eq!(
+        w.job.execution(&worker).map(|e| e.state),
+        Some(ExecutionState::Revealed)
+    );
+}
+
+#[test]
+fn a_commitment_from_a_worker_we_could_not_reach_counts_while_it_holds_its_slot() {
+    // Two slots: the other worker, still running, keeps the job waiting.
+    let mut w = World::new(2, 2, 2);
+    let assignments = w.assign();
+    let (i, a) = &assignments[0];
+    let worker = w.workers[*i].public_key();
+    for _ in 0..3 {
+        w.step(flow::Input::AssignAnswer {
+            worker,
+            answer: Answer::Unreachable("timeout".into()),
+        });
+    }
+    assert_eq!(
+        w.job.execution(&worker).map(|e| e.state),
+        Some(ExecutionState::Unreachable)
+    );
+    // It did get the assignment: its commitment is taken.
+    let fx = w.step_worker(
+        *i,
+        work::Input::Assigned {
+            assignment: open(a, w.now),
+            free_slots: 1,
+        },
+    );
+    assert!(fx.iter().any(|e| matches!(e, work::Effect::Start { .. })));
+    let fx = w.step_worker(*i, work::Input::Executed(completed("ok")));
+    let commit = fx
+        .iter()
+        .find_map(|e| match e {
+            work::Effect::SendCommit(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("commits");
+    let reply = w.step(flow::Input::Commit(open(&commit, w.now)));
+    assert!(
+        reply
+            .iter()
+            .any(|e| matches!(e, flow::Effect::Reply(Response::Ack))),
+        "{reply:?}"
+    );
+}
+
+#[test]
+fn a_job_that_expired_while_its_submitter_was_down_blames_no_assigned_worker() {
+    let mut w = World::new(1, 1, 1);
+    let assignments = w.assign();
+    let worker = w.workers[assignments[0].0].public_key();
+    w.now = w.job.expires_at + 30_000;
+    let fx = w.step(flow::Input::Restarted);
+    assert_eq!(World::verdicts(&fx), 1);
+    assert!(
+        w.verdict().workers.iter().all(|r| r.bid.signer() != worker),
+        "{:?}",
+        w.verdict().workers
+    );
+}

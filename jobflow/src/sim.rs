@@ -37,6 +37,9 @@ use crate::{Answer, Ctx, Directory, FlowConfig, Level, short};
 pub const TICK_MS: u64 = 250;
 /// After this long without an answer a request fails in transit (simulated ms).
 const REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// A quorum of honest commitments this long before expiry leaves time to reveal (one grace
+/// period) and fetch, whatever partitions and loss do (simulated ms).
+const LIVENESS_MARGIN_MS: u64 = 60_000;
 /// Simulated wall-clock time at the start of a run (ms since the epoch).
 const EPOCH_MS: u64 = 1_800_000_000_000;
 
@@ -56,6 +59,8 @@ pub enum Behaviour {
     Slow,
     /// Honest, but crashes now and then and restarts from its stored records.
     Crashy,
+    /// Reports the honest result but serves output that does not match it.
+    BadOutput,
 }
 
 impl Behaviour {
@@ -136,8 +141,9 @@ impl Settings {
                 60..70 => Behaviour::Liar {
                     group: if colluding { 0 } else { i as u8 + 1 },
                 },
-                70..78 => Behaviour::Silent,
-                78..89 => Behaviour::Slow,
+                70..76 => Behaviour::Silent,
+                76..80 => Behaviour::BadOutput,
+                80..89 => Behaviour::Slow,
                 _ => Behaviour::Crashy,
             })
             .collect();
@@ -194,7 +200,7 @@ impl Settings {
             .map(|_| {
                 (
                     rng.random_range(0..submitters),
-                    rng.random_range(1_000..90_000),
+                    rng.random_range(1_000..350_000),
                     rng.random_range(500..=40_000),
                 )
             })
@@ -978,10 +984,16 @@ impl Sim {
         }
         n.up = false;
         n.generation += 1;
+        // Runs it was in the middle of: executing, or committed and not yet delivered.
         let held: Vec<JobId> = n
             .work
             .iter()
-            .filter(|(_, w)| !w.is_bid())
+            .filter(|(_, w)| {
+                matches!(
+                    w.phase,
+                    work::WorkPhase::Executing | work::WorkPhase::Committed { delivered: false }
+                )
+            })
             .map(|(id, _)| *id)
             .collect();
         n.crashed_holding.extend(held);
@@ -1097,10 +1109,14 @@ impl Sim {
             }
             Msg::Fetch { id, job, agreed } => {
                 let submitter = self.nodes[from].key;
+                let bad = self.nodes[to].behaviour == Some(Behaviour::BadOutput);
                 let result = match self.nodes[to].work.get(&job).and_then(|w| {
                     w.output_for(&submitter)?;
                     w.result.as_ref().map(|r| r.hash)
                 }) {
+                    Some(_) if bad => {
+                        FetchResult::Invalid("a file does not match the manifest".into())
+                    }
                     Some(hash) if hash == agreed => FetchResult::Verified,
                     Some(_) => {
                         FetchResult::Invalid("the output does not match the agreed hash".into())
@@ -1157,7 +1173,12 @@ impl Sim {
     ) {
         let id = job.envelope.job_id();
         let n = &self.nodes[node];
-        if n.behaviour.is_none() || n.work.contains_key(&id) {
+        if n.behaviour.is_none() {
+            return;
+        }
+        if n.work.contains_key(&id) {
+            // Invited again (or gossiped twice): a bid still waiting goes again.
+            self.step_work(node, id, work::Input::Invited);
             return;
         }
         let busy = n.work.values().filter(|w| w.occupies_slot()).count();
@@ -1290,17 +1311,9 @@ impl Sim {
                 .into_iter()
                 .filter(|n| matches!(self.nodes[*n].behaviour, Some(Behaviour::Liar { .. })))
                 .count();
-            self.trace.jobs.push(JobFacts {
-                job: id,
-                k: usize::from(plan.spec.consensus),
-                expires_at,
-                decided_at: job.and_then(|j| j.times.finished_at),
-                slack_ms: down_after_expiry + 2 * TICK_MS,
-                honest_hash,
-                liars_assigned,
-            });
             // Honest runs: an honest worker that committed to the honest result and never
             // crashed holding the job.
+            let mut honest_commits = Vec::new();
             if let Some(honest) = honest_hash {
                 for node in &self.nodes {
                     let honest_worker = node.behaviour.is_some_and(Behaviour::honest);
@@ -1310,9 +1323,49 @@ impl Sim {
                         && kept.is_some_and(|r| r.hash == honest)
                     {
                         self.trace.honest_runs.insert((id, node.key));
+                        // For liveness, only results the submitter took count: a worker whose
+                        // acknowledgements were all lost was replaced in good faith.
+                        let taken = job
+                            .and_then(|j| j.execution(&node.key))
+                            .is_some_and(|e| e.active && e.committed_at.is_some());
+                        if !taken {
+                            continue;
+                        }
+                        let first = self
+                            .trace
+                            .commitments
+                            .iter()
+                            .find(|c| c.job == id && c.worker == node.key)
+                            .map(|c| c.at);
+                        honest_commits.extend(first);
                     }
                 }
             }
+            // A quorum of honest results in time, fewer than k liars, no cancel, and the
+            // submitter up from then on: nothing excuses anything but a completed job.
+            honest_commits.sort_unstable();
+            let k = usize::from(plan.spec.consensus);
+            let quorum_at = honest_commits.get(k.saturating_sub(1)).copied();
+            let submitter_down_after =
+                |at: u64| submitter.downtime.iter().any(|(_, until)| *until >= at);
+            let must_complete = quorum_at.is_some_and(|at| {
+                at + LIVENESS_MARGIN_MS <= expiry_sim && !submitter_down_after(at)
+            }) && liars_assigned < k
+                && plan.cancel_at.is_none();
+            self.trace.jobs.push(JobFacts {
+                job: id,
+                k,
+                expires_at,
+                decided_at: job.and_then(|j| j.times.finished_at),
+                slack_ms: down_after_expiry + 2 * TICK_MS,
+                honest_hash,
+                liars_assigned,
+                must_complete,
+                outcome: job.and_then(|j| match j.phase {
+                    Phase::Decided { outcome, .. } => Some(outcome),
+                    _ => None,
+                }),
+            });
         }
         let violations = invariants::check(&self.trace);
         Report {

@@ -592,7 +592,12 @@ impl SubmittedJob {
             }
             (Gossip::Decision, Ok(()), Phase::Decided { published, .. }) if !*published => {
                 *published = true;
-                self.event(now, "verdict gossiped");
+                let what = if self.verdict.is_some() {
+                    "verdict gossiped"
+                } else {
+                    "cancel gossiped"
+                };
+                self.event(now, what);
                 fx.push(Effect::Persist);
             }
             (what, Err(e), _) => fx.push(Effect::Log(
@@ -936,7 +941,10 @@ impl SubmittedJob {
         if self.decided() {
             return Response::Refused("the job is already decided".into());
         }
-        if e.state != ExecutionState::Assigned {
+        // A worker we could not reach with its assignment evidently got it: while it still
+        // holds its slot, its commitment counts.
+        let reached = e.state == ExecutionState::Unreachable && e.active;
+        if e.state != ExecutionState::Assigned && !reached {
             return Response::Refused(format!("too late: your assignment is {:?}", e.state));
         }
         let copied_from = match &message.outcome {
@@ -1195,6 +1203,35 @@ impl SubmittedJob {
     fn replace_or_fail(&mut self, ctx: &mut Ctx<'_>, fx: &mut Effects) {
         let now = ctx.now;
         let max = ctx.config.max_reassignments;
+        // Committed workers whose reveal did not get through hold the result the job needs,
+        // as their signed commitment shows: they are asked again, a grace period at a time,
+        // until the job expires, rather than replaced by a full re-run.
+        let unrevealed: Vec<PublicKey> = self
+            .executions
+            .iter()
+            .filter(|e| {
+                e.active && e.state == ExecutionState::Unreachable && e.commitment.is_some()
+            })
+            .map(|e| e.worker)
+            .collect();
+        for worker in &unrevealed {
+            if let Some(e) = self.execution_mut(worker) {
+                e.state = ExecutionState::Committed;
+                e.failure = None;
+                e.transport_failures = 0;
+                e.retry_at = now;
+            }
+        }
+        if !unrevealed.is_empty() {
+            self.event(
+                now,
+                format!(
+                    "asking {} worker(s) for their reveal again",
+                    unrevealed.len()
+                ),
+            );
+            fx.push(Effect::Persist);
+        }
         let replaceable: Vec<PublicKey> = self
             .executions
             .iter()
@@ -1215,19 +1252,37 @@ impl SubmittedJob {
         self.reserves.retain(|r| !assigned.contains(r));
         let mut replacements = Vec::new();
         for old in &replaceable {
-            if self.reassignments >= max || self.reserves.is_empty() {
+            if self.reassignments >= max {
                 break;
             }
-            let new = self.reserves.remove(0);
-            if let Some(tally) = &mut self.tally
-                && let Err(e) = tally.replace(old, new)
-            {
-                fx.push(Effect::Log(
-                    Level::Warn,
-                    format!("cannot replace {}: {e}", short(old)),
-                ));
-                continue;
+            // The first reserve that can take the slot (one already in the tally cannot).
+            let mut taken = None;
+            while let Some(new) = self.reserves.first().copied() {
+                let result = match &mut self.tally {
+                    Some(tally) => tally.replace(old, new),
+                    None => Ok(()),
+                };
+                match result {
+                    Ok(()) => {
+                        self.reserves.remove(0);
+                        taken = Some(new);
+                        break;
+                    }
+                    Err(distributeai_verifier::TallyError::DuplicateWorker) => {
+                        self.reserves.remove(0);
+                    }
+                    Err(e) => {
+                        fx.push(Effect::Log(
+                            Level::Warn,
+                            format!("cannot replace {}: {e}", short(old)),
+                        ));
+                        break;
+                    }
+                }
             }
+            let Some(new) = taken else {
+                continue;
+            };
             if let Some(e) = self.execution_mut(old) {
                 e.active = false;
             }
@@ -1239,6 +1294,10 @@ impl SubmittedJob {
             replacements.push(new);
         }
         if replacements.is_empty() {
+            if !unrevealed.is_empty() {
+                self.phase = Phase::Revealing { since: now };
+                return;
+            }
             if !replaceable.is_empty() && self.reassignments < max {
                 let reopened_at = self.reopened_at;
                 match reopened_at {
@@ -1510,7 +1569,13 @@ impl SubmittedJob {
                     }
                     (ExecutionState::Revealed, _) => return None,
                     (ExecutionState::Committed, _) => return None,
-                    (ExecutionState::Assigned, _) if e.deadline_clipped => return None,
+                    // Still assigned when the job ended: silent only if its full deadline
+                    // passed while we were there to hear from it.
+                    (ExecutionState::Assigned, _)
+                        if e.deadline_clipped || now <= e.deadline || now < self.silence_from =>
+                    {
+                        return None;
+                    }
                     (ExecutionState::Silent | ExecutionState::Assigned, _) => WorkerResult::Silent,
                     (ExecutionState::Failed, _) if e.reported_failure.is_some() => {
                         WorkerResult::Failed(

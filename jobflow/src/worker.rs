@@ -83,6 +83,9 @@ pub struct WorkItem {
     pub phase: WorkPhase,
     /// When we bid (ms).
     pub bid_at: TimestampMs,
+    /// Whether we told the submitter we hold the job's image.
+    #[serde(default)]
+    pub image_present: bool,
     /// The assignment, once accepted.
     pub assignment: Option<Signed<Assignment>>,
     /// The assignment's attempt number.
@@ -141,6 +144,9 @@ pub enum Input {
         /// The attempt asked about.
         attempt: u32,
     },
+    /// The job's submitter invites us to bid (it re-opened bidding): if we are still only
+    /// bidding, our bid may never have reached it, so it goes again.
+    Invited,
     /// A cancel of this job arrived, signed by `by`.
     Cancelled {
         /// The signer.
@@ -231,6 +237,7 @@ impl WorkItem {
             expires_at: job.message.expires_at,
             phase: WorkPhase::Bid,
             bid_at: ctx.now,
+            image_present,
             assignment: None,
             attempt: 0,
             deadline: 0,
@@ -299,6 +306,22 @@ impl WorkItem {
             Input::RevealRequested { from, attempt } => {
                 let reply = self.reveal(from, attempt, ctx);
                 fx.push(Effect::Reply(reply));
+            }
+            Input::Invited => {
+                if self.phase == WorkPhase::Bid {
+                    let bid = Bid {
+                        job_id: self.job_id,
+                        image_present: self.image_present,
+                        running_jobs: 0,
+                        issued_at: ctx.now,
+                    };
+                    match Signed::sign(ctx.identity, &bid) {
+                        Ok(signed) => fx.push(Effect::SendBid(signed)),
+                        Err(e) => {
+                            fx.push(Effect::Log(Level::Warn, format!("cannot sign a bid: {e}")))
+                        }
+                    }
+                }
             }
             Input::Cancelled { by } => {
                 if by != self.submitter {

@@ -48,7 +48,7 @@ pub enum StoreError {
 }
 
 /// Named trees of the store.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
     /// Jobs this node submitted.
     Jobs,
@@ -187,6 +187,18 @@ impl Store {
     /// Whether a key is present.
     pub fn contains(&self, table: Table, key: &[u8]) -> Result<bool, StoreError> {
         self.tree(table)?.contains_key(key).map_err(|e| self.io(e))
+    }
+
+    /// Records kept in the trees of the first job-record format (`jobs`, `work`), which this
+    /// version no longer reads (issue 11): they stay on disk untouched.
+    pub fn earlier_format_records(&self) -> usize {
+        self.db
+            .tree_names()
+            .iter()
+            .filter(|name| name.as_ref() == b"jobs" || name.as_ref() == b"work")
+            .filter_map(|name| self.db.open_tree(name).ok())
+            .map(|tree| tree.len())
+            .sum()
     }
 
     /// Number of records in a table.

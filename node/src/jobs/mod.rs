@@ -8,8 +8,10 @@
 //! gossip from the network, completions of its own tasks, a 250 ms tick) with the time, the
 //! randomness and the node's key, and carries out the effects in order: store the record
 //! first, then send, publish, execute, fetch. It never waits on the network or Docker itself:
-//! those run as spawned tasks that report back as messages. When a record cannot be stored,
-//! the step is undone and nothing that depends on it is sent.
+//! those run as spawned tasks that report back as messages. A submission that cannot be
+//! stored is refused; any later record the store refuses is reported at ERROR level and
+//! written again on every tick while the job goes on (stopping would leave it without a
+//! verdict and its workers without answers).
 //!
 //! - [`submitter`]: carrying out the submitter's effects, and fetching outputs.
 //! - [`worker`]: carrying out the worker's effects: bids, executions, commitments, serving.
@@ -39,7 +41,7 @@ use rand::rngs::StdRng;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::executor::Executor;
 use crate::network::{Client, InboundRequest, InboundRequestId};
@@ -265,6 +267,8 @@ pub struct JobManager {
     work: HashMap<JobId, WorkItem>,
     /// Executions running now.
     running: HashMap<JobId, CancellationToken>,
+    /// Records the store refused, written again on every tick.
+    unsaved: std::collections::HashSet<(Table, JobId)>,
 }
 
 /// The node's view of its peers, as the machines ask for it: reputation from the ledger,
@@ -384,6 +388,13 @@ impl JobManager {
             .into_iter()
             .map(|item| (item.job_id, item))
             .collect();
+        let earlier = store.earlier_format_records();
+        if earlier > 0 {
+            warn!(
+                records = earlier,
+                "jobs and assignments stored by a version before the job-flow machines are not resumed; they stay in the store's `jobs` and `work` trees"
+            );
+        }
         let outputs_dir = data_dir.join("outputs");
         let handle = JobsHandle {
             tx: tx.clone(),
@@ -409,6 +420,7 @@ impl JobManager {
                 jobs,
                 work,
                 running: HashMap::new(),
+                unsaved: Default::default(),
             },
             handle,
         ))
@@ -553,6 +565,16 @@ impl JobManager {
     }
 
     fn on_tick(&mut self) {
+        let unsaved: Vec<(Table, JobId)> = self.unsaved.iter().copied().collect();
+        for (table, id) in unsaved {
+            match table {
+                Table::Work => self.save_work(id),
+                _ => self.save_job(id),
+            }
+            if !self.unsaved.contains(&(table, id)) {
+                info!(job_id = %id.short(), "stored at last");
+            }
+        }
         let ids: Vec<JobId> = self
             .jobs
             .values()
@@ -589,23 +611,48 @@ impl JobManager {
     }
 
     /// Feeds one input to a submitted job's machine and carries out its effects; returns the
-    /// reply to the request the input carried, if any. If the record cannot be stored, the
-    /// step is undone, nothing after the store is carried out, and a reply says why.
+    /// reply to the request the input carried, if any.
     fn step_job(&mut self, id: JobId, input: flow::Input) -> Option<Response> {
-        let (before, effects) = self.with_ctx(|jobs, _, ctx| {
-            let job = jobs.get_mut(&id)?;
-            Some((job.clone(), job.handle(input, ctx)))
-        })?;
-        self.carry_out_job(id, effects, Some(before))
+        let effects =
+            self.with_ctx(|jobs, _, ctx| jobs.get_mut(&id).map(|job| job.handle(input, ctx)))?;
+        self.carry_out_job(id, effects)
     }
 
     /// Feeds one input to a work item's machine; as [`Self::step_job`].
     fn step_work(&mut self, id: JobId, input: work::Input) -> Option<Response> {
-        let (before, effects) = self.with_ctx(|_, work, ctx| {
-            let item = work.get_mut(&id)?;
-            Some((item.clone(), item.handle(input, ctx)))
-        })?;
-        self.carry_out_work(id, effects, Some(before))
+        let effects =
+            self.with_ctx(|_, work, ctx| work.get_mut(&id).map(|item| item.handle(input, ctx)))?;
+        self.carry_out_work(id, effects)
+    }
+
+    /// Carries out a `Persist`. When the store refuses the write, the node says so and keeps
+    /// the job going in memory, writing it again on every tick: stopping would leave the job
+    /// without a verdict and its workers without answers.
+    fn save_job(&mut self, id: JobId) {
+        match self.persist_job(&id) {
+            Ok(()) => {
+                self.unsaved.remove(&(Table::Jobs, id));
+            }
+            Err(e) => {
+                if self.unsaved.insert((Table::Jobs, id)) {
+                    error!(job_id = %id.short(), error = %e, "cannot store the job; it goes on in memory and is written again every tick");
+                }
+            }
+        }
+    }
+
+    /// As [`Self::save_job`], for a work item.
+    fn save_work(&mut self, id: JobId) {
+        match self.persist_work(&id) {
+            Ok(()) => {
+                self.unsaved.remove(&(Table::Work, id));
+            }
+            Err(e) => {
+                if self.unsaved.insert((Table::Work, id)) {
+                    error!(job_id = %id.short(), error = %e, "cannot store the assignment; it goes on in memory and is written again every tick");
+                }
+            }
+        }
     }
 
     /// Stores a job, then tells API clients it changed.
@@ -642,18 +689,6 @@ impl JobManager {
                 debug!(job_id = %job.short(), "refused a second verdict for a job");
             }
             Err(e) => warn!(error = %e, "cannot store a ledger entry"),
-        }
-    }
-}
-
-/// Puts back the record a failed step started from (`None`: the record is new, remove it).
-fn restore<T>(records: &mut HashMap<JobId, T>, id: JobId, before: Option<T>) {
-    match before {
-        Some(record) => {
-            records.insert(id, record);
-        }
-        None => {
-            records.remove(&id);
         }
     }
 }

@@ -6,10 +6,9 @@ use distributeai_protocol::{JobId, JobSpec, Request, Response};
 use libp2p::PeerId;
 use tracing::{debug, info, warn};
 
-use super::model::{Job, JobView, ViewJob};
-use super::{JobManager, JobMsg, SubmitError, log, output, restore};
+use super::model::{JobView, ViewJob};
+use super::{JobManager, JobMsg, SubmitError, log, output};
 use crate::network::{NetworkError, VerifiedResponse};
-use crate::store::StoreError;
 
 /// How a request's answer reads to a machine: a network failure is `Unreachable`, which says
 /// nothing about the peer's work; an answer that fails validation is the peer's own doing.
@@ -48,25 +47,16 @@ impl JobManager {
             .into_iter()
             .skip_while(|e| matches!(e, Effect::Persist))
             .collect();
-        self.carry_out_job(id, rest, None);
+        self.carry_out_job(id, rest);
         Ok(view)
     }
 
     /// Carries out a submitted job's effects in order; see [`JobManager::step_job`].
-    pub(super) fn carry_out_job(
-        &mut self,
-        id: JobId,
-        effects: Vec<Effect>,
-        before: Option<Job>,
-    ) -> Option<Response> {
+    pub(super) fn carry_out_job(&mut self, id: JobId, effects: Vec<Effect>) -> Option<Response> {
         let mut reply = None;
         for effect in effects {
             match effect {
-                Effect::Persist => {
-                    if let Err(e) = self.persist_job(&id) {
-                        return self.undo_job(id, before, e);
-                    }
-                }
+                Effect::Persist => self.save_job(id),
                 Effect::Publish { what, message } => {
                     let network = self.network.clone();
                     let tx = self.tx.clone();
@@ -164,16 +154,6 @@ impl JobManager {
             }
         }
         reply
-    }
-
-    /// A record that cannot be stored: the step is undone, so memory never runs ahead of
-    /// the store, and the request the input carried is refused with the reason.
-    fn undo_job(&mut self, id: JobId, before: Option<Job>, error: StoreError) -> Option<Response> {
-        warn!(job_id = %id.short(), %error, "cannot store the job; the step is undone");
-        restore(&mut self.jobs, id, before);
-        Some(Response::Refused(format!(
-            "the submitter cannot store the job: {error}"
-        )))
     }
 }
 

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use distributeai_jobflow::Directory;
 use distributeai_jobflow::worker::{self as work, Effect, Executed, WorkItem, bid_decision};
+use distributeai_jobflow::{Answer, Directory};
 use distributeai_protocol::limits::MAX_OUTPUT_CHUNK_BYTES;
 use distributeai_protocol::time::now_ms;
 use distributeai_protocol::validate::short_text;
@@ -16,11 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::output::{self, STDOUT_FILE};
-use super::submitter::answer_of;
-use super::{Fault, JobManager, JobMsg, NodeDirectory, log, restore};
+use super::{Fault, JobManager, JobMsg, NodeDirectory, log};
 use crate::executor::{ExecutionOutcome, ExecutionRequest, ExecutionStatus, ExecutorError};
 use crate::network::VerifiedResponse;
-use crate::store::StoreError;
 
 /// Attempts to deliver one bid, the first retry after [`BID_RETRY_FIRST`], then doubling.
 const BID_ATTEMPTS: u32 = 6;
@@ -70,7 +68,12 @@ impl JobManager {
         }
         let id = job.envelope.job_id();
         match self.work.get(&id) {
-            Some(item) if item.is_bid() => return Response::Ack,
+            Some(item) if item.is_bid() => {
+                // Our bid may never have reached the submitter (that is why it invites):
+                // it goes again, over the connection the invitation came on.
+                self.step_work(id, work::Input::Invited);
+                return Response::Ack;
+            }
             Some(_) => return Response::Refused("already working on this job".into()),
             None => {}
         }
@@ -89,7 +92,7 @@ impl JobManager {
         match made {
             Ok((item, effects)) => {
                 self.work.insert(id, item);
-                self.carry_out_work(id, effects, None);
+                self.carry_out_work(id, effects);
             }
             Err(e) => warn!(job_id = %id.short(), error = %e, "cannot sign a bid"),
         }
@@ -159,20 +162,11 @@ impl JobManager {
     }
 
     /// Carries out a work item's effects in order; see [`JobManager::step_job`].
-    pub(super) fn carry_out_work(
-        &mut self,
-        id: JobId,
-        effects: Vec<Effect>,
-        before: Option<WorkItem>,
-    ) -> Option<Response> {
+    pub(super) fn carry_out_work(&mut self, id: JobId, effects: Vec<Effect>) -> Option<Response> {
         let mut reply = None;
         for effect in effects {
             match effect {
-                Effect::Persist => {
-                    if let Err(e) = self.persist_work(&id) {
-                        return self.undo_work(id, before, e);
-                    }
-                }
+                Effect::Persist => self.save_work(id),
                 Effect::Forget => {
                     self.work.remove(&id);
                 }
@@ -238,7 +232,16 @@ impl JobManager {
                     let tx = self.tx.clone();
                     tokio::spawn(async move {
                         let result = network.request(peer, Request::Commit(commitment)).await;
-                        let input = work::Input::CommitAnswer(answer_of(result));
+                        // Only an explicit answer ends the retries; a garbled one is retried.
+                        let answer = match result {
+                            Ok(VerifiedResponse::Ack) => Answer::Ack,
+                            Ok(VerifiedResponse::Refused(reason)) => Answer::Refused(reason),
+                            Ok(other) => {
+                                Answer::Unreachable(format!("unexpected answer {other:?}"))
+                            }
+                            Err(e) => Answer::Unreachable(e.to_string()),
+                        };
+                        let input = work::Input::CommitAnswer(answer);
                         let _ = tx.send(JobMsg::Work { job: id, input }).await;
                     });
                 }
@@ -254,19 +257,6 @@ impl JobManager {
             }
         }
         reply
-    }
-
-    fn undo_work(
-        &mut self,
-        id: JobId,
-        before: Option<WorkItem>,
-        error: StoreError,
-    ) -> Option<Response> {
-        warn!(job_id = %id.short(), %error, "cannot store the assignment; the step is undone");
-        restore(&mut self.work, id, before);
-        Some(Response::Refused(format!(
-            "the worker cannot store the assignment: {error}"
-        )))
     }
 
     fn start_execution(&mut self, id: JobId, spec: distributeai_protocol::JobSpec, attempt: u32) {
