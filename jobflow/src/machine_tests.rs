@@ -183,13 +183,7 @@ impl World {
             answer: Answer::Ack,
         });
         let fx = self.step_worker(w, work::Input::Executed(executed));
-        let commit = fx
-            .iter()
-            .find_map(|e| match e {
-                work::Effect::SendCommit(c) => Some(c.clone()),
-                _ => None,
-            })
-            .expect("a commitment is sent");
+        let commit = sent_commit(&fx);
         let reply = self.step(flow::Input::Commit(open(&commit, self.now)));
         assert!(
             matches!(reply.last(), Some(flow::Effect::Reply(Response::Ack))),
@@ -226,13 +220,15 @@ impl World {
             fx = self.run(*w, a, completed("ok"));
         }
         let fx = self.reveal_all(fx);
-        match fx.iter().find_map(|e| match e {
-            flow::Effect::Fetch { worker, .. } => Some(*worker),
-            _ => None,
-        }) {
+        match fetch_of(&fx) {
             Some(worker) => worker,
             None => panic!("the output is fetched: {fx:?}"),
         }
+    }
+
+    /// Where a worker's execution is.
+    fn state(&self, worker: &PublicKey) -> Option<ExecutionState> {
+        self.job.execution(worker).map(|e| e.state)
     }
 
     /// The job's signed verdict, decoded.
@@ -250,6 +246,24 @@ impl World {
             .filter(|e| matches!(e, flow::Effect::RecordVerdict(_)))
             .count()
     }
+}
+
+/// The commitment a worker's step sent.
+fn sent_commit(fx: &[work::Effect]) -> Signed<distributeai_protocol::ResultCommitment> {
+    fx.iter()
+        .find_map(|e| match e {
+            work::Effect::SendCommit(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("a commitment is sent")
+}
+
+/// The worker a submitter's step fetches the output from.
+fn fetch_of(fx: &[flow::Effect]) -> Option<PublicKey> {
+    fx.iter().find_map(|e| match e {
+        flow::Effect::Fetch { worker, .. } => Some(*worker),
+        _ => None,
+    })
 }
 
 fn completed(stdout: &str) -> Executed {
@@ -443,13 +457,7 @@ fn a_commitment_after_the_decision_does_not_change_the_record() {
         },
     );
     let fx = w.step_worker(i, work::Input::Executed(completed("late")));
-    let commit = fx
-        .iter()
-        .find_map(|e| match e {
-            work::Effect::SendCommit(c) => Some(c.clone()),
-            _ => None,
-        })
-        .expect("commits");
+    let commit = sent_commit(&fx);
     let reply = w.step(flow::Input::Commit(open(&commit, w.now)));
     assert!(
         matches!(
@@ -562,16 +570,10 @@ fn a_restarted_submitter_gives_workers_time_before_calling_them_silent() {
     // Down past the worker's deadline; the worker keeps re-sending its commitment.
     w.now = w.job.execution(&worker).expect("assigned").deadline + 1;
     w.step(flow::Input::Restarted);
-    assert_eq!(
-        w.job.execution(&worker).map(|e| e.state),
-        Some(ExecutionState::Assigned)
-    );
+    assert_eq!(w.state(&worker), Some(ExecutionState::Assigned));
     w.now += 60_000;
     w.step(flow::Input::Tick);
-    assert_eq!(
-        w.job.execution(&worker).map(|e| e.state),
-        Some(ExecutionState::Silent)
-    );
+    assert_eq!(w.state(&worker), Some(ExecutionState::Silent));
 }
 
 #[test]
@@ -667,10 +669,7 @@ fn a_reveal_that_does_not_get_through_is_asked_again_not_blamed() {
         fx.iter().any(|e| matches!(e, flow::Effect::Fetch { .. })),
         "{fx:?}"
     );
-    assert_eq!(
-        w.job.execution(&worker).map(|e| e.state),
-        Some(ExecutionState::Revealed)
-    );
+    assert_eq!(w.state(&worker), Some(ExecutionState::Revealed));
 }
 
 #[test]
@@ -686,10 +685,7 @@ fn a_commitment_from_a_worker_we_could_not_reach_counts_while_it_holds_its_slot(
             answer: Answer::Unreachable("timeout".into()),
         });
     }
-    assert_eq!(
-        w.job.execution(&worker).map(|e| e.state),
-        Some(ExecutionState::Unreachable)
-    );
+    assert_eq!(w.state(&worker), Some(ExecutionState::Unreachable));
     // It did get the assignment: its commitment is taken.
     let fx = w.step_worker(
         *i,
@@ -700,13 +696,7 @@ fn a_commitment_from_a_worker_we_could_not_reach_counts_while_it_holds_its_slot(
     );
     assert!(fx.iter().any(|e| matches!(e, work::Effect::Start { .. })));
     let fx = w.step_worker(*i, work::Input::Executed(completed("ok")));
-    let commit = fx
-        .iter()
-        .find_map(|e| match e {
-            work::Effect::SendCommit(c) => Some(c.clone()),
-            _ => None,
-        })
-        .expect("commits");
+    let commit = sent_commit(&fx);
     let reply = w.step(flow::Input::Commit(open(&commit, w.now)));
     assert!(
         reply

@@ -1080,6 +1080,13 @@ impl Sim {
                 self.step_job(node, job, flow::Input::RevealAnswer { worker, answer });
             }
             Waiting::Fetch { job, worker } => {
+                self.note(|| {
+                    format!(
+                        "node {node}: output of {} from {}: {result:?}",
+                        job.short(),
+                        short(&worker)
+                    )
+                });
                 let result = match result {
                     Err(e) => FetchResult::Transport(e),
                     Ok(_) => return,
@@ -1088,6 +1095,12 @@ impl Sim {
             }
             Waiting::Commit { job } => {
                 let answer = answer(result);
+                self.note(|| {
+                    format!(
+                        "node {node}: commitment to {} answered {answer:?}",
+                        job.short()
+                    )
+                });
                 self.step_work(node, job, work::Input::CommitAnswer(answer));
             }
             Waiting::Nothing => {}
@@ -1132,6 +1145,13 @@ impl Sim {
                         return;
                     }
                     if let Waiting::Fetch { job, worker } = p.waiting {
+                        self.note(|| {
+                            format!(
+                                "node {node}: output of {} from {}: {result:?}",
+                                job.short(),
+                                short(&worker)
+                            )
+                        });
                         self.step_job(node, job, flow::Input::Fetched { worker, result });
                     }
                 }

@@ -1105,6 +1105,24 @@ impl SubmittedJob {
             })
             .map(|e| e.worker)
             .collect();
+        // A worker that never acknowledged its assignment may never have had it: its time
+        // runs from this delivery, so the submitter's downtime or a lossy network does not
+        // eat the time it needs to run the job.
+        let full = now + u64::from(self.spec.timeout_s) * 1000 + ctx.config.deadline_grace_ms;
+        let expires_at = self.expires_at;
+        let mut extended = false;
+        for worker in &resend {
+            if let Some(e) = self.execution_mut(worker)
+                && full.min(expires_at) > e.deadline
+            {
+                e.deadline = full.min(expires_at);
+                e.deadline_clipped = e.deadline < full;
+                extended = true;
+            }
+        }
+        if extended {
+            fx.push(Effect::Persist);
+        }
         for worker in resend {
             self.send_assignment(worker, ctx, fx);
         }
@@ -1203,35 +1221,7 @@ impl SubmittedJob {
     fn replace_or_fail(&mut self, ctx: &mut Ctx<'_>, fx: &mut Effects) {
         let now = ctx.now;
         let max = ctx.config.max_reassignments;
-        // Committed workers whose reveal did not get through hold the result the job needs,
-        // as their signed commitment shows: they are asked again, a grace period at a time,
-        // until the job expires, rather than replaced by a full re-run.
-        let unrevealed: Vec<PublicKey> = self
-            .executions
-            .iter()
-            .filter(|e| {
-                e.active && e.state == ExecutionState::Unreachable && e.commitment.is_some()
-            })
-            .map(|e| e.worker)
-            .collect();
-        for worker in &unrevealed {
-            if let Some(e) = self.execution_mut(worker) {
-                e.state = ExecutionState::Committed;
-                e.failure = None;
-                e.transport_failures = 0;
-                e.retry_at = now;
-            }
-        }
-        if !unrevealed.is_empty() {
-            self.event(
-                now,
-                format!(
-                    "asking {} worker(s) for their reveal again",
-                    unrevealed.len()
-                ),
-            );
-            fx.push(Effect::Persist);
-        }
+        let unrevealed = self.ask_again_for_reveals(now, fx);
         let replaceable: Vec<PublicKey> = self
             .executions
             .iter()
@@ -1294,7 +1284,7 @@ impl SubmittedJob {
             replacements.push(new);
         }
         if replacements.is_empty() {
-            if !unrevealed.is_empty() {
+            if unrevealed {
                 self.phase = Phase::Revealing { since: now };
                 return;
             }
@@ -1338,6 +1328,41 @@ impl SubmittedJob {
         for worker in replacements {
             self.send_assignment(worker, ctx, fx);
         }
+    }
+
+    /// Committed workers whose reveal did not get through hold a result the job may need, as
+    /// their signed commitment shows: they are asked again, a grace period at a time, until
+    /// the job expires, rather than replaced by a full re-run or the job failed. Returns
+    /// whether there were any (their state is back to `Committed`; the caller sets the phase).
+    fn ask_again_for_reveals(&mut self, now: TimestampMs, fx: &mut Effects) -> bool {
+        let unrevealed: Vec<PublicKey> = self
+            .executions
+            .iter()
+            .filter(|e| {
+                e.active && e.state == ExecutionState::Unreachable && e.commitment.is_some()
+            })
+            .map(|e| e.worker)
+            .collect();
+        for worker in &unrevealed {
+            if let Some(e) = self.execution_mut(worker) {
+                e.state = ExecutionState::Committed;
+                e.failure = None;
+                e.transport_failures = 0;
+                e.retry_at = now;
+            }
+        }
+        if unrevealed.is_empty() {
+            return false;
+        }
+        self.event(
+            now,
+            format!(
+                "asking {} worker(s) for their reveal again",
+                unrevealed.len()
+            ),
+        );
+        fx.push(Effect::Persist);
+        true
     }
 
     /// Invites peers that can run the job and have not bid to bid now, for `needed` places;
@@ -1401,6 +1426,11 @@ impl SubmittedJob {
             source = sources.first();
         }
         let Some((worker, manifest)) = source.cloned() else {
+            if self.ask_again_for_reveals(ctx.now, fx) {
+                // Another agreeing output may be behind a reveal that has not come yet.
+                self.phase = Phase::Revealing { since: ctx.now };
+                return;
+            }
             self.fail(
                 "no agreeing worker served output matching the agreed hash".into(),
                 ctx,
