@@ -720,3 +720,20 @@ fn a_job_that_expired_while_its_submitter_was_down_blames_no_assigned_worker() {
         w.verdict().workers
     );
 }
+
+#[test]
+fn an_assignment_sent_again_after_the_submitter_was_down_gets_a_fresh_deadline() {
+    let mut w = World::new(1, 1, 1);
+    let assignments = w.assign();
+    let worker = w.workers[assignments[0].0].public_key();
+    let first = w.job.execution(&worker).expect("assigned").deadline;
+    // The first delivery was lost with the submitter, which comes back near the deadline.
+    w.now = first - 1_000;
+    let fx = w.step(flow::Input::Restarted);
+    let resent = assigns(&fx);
+    assert_eq!(resent.len(), 1, "{fx:?}");
+    let deadline = resent[0].1.decode_unchecked().expect("decodes").deadline;
+    let timeout_ms = u64::from(w.job.spec.timeout_s) * 1000;
+    assert!(deadline >= w.now + timeout_ms, "{deadline} vs {}", w.now);
+    assert_eq!(w.job.execution(&worker).map(|e| e.deadline), Some(deadline));
+}
