@@ -77,6 +77,39 @@ fn submit_wait_returns_the_verified_output_and_get_shows_the_verdict() {
     let mut cmd = Command::new(node_bin());
     cmd.args(["result", "--api", api, &job_id]);
     assert_eq!(output(cmd).trim(), digest);
+    let mut cmd = Command::new(node_bin());
+    cmd.args(["result", "--json", "--api", api, &job_id]);
+    let result: serde_json::Value = serde_json::from_str(&output(cmd)).expect("result JSON");
+    assert_eq!(result["text"].as_str().map(str::trim), Some(digest));
+
+    // A reader that goes away early (`get ID | head -1`) is no crash.
+    let mut get = Command::new(node_bin());
+    get.args(["get", "--api", api, &job_id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = get.spawn().expect("spawn get");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("get ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "get into a closed pipe: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // A finished job cannot be cancelled, and the CLI says so with a failing exit code.
+    let mut cancel = Command::new(node_bin());
+    cancel.args(["cancel", "--api", api, &job_id]);
+    let out = cancel.output().expect("run cancel");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "cancelling a completed job succeeded"
+    );
+    assert!(stderr.contains("already completed"), "{stderr}");
+    assert!(stderr.contains("409"), "{stderr}");
+
+    // Logs written to a file carry no terminal colour codes.
+    let log = std::fs::read_to_string(dir.path().join("node0.log")).expect("node log");
+    assert!(!log.is_empty());
+    assert!(!log.contains('\u{1b}'), "ANSI codes in a log file");
 }
 
 #[test]

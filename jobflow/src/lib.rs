@@ -154,6 +154,11 @@ pub(crate) fn test_spec(n: u8, k: u8) -> JobSpec {
     }
 }
 
+/// `n` and the noun in the right number: "1 worker", "3 workers".
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// A few trailing characters of a peer's id, for timeline lines.
 pub fn short(key: &PublicKey) -> String {
     match key.peer_id() {

@@ -737,3 +737,45 @@ fn an_assignment_sent_again_after_the_submitter_was_down_gets_a_fresh_deadline()
     assert!(deadline >= w.now + timeout_ms, "{deadline} vs {}", w.now);
     assert_eq!(w.job.execution(&worker).map(|e| e.deadline), Some(deadline));
 }
+
+#[test]
+fn no_agreement_names_the_distinct_results_and_blames_nobody() {
+    let mut w = World::new(2, 2, 2);
+    let assignments = w.assign();
+    let mut fx = Vec::new();
+    for (n, (i, a)) in assignments.iter().enumerate() {
+        fx = w.run(*i, a, completed(&format!("random {n}")));
+    }
+    let fx = w.reveal_all(fx);
+    assert_eq!(World::verdicts(&fx), 1, "{fx:?}");
+    let reason = w.job.failure_reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("no agreement: 2 distinct results among 2 workers"),
+        "{reason}"
+    );
+    assert!(
+        w.verdict()
+            .workers
+            .iter()
+            .all(|r| !matches!(r.result, WorkerResult::Disagreed(_))),
+        "{:?}",
+        w.verdict().workers
+    );
+}
+
+#[test]
+fn a_cancelled_jobs_executions_end_cancelled() {
+    let mut w = World::new(2, 2, 2);
+    let assignments = w.assign();
+    let (i, a) = &assignments[0];
+    w.run(*i, a, completed("ok"));
+    w.step(flow::Input::Cancel);
+    assert!(
+        w.job
+            .executions
+            .iter()
+            .all(|e| e.state == ExecutionState::Cancelled),
+        "{:?}",
+        w.job.executions
+    );
+}

@@ -31,7 +31,7 @@ use rand::RngExt;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::{Answer, Ctx, Level, short};
+use crate::{Answer, Ctx, Level, count, short};
 
 /// Most peers invited at once when bidding re-opens.
 const MAX_INVITES: usize = 8;
@@ -146,6 +146,8 @@ pub enum ExecutionState {
     Revealed,
     /// Its commitment was copied, or its reveal did not open it.
     Invalid,
+    /// The submitter cancelled the job while this worker held it.
+    Cancelled,
 }
 
 /// One worker's execution of a submitted job.
@@ -618,6 +620,19 @@ impl SubmittedJob {
             published: false,
         };
         self.times.finished_at = Some(now);
+        // Whoever still held the job is told by the signed cancel and stops: their
+        // executions end here, not left "assigned" for ever.
+        for e in &mut self.executions {
+            if e.active
+                && matches!(
+                    e.state,
+                    ExecutionState::Assigned | ExecutionState::Committed
+                )
+            {
+                e.state = ExecutionState::Cancelled;
+                e.in_flight = false;
+            }
+        }
         self.event(now, "cancelled by the submitter");
         fx.push(Effect::Persist);
         self.publish_decision(ctx, fx);
@@ -751,8 +766,8 @@ impl SubmittedJob {
                 self.close_bidding(have, ctx, fx);
             } else {
                 let reason = format!(
-                    "only {} of the network's workers bid; consensus needs at least {k} ({})",
-                    self.bids.len(),
+                    "only {} bid; consensus needs at least {k} ({})",
+                    count(self.bids.len(), "worker", "workers"),
                     ctx.directory.worker_reach()
                 );
                 self.fail(reason, ctx, fx);
@@ -787,8 +802,8 @@ impl SubmittedJob {
         self.event(
             now,
             format!(
-                "bidding closed with {} bids; assigning {}",
-                self.bids.len(),
+                "bidding closed with {}; assigning {}",
+                count(self.bids.len(), "bid", "bids"),
                 selection.chosen.len()
             ),
         );
@@ -1297,26 +1312,7 @@ impl SubmittedJob {
                     _ => {}
                 }
             }
-            let revealed: Vec<ResultHash> = self
-                .executions
-                .iter()
-                .filter_map(|e| e.result_hash)
-                .collect();
-            let best = revealed
-                .iter()
-                .map(|h| revealed.iter().filter(|x| *x == h).count())
-                .max()
-                .unwrap_or(0);
-            let reason = format!(
-                "no {} matching results: at most {best} of {} workers agreed, and no reserve worker is left{}",
-                self.spec.consensus,
-                self.executions.len(),
-                if self.reopened_at.is_some() {
-                    " (no other worker bid when bidding re-opened)"
-                } else {
-                    ""
-                }
-            );
+            let reason = self.no_agreement_reason();
             self.fail(reason, ctx, fx);
             return;
         }
@@ -1365,6 +1361,42 @@ impl SubmittedJob {
         true
     }
 
+    /// Why the job ends without k matching results. With results revealed but none reaching
+    /// k, it is "no agreement", with the distinct results and how many reported each
+    /// (issue 12): there is no majority anyone disagreed with.
+    fn no_agreement_reason(&self) -> String {
+        let mut distinct: Vec<(ResultHash, usize)> = Vec::new();
+        for hash in self.executions.iter().filter_map(|e| e.result_hash) {
+            match distinct.iter_mut().find(|(h, _)| *h == hash) {
+                Some((_, n)) => *n += 1,
+                None => distinct.push((hash, 1)),
+            }
+        }
+        let left = if self.reopened_at.is_some() {
+            "no reserve worker is left (no other worker bid when bidding re-opened)"
+        } else {
+            "no reserve worker is left"
+        };
+        let k = self.spec.consensus;
+        if distinct.is_empty() {
+            return format!(
+                "no results to agree on: none of {} returned one, and {left}",
+                count(self.executions.len(), "worker", "workers")
+            );
+        }
+        distinct.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        let list: Vec<String> = distinct
+            .iter()
+            .map(|(h, n)| format!("{} x{n}", h.short()))
+            .collect();
+        format!(
+            "no agreement: {} among {} ({}), {k} needed, and {left}",
+            count(distinct.len(), "distinct result", "distinct results"),
+            count(self.executions.len(), "worker", "workers"),
+            list.join(", ")
+        )
+    }
+
     /// Invites peers that can run the job and have not bid to bid now, for `needed` places;
     /// false if there is nobody to invite. They get the signed announcement directly, since
     /// they may have joined after it was gossiped. Their bids arrive as reserves.
@@ -1381,8 +1413,8 @@ impl SubmittedJob {
         self.event(
             now,
             format!(
-                "no reserve left: bidding re-opened, {} peers invited",
-                invitees.len()
+                "no reserve left: bidding re-opened, {} invited",
+                count(invitees.len(), "peer", "peers")
             ),
         );
         fx.push(Effect::Persist);
@@ -1582,7 +1614,12 @@ impl SubmittedJob {
             .iter()
             .filter_map(|e| {
                 let result = match (e.state, e.result_hash) {
-                    (ExecutionState::Refused | ExecutionState::Unreachable, _) => return None,
+                    (
+                        ExecutionState::Refused
+                        | ExecutionState::Unreachable
+                        | ExecutionState::Cancelled,
+                        _,
+                    ) => return None,
                     (ExecutionState::Revealed, Some(_)) if self.bad_outputs.contains(&e.worker) => {
                         WorkerResult::Failed(ExecutionFailure::Error(
                             "served output that does not match its result".into(),

@@ -298,7 +298,17 @@ async fn cancel_job(
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let id = parse_id(&id)?;
-    state.jobs.cancel(id).await.map(Json).ok_or_else(not_found)
+    match state.jobs.cancel(id).await {
+        Ok(job) => Ok(Json(job)),
+        Err(crate::jobs::CancelError::Unknown) => Err(not_found()),
+        Err(e @ crate::jobs::CancelError::Finished(_)) => {
+            Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
+        }
+        Err(e @ crate::jobs::CancelError::Stopped) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+        )),
+    }
 }
 
 /// One line of a job's timeline.

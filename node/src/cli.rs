@@ -256,13 +256,13 @@ fn identity(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
             "data_dir": data_dir,
             "created": created,
         });
-        println!("{out}");
+        outln!("{out}");
     } else {
         if created {
             eprintln!("created a new identity in {}", data_dir.display());
         }
-        println!("peer_id:    {}", identity.peer_id());
-        println!("public_key: {}", identity.public_key());
+        outln!("peer_id:    {}", identity.peer_id());
+        outln!("public_key: {}", identity.public_key());
     }
     Ok(())
 }
@@ -348,7 +348,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     let node = crate::service::start(config)
         .await
         .context("starting the node")?;
-    print_started(&node);
+    print_started(&node)?;
     let shutdown = node.shutdown_token();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -359,12 +359,13 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_started(node: &RunningNode) {
-    println!("peer_id: {}", node.peer_id);
+fn print_started(node: &RunningNode) -> Result<()> {
+    outln!("peer_id: {}", node.peer_id);
     for address in &node.listen_addrs {
-        println!("listening on {address}");
+        outln!("listening on {address}");
     }
-    println!("api: http://{}", node.api_addr);
+    outln!("api: http://{}", node.api_addr);
+    Ok(())
 }
 
 /// Logs to stderr, filtered by `DISTRIBUTEAI_LOG` (default: info, libp2p's chatter quieter).
@@ -375,9 +376,12 @@ pub fn init_logging() {
                 "info,libp2p_mdns=warn,libp2p_gossipsub=warn,libp2p_kad=error",
             )
         });
+    // Colour codes only for a terminal: in a log file they are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 
@@ -443,7 +447,7 @@ async fn peers(api: &str, json: bool) -> Result<()> {
     let base = api_base(api);
     let peers = get_json(&format!("{base}/api/v1/peers")).await?;
     if json {
-        println!("{peers}");
+        outln!("{peers}");
         return Ok(());
     }
     let node = get_json(&format!("{base}/api/v1/node")).await?;
@@ -467,7 +471,7 @@ async fn peers(api: &str, json: bool) -> Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    println!(
+    outln!(
         "this node: {}, reachability {}{}",
         node["peer_id"].as_str().unwrap_or("?"),
         node["reachability"].as_str().unwrap_or("unknown"),
@@ -478,7 +482,7 @@ async fn peers(api: &str, json: bool) -> Result<()> {
         }
     );
     let now = distributeai_protocol::time::now_ms();
-    println!(
+    outln!(
         "{:<54} {:<13} {:<9} {:>4} {:>9} {:<10} {:>6} {:>7} {:<10} ADDRESS",
         "PEER ID",
         "CONNECTION",
@@ -494,7 +498,7 @@ async fn peers(api: &str, json: bool) -> Result<()> {
         let caps = &peer["capabilities"];
         let ago = now.saturating_sub(peer["last_seen"].as_u64().unwrap_or(now)) / 1000;
         let (route, address) = route_text(peer);
-        println!(
+        outln!(
             "{:<54} {:<13} {:<9} {:>4} {:>9} {:<10} {:>6} {:>7} {:<10} {}",
             peer["peer_id"].as_str().unwrap_or("?"),
             route,
@@ -524,7 +528,7 @@ async fn peers(api: &str, json: bool) -> Result<()> {
         );
     }
     if peers.is_empty() {
-        println!("(no peers yet)");
+        outln!("(no peers yet)");
     }
     Ok(())
 }

@@ -136,23 +136,25 @@ pub async fn submit(args: SubmitArgs) -> Result<()> {
     let job: JobView = response.json().await.context("reading the submitted job")?;
     if !args.wait {
         if args.api.json {
-            println!("{}", serde_json::to_string_pretty(&job)?);
+            outln!("{}", serde_json::to_string_pretty(&job)?);
         } else {
-            println!("{}", job.id);
+            outln!("{}", job.id);
         }
         return Ok(());
     }
     if !args.api.json {
-        println!(
+        outln!(
             "job {} submitted (n={}, k={})",
-            job.id, job.spec.redundancy, job.spec.consensus
+            job.id,
+            job.spec.redundancy,
+            job.spec.consensus
         );
     }
     let final_job = follow(&api, &job.id, !args.api.json).await?;
     if args.api.json {
-        println!("{}", serde_json::to_string_pretty(&final_job)?);
+        outln!("{}", serde_json::to_string_pretty(&final_job)?);
     } else {
-        print_summary(&final_job);
+        print_summary(&final_job)?;
         if final_job.status == JobStatus::Completed {
             let output = api
                 .get_bytes(
@@ -160,8 +162,22 @@ pub async fn submit(args: SubmitArgs) -> Result<()> {
                     "fetching the result",
                 )
                 .await?;
-            println!("verified output ({} bytes):", output.len());
-            std::io::stdout().write_all(&output)?;
+            match shown_output(&output) {
+                Some(text) => {
+                    outln!("verified output ({}):", bytes(output.len()));
+                    out_text(text)?;
+                }
+                None => outln!(
+                    "verified output: {} ({}); `distributeai result {}` prints it, `-o DIR` writes its files",
+                    bytes(output.len()),
+                    if std::str::from_utf8(&output).is_ok() {
+                        "too long to show here"
+                    } else {
+                        "not text"
+                    },
+                    final_job.id
+                ),
+            }
         }
     }
     match final_job.status {
@@ -176,6 +192,29 @@ pub async fn submit(args: SubmitArgs) -> Result<()> {
                 .unwrap_or("no reason given")
         ),
     }
+}
+
+/// Most output `submit --wait` shows in the terminal (bytes).
+const MAX_SHOWN_OUTPUT: usize = 64 * 1024;
+
+/// The output as text, if it is text and short enough to show in a terminal.
+fn shown_output(output: &[u8]) -> Option<&str> {
+    if output.len() > MAX_SHOWN_OUTPUT {
+        return None;
+    }
+    std::str::from_utf8(output).ok()
+}
+
+/// A byte count, with the noun in the right number.
+fn bytes(n: usize) -> String {
+    distributeai_jobflow::count(n, "byte", "bytes")
+}
+
+fn out_text(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
 }
 
 /// Polls a job until it is final, printing its timeline as it grows.
@@ -193,7 +232,7 @@ async fn follow(api: &Api, id: &str, print: bool) -> Result<JobView> {
             let t0 = *start.get_or_insert(job.submitted_at);
             for line in lines.iter().skip(shown) {
                 let secs = line.at.saturating_sub(t0) as f64 / 1000.0;
-                println!("  [{secs:>6.2}s] {}", line.message);
+                outln!("  [{secs:>6.2}s] {}", line.message);
             }
             shown = lines.len();
         }
@@ -204,19 +243,21 @@ async fn follow(api: &Api, id: &str, print: bool) -> Result<JobView> {
     }
 }
 
-fn print_summary(job: &JobView) {
-    println!(
+fn print_summary(job: &JobView) -> Result<()> {
+    outln!(
         "job {}: {}",
         job.id,
         format!("{:?}", job.status).to_lowercase()
     );
-    println!(
+    outln!(
         "  image: {}  n={} k={}",
-        job.spec.image, job.spec.redundancy, job.spec.consensus
+        job.spec.image,
+        job.spec.redundancy,
+        job.spec.consensus
     );
-    println!("  bids: {}", job.bids.len());
+    outln!("  bids: {}", job.bids.len());
     for e in &job.executions {
-        println!(
+        outln!(
             "  worker {}  {:<9} hash {}  exit {}{}",
             e.peer_id,
             format!("{:?}", e.status).to_lowercase(),
@@ -231,7 +272,7 @@ fn print_summary(job: &JobView) {
         );
     }
     if let Some(v) = &job.verdict {
-        println!(
+        outln!(
             "  verdict: {} {}",
             v.outcome,
             v.result_hash
@@ -239,20 +280,20 @@ fn print_summary(job: &JobView) {
                 .or(v.reason.as_deref())
                 .unwrap_or("")
         );
-        println!("    agreeing:    {}", v.agreeing.join(", "));
+        outln!("    agreeing:    {}", v.agreeing.join(", "));
         if !v.disagreeing.is_empty() {
-            println!("    disagreeing: {}", v.disagreeing.join(", "));
+            outln!("    disagreeing: {}", v.disagreeing.join(", "));
         }
         if !v.failed.is_empty() {
-            println!("    failed:      {}", v.failed.join(", "));
+            outln!("    failed:      {}", v.failed.join(", "));
         }
         if !v.silent.is_empty() {
-            println!("    silent:      {}", v.silent.join(", "));
+            outln!("    silent:      {}", v.silent.join(", "));
         }
     }
     let t = &job.timings;
     let ms = |v: Option<u64>| v.map(|v| format!("{v} ms")).unwrap_or_else(|| "-".into());
-    println!(
+    outln!(
         "  timings: bidding {}, execution {}, verification {}, output fetch {}, total {}",
         ms(t.bidding_ms),
         ms(t.execution_ms),
@@ -260,13 +301,14 @@ fn print_summary(job: &JobView) {
         ms(t.fetch_ms),
         ms(t.total_ms)
     );
+    Ok(())
 }
 
 /// `distributeai get`.
 pub async fn get(id: &str, args: &ApiArgs) -> Result<()> {
     let api = Api::new(args);
     if args.json {
-        println!(
+        outln!(
             "{}",
             api.get_text(&format!("/api/v1/jobs/{id}"), "getting the job")
                 .await?
@@ -276,7 +318,7 @@ pub async fn get(id: &str, args: &ApiArgs) -> Result<()> {
     let job: JobView = api
         .get(&format!("/api/v1/jobs/{id}"), "getting the job")
         .await?;
-    print_summary(&job);
+    print_summary(&job)?;
     Ok(())
 }
 
@@ -284,13 +326,13 @@ pub async fn get(id: &str, args: &ApiArgs) -> Result<()> {
 pub async fn list(args: &ApiArgs) -> Result<()> {
     let api = Api::new(args);
     if args.json {
-        println!("{}", api.get_text("/api/v1/jobs", "listing jobs").await?);
+        outln!("{}", api.get_text("/api/v1/jobs", "listing jobs").await?);
         return Ok(());
     }
     let jobs: Vec<JobView> = api.get("/api/v1/jobs", "listing jobs").await?;
-    println!("{:<66} {:<10} {:<5} IMAGE", "JOB ID", "STATUS", "N/K");
+    outln!("{:<66} {:<10} {:<5} IMAGE", "JOB ID", "STATUS", "N/K");
     for job in &jobs {
-        println!(
+        outln!(
             "{:<66} {:<10} {:<5} {}",
             job.id,
             format!("{:?}", job.status).to_lowercase(),
@@ -299,7 +341,7 @@ pub async fn list(args: &ApiArgs) -> Result<()> {
         );
     }
     if jobs.is_empty() {
-        println!("(no jobs)");
+        outln!("(no jobs)");
     }
     Ok(())
 }
@@ -308,7 +350,7 @@ pub async fn list(args: &ApiArgs) -> Result<()> {
 pub async fn logs(id: &str, args: &ApiArgs) -> Result<()> {
     let api = Api::new(args);
     if args.json {
-        println!(
+        outln!(
             "{}",
             api.get_text(&format!("/api/v1/jobs/{id}/logs"), "reading the timeline")
                 .await?
@@ -320,7 +362,7 @@ pub async fn logs(id: &str, args: &ApiArgs) -> Result<()> {
         .await?;
     let t0 = lines.first().map(|l| l.at).unwrap_or(0);
     for line in lines {
-        println!(
+        outln!(
             "[{:>7.2}s] {}",
             line.at.saturating_sub(t0) as f64 / 1000.0,
             line.message
@@ -334,10 +376,22 @@ pub async fn result(id: &str, output: Option<PathBuf>, args: &ApiArgs) -> Result
     let api = Api::new(args);
     match output {
         None => {
-            let bytes = api
+            let output = api
                 .get_bytes(&format!("/api/v1/jobs/{id}/result"), "fetching the result")
                 .await?;
-            std::io::stdout().write_all(&bytes)?;
+            if args.json {
+                let text = std::str::from_utf8(&output).ok();
+                let view = serde_json::json!({
+                    "id": id,
+                    "bytes": output.len(),
+                    "text": text,
+                });
+                outln!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(&output)?;
+                stdout.flush()?;
+            }
         }
         Some(dir) => {
             let tar = api
@@ -368,9 +422,9 @@ pub async fn cancel(id: &str, args: &ApiArgs) -> Result<()> {
         .await?;
     let job: JobView = response.json().await.context("reading the answer")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&job)?);
+        outln!("{}", serde_json::to_string_pretty(&job)?);
     } else {
-        println!(
+        outln!(
             "job {}: {}",
             job.id,
             format!("{:?}", job.status).to_lowercase()
@@ -384,19 +438,20 @@ pub async fn stats(args: &ApiArgs) -> Result<()> {
     let api = Api::new(args);
     let text = api.get_text("/api/v1/stats", "reading stats").await?;
     if args.json {
-        println!("{text}");
+        outln!("{text}");
         return Ok(());
     }
     let stats: crate::jobs::Stats = serde_json::from_str(&text)?;
     let mut statuses: Vec<_> = stats.jobs.iter().collect();
     statuses.sort();
-    println!("submitted jobs:");
+    outln!("submitted jobs:");
     for (status, count) in statuses {
-        println!("  {status:<10} {count}");
+        outln!("  {status:<10} {count}");
     }
-    println!(
+    outln!(
         "work accepted: {}  running now: {}",
-        stats.work_accepted, stats.work_running
+        stats.work_accepted,
+        stats.work_running
     );
     Ok(())
 }
@@ -406,7 +461,7 @@ pub async fn status(args: &ApiArgs) -> Result<()> {
     let api = Api::new(args);
     let text = api.get_text("/api/v1/node", "reading the node").await?;
     if args.json {
-        println!("{text}");
+        outln!("{text}");
         return Ok(());
     }
     let node: crate::api::NodeInfo = serde_json::from_str(&text)?;
@@ -417,23 +472,26 @@ pub async fn status(args: &ApiArgs) -> Result<()> {
         }
         crate::network::relays::Reachability::Unknown => "unknown (not judged yet)",
     };
-    println!("peer_id:       {}", node.peer_id);
-    println!(
+    outln!("peer_id:       {}", node.peer_id);
+    outln!(
         "role:          {}{}",
         node.role,
         if node.worker { " + worker" } else { "" }
     );
-    println!("reachability:  {reach}");
-    println!("connected:     {} peers", node.connected_peers);
+    outln!("reachability:  {reach}");
+    outln!(
+        "connected:     {}",
+        distributeai_jobflow::count(node.connected_peers, "peer", "peers")
+    );
     for relay in &node.relays {
         let state = if relay.reserved { "reserved" } else { "asking" };
-        println!("relay:         {} ({state})", relay.address);
+        outln!("relay:         {} ({state})", relay.address);
     }
     for address in &node.announced_addrs {
-        println!("announced:     {address}");
+        outln!("announced:     {address}");
     }
     for address in &node.listen_addrs {
-        println!("listening:     {address}");
+        outln!("listening:     {address}");
     }
     Ok(())
 }
@@ -443,19 +501,31 @@ pub async fn ledger(args: &ApiArgs) -> Result<()> {
     let api = Api::new(args);
     let text = api.get_text("/api/v1/ledger", "reading the ledger").await?;
     if args.json {
-        println!("{text}");
+        outln!("{text}");
         return Ok(());
     }
     let view: crate::ledger::LedgerView = serde_json::from_str(&text)?;
-    println!("ledger: {} entries, summary {}", view.entries, view.summary);
-    println!(
+    outln!("ledger: {} entries, summary {}", view.entries, view.summary);
+    outln!(
         "{:<54} {:>10} {:>8} {:>7} {:>10} {:>7} {:>7}",
-        "PEER ID", "REPUTATION", "CREDITS", "AGREED", "DISAGREED", "FAILED", "SILENT"
+        "PEER ID",
+        "REPUTATION",
+        "CREDITS",
+        "AGREED",
+        "DISAGREED",
+        "FAILED",
+        "SILENT"
     );
     for p in &view.peers {
-        println!(
+        outln!(
             "{:<54} {:>10.1} {:>8} {:>7} {:>10} {:>7} {:>7}",
-            p.peer_id, p.reputation, p.credits, p.agreed, p.disagreed, p.failed, p.silent
+            p.peer_id,
+            p.reputation,
+            p.credits,
+            p.agreed,
+            p.disagreed,
+            p.failed,
+            p.silent
         );
     }
     Ok(())

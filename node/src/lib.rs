@@ -18,6 +18,15 @@
 //! The mesh, executor, store and API are built on the protocol crate's types and the
 //! verifier's decisions; see `docs/architecture.md` for how a job flows through them.
 
+/// Writes a line to stdout, returning the error (a closed pipe, say) to the caller instead of
+/// panicking as `println!` does: `distributeai get ID | head -1` must not crash.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 pub mod api;
 pub mod cli;
 pub mod client;

@@ -69,9 +69,13 @@ async fn three_of_three_with_two_agreeing_liars_is_never_accepted() {
     let verdict = job.verdict.expect("verdict");
     assert_eq!(verdict.outcome, "failed");
     assert!(verdict.agreeing.is_empty());
+    // With no majority, nobody is recorded as disagreeing with it (issue 12).
+    assert!(verdict.disagreeing.is_empty(), "{verdict:?}");
+    let reason = job.failure_reason.expect("reason");
     assert!(
-        job.failure_reason
-            .is_some_and(|r| r.contains("no 3 matching results"))
+        reason.contains("no agreement: 2 distinct results among 3 workers")
+            && reason.contains("3 needed"),
+        "{reason}"
     );
 }
 
@@ -87,7 +91,10 @@ async fn too_many_failures_end_as_failed_with_a_reason() {
     let job = wait_final(&net.submitter.node, &job.id).await;
     assert_eq!(job.status, JobStatus::Failed);
     let reason = job.failure_reason.expect("reason");
-    assert!(reason.contains("no 2 matching results"), "{reason}");
+    assert!(
+        reason.contains("no agreement: 1 distinct result among 3 workers"),
+        "{reason}"
+    );
     assert_eq!(job.verdict.expect("verdict").failed.len(), 2);
 }
 
@@ -375,4 +382,22 @@ async fn cancelling_a_job_stops_it_on_the_workers() {
     );
     let job = net.submitter.node.state.jobs.get(id).await.expect("job");
     assert_eq!(job.status, JobStatus::Cancelled);
+    assert!(
+        job.executions
+            .iter()
+            .all(|e| e.status == distributeai_node::jobs::model::ExecutionState::Cancelled),
+        "the executions end cancelled: {:?}",
+        job.executions
+    );
+    // Cancelling it again does nothing, and says why.
+    let again = net.submitter.node.state.jobs.cancel(id).await;
+    assert!(
+        matches!(
+            again,
+            Err(distributeai_node::jobs::CancelError::Finished(
+                JobStatus::Cancelled
+            ))
+        ),
+        "{again:?}"
+    );
 }

@@ -116,6 +116,28 @@ pub enum SubmitError {
     Stopped,
 }
 
+/// Why a job was not cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// No job with that id was submitted here.
+    #[error("no such job")]
+    Unknown,
+    /// It had already ended; nothing was done.
+    #[error("the job is already {}", status_word(*.0))]
+    Finished(model::JobStatus),
+    /// The job manager has stopped.
+    #[error("the node is shutting down")]
+    Stopped,
+}
+
+/// A status as the API spells it (`completed`, `failed`, ...).
+pub fn status_word(status: model::JobStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// Counts for `GET /api/v1/stats`.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Stats {
@@ -135,7 +157,7 @@ pub(crate) enum JobMsg {
     },
     Cancel {
         id: JobId,
-        reply: oneshot::Sender<Option<JobView>>,
+        reply: oneshot::Sender<Result<JobView, CancelError>>,
     },
     Get {
         id: JobId,
@@ -203,11 +225,12 @@ impl JobsHandle {
             .unwrap_or(Err(SubmitError::Stopped))
     }
 
-    /// Cancels a job; `None` if unknown.
-    pub async fn cancel(&self, id: JobId) -> Option<JobView> {
+    /// Cancels a job. Errors: the job is unknown, or already finished (completed, failed or
+    /// cancelled: nothing is done to it).
+    pub async fn cancel(&self, id: JobId) -> Result<JobView, CancelError> {
         self.ask(|reply| JobMsg::Cancel { id, reply })
             .await
-            .flatten()
+            .unwrap_or(Err(CancelError::Stopped))
     }
 
     /// One job.
@@ -333,10 +356,11 @@ impl Directory for NodeDirectory<'_> {
             .filter(|p| p.accepts_jobs)
             .collect();
         let connected = workers.iter().filter(|p| p.connected).count();
+        let runs = if workers.len() == 1 { "runs" } else { "run" };
         format!(
-            "{} known peers run jobs, {connected} of them connected to this node; \
+            "{} {runs} jobs, {connected} of them connected to this node; \
              see `distributeai peers` for how each is reached",
-            workers.len()
+            distributeai_jobflow::count(workers.len(), "known peer", "known peers"),
         )
     }
 
@@ -460,8 +484,18 @@ impl JobManager {
                 let _ = reply.send(self.submit(spec));
             }
             JobMsg::Cancel { id, reply } => {
-                self.step_job(id, flow::Input::Cancel);
-                let _ = reply.send(self.jobs.get(&id).map(Job::view));
+                let answer = match self.jobs.get(&id).map(|j| j.status()) {
+                    None => Err(CancelError::Unknown),
+                    Some(status) if status.is_final() => Err(CancelError::Finished(status)),
+                    Some(_) => {
+                        self.step_job(id, flow::Input::Cancel);
+                        self.jobs
+                            .get(&id)
+                            .map(Job::view)
+                            .ok_or(CancelError::Unknown)
+                    }
+                };
+                let _ = reply.send(answer);
             }
             JobMsg::Get { id, reply } => {
                 let _ = reply.send(self.jobs.get(&id).cloned());
@@ -492,11 +526,7 @@ impl JobManager {
     fn stats(&self) -> Stats {
         let mut jobs = HashMap::new();
         for job in self.jobs.values() {
-            let status = serde_json::to_value(job.status())
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            *jobs.entry(status).or_insert(0) += 1;
+            *jobs.entry(status_word(job.status())).or_insert(0) += 1;
         }
         Stats {
             jobs,
