@@ -126,7 +126,9 @@ impl Store {
 
     /// Writes `value` under `key` and flushes it to disk.
     pub fn put<T: Serialize>(&self, table: Table, key: &[u8], value: &T) -> Result<(), StoreError> {
-        let bytes = codec::encode(value).map_err(|e| self.io(e))?;
+        // Local records may hold several messages' worth (a job keeps its announcement and its
+        // verdict): no wire limit here; the spec's own bound keeps them in reason.
+        let bytes = codec::encode_local(value).map_err(|e| self.io(e))?;
         let tree = self.tree(table)?;
         tree.insert(key, bytes).map_err(|e| self.io(e))?;
         tree.flush().map_err(|e| self.io(e))?;
@@ -212,7 +214,7 @@ impl Store {
         key: &[u8],
         bytes: &[u8],
     ) -> Result<T, StoreError> {
-        codec::decode(bytes).map_err(|e| StoreError::Corrupt {
+        codec::decode_local(bytes).map_err(|e| StoreError::Corrupt {
             path: self.path.clone(),
             tree: table.name(),
             key: hex::encode(key),

@@ -401,3 +401,52 @@ async fn cancelling_a_job_stops_it_on_the_workers() {
         "{again:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_spec_is_stored_completes_and_is_still_completed_after_a_restart() {
+    let honest = (FakeBehaviour::Honest, None);
+    let Net {
+        bootstrap,
+        submitter,
+        workers: _workers,
+    } = network(&[honest, honest]).await;
+
+    // Issue 12's input: about 360 KB of arguments (90 of 4,000 bytes). Its record holds the
+    // spec, the announcement and the verdict, more than one message's worth.
+    let mut big = spec(2, 2);
+    big.command = (0..90)
+        .map(|i| format!("{i:04}{}", "x".repeat(3996)))
+        .collect();
+    let job = submit(&submitter.node, big).await;
+    let done = wait_final(&submitter.node, &job.id).await;
+    assert_eq!(
+        done.status,
+        JobStatus::Completed,
+        "{:?}",
+        done.failure_reason
+    );
+    let entry = done.verdict.expect("verdict").entry_id;
+
+    let TestNode { node, dir } = submitter;
+    node.stop().await;
+    let restarted = start_submitter_in(dir, &bootstrap.addrs).await;
+    let id = job.id.parse().expect("id");
+    let again = restarted.node.state.jobs.get(id).await.expect("kept");
+    assert_eq!(again.status, JobStatus::Completed);
+    assert_eq!(
+        again.verdict.expect("verdict").entry_id,
+        entry,
+        "one verdict"
+    );
+
+    // A spec over the bound is refused at submission, naming the limit.
+    let mut huge = spec(2, 2);
+    huge.command = (0..140).map(|_| "y".repeat(4000)).collect();
+    let refused = restarted.node.state.jobs.submit(huge).await;
+    let message = refused.expect_err("too large").to_string();
+    assert!(
+        message.contains("spec") && message.contains("524288 bytes"),
+        "{message}"
+    );
+    restarted.node.stop().await;
+}

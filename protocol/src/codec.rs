@@ -58,6 +58,27 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> 
     Ok(out)
 }
 
+/// Encodes `value` as CBOR with no size limit: for records a node keeps for itself (its store),
+/// which may hold several messages' worth (a job record holds its announcement and its
+/// verdict), never for the wire.
+pub fn encode_local<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out).map_err(|e| EncodeError::Cbor(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decodes a record written by [`encode_local`]: no size limit, otherwise as [`decode`].
+/// Never panics.
+pub fn decode_local<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let mut reader = bytes;
+    let value =
+        ciborium::from_reader(&mut reader).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if !reader.is_empty() {
+        return Err(DecodeError::TrailingBytes(reader.len()));
+    }
+    Ok(value)
+}
+
 /// Decodes one CBOR value from untrusted bytes. Never panics.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     if bytes.len() > MAX_MESSAGE_BYTES {

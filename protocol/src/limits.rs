@@ -5,6 +5,10 @@
 
 /// A whole encoded message (gossip or direct request/response), envelope included.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Largest job spec, encoded (bytes): half a message, so that the job's signed announcement
+/// and the verdict that carries it (with up to [`MAX_VERDICT_WORKERS`] signed bids and
+/// commitments) each fit in one message (issue 12).
+pub const MAX_SPEC_BYTES: usize = MAX_MESSAGE_BYTES / 2;
 /// Largest redundancy a job may ask for. Sixteen workers already cost a submitter 16x the
 /// compute; beyond that a verdict carrying every worker's signed bid grows past what gossip
 /// should carry.

@@ -409,6 +409,19 @@ impl JobSpec {
         if self.reward.checked_mul(n.into()).is_none() {
             return Err(invalid("reward", "reward x redundancy overflows"));
         }
+        let len = crate::codec::encode_local(self)
+            .map_err(|e| invalid("spec", e.to_string()))?
+            .len();
+        if len > MAX_SPEC_BYTES {
+            return Err(invalid(
+                "spec",
+                format!(
+                    "it is {len} bytes encoded, over the limit of {MAX_SPEC_BYTES} bytes \
+                     (command, env and image together), which keeps its announcement and \
+                     verdict within one message"
+                ),
+            ));
+        }
         Ok(())
     }
 }
