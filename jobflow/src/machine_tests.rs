@@ -779,3 +779,37 @@ fn a_cancelled_jobs_executions_end_cancelled() {
         w.job.executions
     );
 }
+
+#[test]
+fn a_worker_whose_clock_runs_ahead_counts_the_deadline_from_receipt() {
+    let mut w = World::new(1, 1, 1);
+    let assignments = w.assign();
+    let (i, a) = &assignments[0];
+    let signed = a.decode_unchecked().expect("decodes");
+    let duration = signed.deadline - signed.issued_at;
+    // The worker's clock is 120 s ahead of the submitter's.
+    let ahead = w.now + 120_000;
+    let assignment = a
+        .open(&ValidationContext::live_at(ahead))
+        .expect("within the skew bound");
+    let mut ctx = Ctx {
+        now: ahead,
+        identity: &w.workers[*i],
+        rng: &mut w.rng,
+        directory: &Everyone,
+        config: &w.config,
+    };
+    let item = w.items[*i].as_mut().expect("bid");
+    let fx = item.handle(
+        work::Input::Assigned {
+            assignment,
+            free_slots: 1,
+        },
+        &mut ctx,
+    );
+    assert!(
+        fx.iter().any(|e| matches!(e, work::Effect::Start { .. })),
+        "{fx:?}"
+    );
+    assert_eq!(item.deadline, ahead + duration);
+}

@@ -90,7 +90,8 @@ pub struct WorkItem {
     pub assignment: Option<Signed<Assignment>>,
     /// The assignment's attempt number.
     pub attempt: u32,
-    /// The assignment's commitment deadline (ms).
+    /// The assignment's commitment deadline, on this node's clock (ms): the assignment's
+    /// duration counted from its receipt.
     pub deadline: TimestampMs,
     /// When the assignment was accepted (ms).
     pub accepted_at: Option<TimestampMs>,
@@ -279,6 +280,13 @@ impl WorkItem {
                 free_slots,
             } => {
                 let reply = self.on_assigned(assignment, free_slots, ctx, &mut fx);
+                if let Response::Refused(reason) = &reply {
+                    // Said here too: otherwise only the submitter learns why we ran nothing.
+                    fx.push(Effect::Log(
+                        Level::Info,
+                        format!("refused an assignment: {reason}"),
+                    ));
+                }
                 fx.push(Effect::Reply(reply));
             }
             Input::Executed(executed) => self.on_executed(executed, ctx, &mut fx),
@@ -422,7 +430,11 @@ impl WorkItem {
         }
         self.assignment = Some(assignment.envelope.clone());
         self.attempt = a.attempt;
-        self.deadline = a.deadline;
+        // The submitter's deadline is a duration from when it signed; counted here from
+        // receipt on our own clock, so a skewed clock neither refuses nor shortens it.
+        self.deadline = ctx
+            .now
+            .saturating_add(a.deadline.saturating_sub(a.issued_at));
         self.accepted_at = Some(ctx.now);
         fx.push(Effect::Log(Level::Info, "assignment accepted".into()));
         // Stored (by `start`) before the acknowledgement: once we say yes, a crash cannot

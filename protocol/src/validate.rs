@@ -74,7 +74,11 @@ pub enum ValidationError {
         max: u8,
     },
     /// The message claims to be from the future, beyond the allowed clock skew.
-    #[error("issued_at {issued_at} is ahead of our clock ({now}) by more than the allowed skew")]
+    #[error(
+        "clock skew: issued at {issued_at} by the sender's clock, {now} by ours: the sender is \
+         ahead by more than the allowed {} s",
+        crate::limits::MAX_CLOCK_SKEW_MS / 1000
+    )]
     FromFuture {
         /// The message's timestamp.
         issued_at: TimestampMs,
@@ -82,7 +86,11 @@ pub enum ValidationError {
         now: TimestampMs,
     },
     /// The message is older than the allowed clock skew: a delayed or replayed message.
-    #[error("issued_at {issued_at} is too old (now {now})")]
+    #[error(
+        "clock skew or a late message: issued at {issued_at} by the sender's clock, {now} by \
+         ours: older than the allowed {} s",
+        crate::limits::MAX_CLOCK_SKEW_MS / 1000
+    )]
     Stale {
         /// The message's timestamp.
         issued_at: TimestampMs,
@@ -507,13 +515,15 @@ impl Validate for Assignment {
         if self.deadline <= self.issued_at {
             return Err(invalid("deadline", "must be after issued_at"));
         }
+        // The deadline is a duration from `issued_at`, both in the submitter's clock: the
+        // worker counts it from receipt on its own clock, so clocks that differ within the
+        // skew bound change nothing (issue 12). Not compared with our clock here.
         check_range(
             "deadline",
             self.deadline - self.issued_at,
             1,
             MAX_JOB_LIFETIME_MS,
-        )?;
-        ctx.check_not_expired(self.deadline)
+        )
     }
 }
 

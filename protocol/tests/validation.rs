@@ -187,6 +187,32 @@ fn expired_or_overlong_jobs_are_refused() {
     assert!(job(NOW + MAX_JOB_LIFETIME_MS + 1).open(&ctx()).is_err());
 }
 
+/// Issue 12's input: a worker whose clock runs 120 s ahead refused every assignment whose
+/// deadline (timeout + 60 s) was under 120 s away, with "expired at ...". A deadline is a
+/// duration from `issued_at`; only `issued_at` is held to the skew bound.
+#[test]
+fn an_assignment_is_judged_by_its_duration_not_by_the_receivers_clock() {
+    let short = Assignment {
+        deadline: NOW + 65_000,
+        ..assignment()
+    };
+    let signed = Signed::sign(&submitter(), &short).expect("sign");
+    let ahead = ValidationContext::live_at(NOW + 120_000);
+    assert!(
+        signed.open(&ahead).is_ok(),
+        "{:?}",
+        signed.open(&ahead).err()
+    );
+    // Beyond the skew bound, the error says so, with both times.
+    let far = ValidationContext::live_at(NOW + MAX_CLOCK_SKEW_MS + 1);
+    let err = signed.open(&far).expect_err("too far").to_string();
+    assert!(err.contains("clock skew"), "{err}");
+    assert!(
+        err.contains(&NOW.to_string()) && err.contains(&(NOW + MAX_CLOCK_SKEW_MS + 1).to_string()),
+        "{err}"
+    );
+}
+
 #[test]
 fn reveal_must_match_its_manifest() {
     let w = worker(0);

@@ -1211,7 +1211,12 @@ impl EventLoop {
                     }
                     Err(error) => {
                         self.metrics.dropped("request", error.reason());
-                        debug!(%peer, %error, "refused direct request");
+                        if matches!(error.reason(), "from_future" | "stale") {
+                            // Either clock may be wrong; the operator should hear of it.
+                            warn!(%peer, %error, "refused a direct request");
+                        } else {
+                            debug!(%peer, %error, "refused direct request");
+                        }
                         let _ = self.swarm.behaviour_mut().request_response.send_response(
                             channel,
                             Response::Refused(short_text(&error.to_string())),
