@@ -813,3 +813,23 @@ fn a_worker_whose_clock_runs_ahead_counts_the_deadline_from_receipt() {
     );
     assert_eq!(item.deadline, ahead + duration);
 }
+
+#[test]
+fn a_lost_worker_is_replaced_at_once_and_not_blamed() {
+    // n = 1 with two bidders: the second is the reserve.
+    let mut w = World::new(1, 1, 2);
+    let assignments = w.assign();
+    let lost = w.workers[assignments[0].0].public_key();
+    let fx = w.step(flow::Input::WorkerLost { worker: lost });
+    assert_eq!(w.state(&lost), Some(ExecutionState::Unreachable));
+    let replacement = assigns(&fx);
+    assert_eq!(replacement.len(), 1, "{fx:?}");
+    assert_ne!(replacement[0].0, lost);
+    // A worker that already answered is not given up on.
+    let other = replacement[0].0;
+    let i = w.worker_index(&other);
+    w.run(i, &replacement[0].1, completed("ok"));
+    let before = w.state(&other);
+    w.step(flow::Input::WorkerLost { worker: other });
+    assert_eq!(w.state(&other), before);
+}

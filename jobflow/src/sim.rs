@@ -37,6 +37,8 @@ use crate::{Answer, Ctx, Directory, FlowConfig, Level, short};
 pub const TICK_MS: u64 = 250;
 /// After this long without an answer a request fails in transit (simulated ms).
 const REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// How long after losing a worker a submitter gives up on it (the node's `LIVENESS_BOUND`).
+const LIVENESS_MS: u64 = 15_000;
 /// A quorum of honest commitments this long before expiry leaves time to reveal (one grace
 /// period) and fetch, whatever partitions and loss do (simulated ms).
 const LIVENESS_MARGIN_MS: u64 = 60_000;
@@ -306,6 +308,9 @@ enum Event {
         down_for: u64,
     },
     Restart(usize),
+    /// A submitter's liveness probe of a worker it lost the connection to, `LIVENESS_MS`
+    /// later (the node driver's `LIVENESS_BOUND`).
+    Probe(usize),
 }
 
 /// What to tell a machine when a request is answered or times out.
@@ -653,19 +658,57 @@ impl Sim {
             }
             Event::Crash { node, down_for } => self.crash(node, down_for),
             Event::Restart(node) => self.restart(node),
+            Event::Probe(worker) => self.probe(worker),
         }
         self.apply_partitions();
     }
 
     fn apply_partitions(&mut self) {
         let now = self.now;
-        self.cut = self
+        let cut: Vec<BTreeSet<usize>> = self
             .settings
             .partitions
             .iter()
             .filter(|(at, len, _)| *at <= now && now < at + len)
             .map(|(_, _, cut)| cut.iter().copied().collect())
             .collect();
+        if cut.len() > self.cut.len() {
+            // Connections across the new cut drop: submitters probe the workers they lost.
+            for worker in self.settings.submitters..self.nodes.len() {
+                self.schedule(now + LIVENESS_MS, Event::Probe(worker));
+            }
+        }
+        self.cut = cut;
+    }
+
+    /// Every submitter that still cannot reach `worker` gives up on its runs.
+    fn probe(&mut self, worker: usize) {
+        let key = self.nodes[worker].key;
+        for submitter in 0..self.settings.submitters {
+            let lost = !self.nodes[worker].up || self.partitioned(submitter, worker);
+            if !lost || !self.nodes[submitter].up {
+                continue;
+            }
+            let jobs: Vec<JobId> = self.nodes[submitter]
+                .jobs
+                .iter()
+                .filter(|(_, j)| {
+                    j.execution(&key).is_some_and(|e| {
+                        e.active && e.state == crate::submitter::ExecutionState::Assigned
+                    })
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in jobs {
+                self.note(|| {
+                    format!(
+                        "node {submitter} gives up on node {worker} for {}",
+                        id.short()
+                    )
+                });
+                self.step_job(submitter, id, flow::Input::WorkerLost { worker: key });
+            }
+        }
     }
 
     fn submit(&mut self, i: usize) {
@@ -973,7 +1016,7 @@ impl Sim {
         );
         if behaviour == Behaviour::Crashy && self.rng.random_bool(0.5) {
             let at = self.rng.random_range(0..=after);
-            let down_for = self.rng.random_range(200..=8_000);
+            let down_for = self.rng.random_range(200..=30_000);
             self.schedule(self.now + at, Event::Crash { node, down_for });
         }
     }
@@ -1004,6 +1047,7 @@ impl Sim {
         n.down_since = Some(self.now);
         self.note(|| format!("node {node} crashes for {down_for} ms"));
         self.schedule(self.now + down_for, Event::Restart(node));
+        self.schedule(self.now + LIVENESS_MS, Event::Probe(node));
     }
 
     fn restart(&mut self, node: usize) {

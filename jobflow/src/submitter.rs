@@ -343,6 +343,13 @@ pub enum Input {
         /// How it ended.
         result: FetchResult,
     },
+    /// The worker's connection dropped and it could not be reached again within the
+    /// liveness bound (issue 12): a worker still running the job is given up on now, not at
+    /// its deadline. Not blamed: a home connection can drop.
+    WorkerLost {
+        /// The worker.
+        worker: PublicKey,
+    },
     /// The submitter withdraws the job.
     Cancel,
     /// Time passed: deadlines, retries.
@@ -542,6 +549,7 @@ impl SubmittedJob {
             }
             Input::Fetched { worker, result } => self.on_fetched(worker, result, ctx, &mut fx),
             Input::Cancel => self.cancel(ctx, &mut fx),
+            Input::WorkerLost { worker } => self.on_worker_lost(worker, ctx, &mut fx),
             Input::Tick => self.on_tick(ctx, &mut fx),
             Input::Restarted => {
                 // Time the submitter was down says nothing about its workers: they retry
@@ -928,6 +936,31 @@ impl SubmittedJob {
             }
         };
         self.event(now, text);
+        fx.push(Effect::Persist);
+        self.evaluate(ctx, fx);
+    }
+
+    fn on_worker_lost(&mut self, worker: PublicKey, ctx: &mut Ctx<'_>, fx: &mut Effects) {
+        if !matches!(self.phase, Phase::Executing | Phase::Revealing { .. }) {
+            return;
+        }
+        let now = ctx.now;
+        let Some(e) = self.execution_mut(&worker) else {
+            return;
+        };
+        if !(e.active && e.state == ExecutionState::Assigned) {
+            return;
+        }
+        e.state = ExecutionState::Unreachable;
+        e.in_flight = false;
+        e.failure = Some("lost its connection and could not be reached again".into());
+        self.event(
+            now,
+            format!(
+                "{} lost its connection and could not be reached again; replacing it",
+                short(&worker)
+            ),
+        );
         fx.push(Effect::Persist);
         self.evaluate(ctx, fx);
     }

@@ -417,6 +417,10 @@ impl Service {
             }
             NetworkEvent::PeerDisconnected { peer } => {
                 self.write_peers(|t| t.on_disconnected(peer, now));
+                self.state
+                    .jobs
+                    .forward(JobMsg::PeerDisconnected { peer })
+                    .await;
                 None
             }
         }

@@ -450,3 +450,64 @@ async fn a_large_spec_is_stored_completes_and_is_still_completed_after_a_restart
     );
     restarted.node.stop().await;
 }
+
+/// Issue 12's input: a worker killed two seconds into its run was replaced only after the
+/// job's timeout plus grace, though its connection dropped at once. Now it is given up on
+/// once it cannot be reached again for `LIVENESS_BOUND` (15 s), and not blamed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_disappears_mid_run_is_replaced_within_the_liveness_bound() {
+    let honest = (FakeBehaviour::Honest, None);
+    let Net {
+        bootstrap: _bootstrap,
+        submitter,
+        workers,
+    } = network_with_delay(&[honest, honest, honest], Duration::from_secs(8)).await;
+    let mut long = spec(2, 2);
+    // Deadline 130 s (timeout plus the tests' 10 s grace): far past the liveness bound.
+    long.timeout_s = 120;
+    let job = submit(&submitter.node, long).await;
+    let id: distributeai_protocol::JobId = job.id.parse().expect("id");
+    let assigned = wait_until(BOUND, || async {
+        submitter
+            .node
+            .state
+            .jobs
+            .get(id)
+            .await
+            .is_some_and(|j| j.executions.len() == 2)
+    })
+    .await;
+    assert!(assigned, "the job gets assigned");
+    let job = submitter.node.state.jobs.get(id).await.expect("job");
+    let victim = job.executions[0].peer_id.clone();
+    let mut killed = None;
+    let mut _alive = Vec::new();
+    for w in workers {
+        if w.node.peer_id.to_string() == victim {
+            w.node.stop().await;
+            killed = Some(tokio::time::Instant::now());
+        } else {
+            _alive.push(w);
+        }
+    }
+    let killed = killed.expect("the victim is one of ours");
+
+    let job = wait_final(&submitter.node, &job.id).await;
+    let took = killed.elapsed();
+    assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
+    assert!(
+        took < Duration::from_secs(100),
+        "replaced only after {took:?}, as late as its deadline"
+    );
+    let lost = job
+        .executions
+        .iter()
+        .find(|e| e.peer_id == victim)
+        .expect("the victim's execution");
+    assert_eq!(
+        lost.status,
+        distributeai_node::jobs::model::ExecutionState::Unreachable
+    );
+    let verdict = job.verdict.expect("verdict");
+    assert!(!verdict.silent.contains(&victim), "{verdict:?}");
+}

@@ -32,8 +32,8 @@ use distributeai_jobflow::{Ctx, Directory, FlowConfig, Level};
 use distributeai_protocol::time::now_ms;
 use distributeai_protocol::validate::short_text;
 use distributeai_protocol::{
-    JobAnnouncement, JobId, JobSpec, NodeIdentity, PublicKey, Response, ValidationError, Verdict,
-    Verified, VerifiedGossip,
+    JobAnnouncement, JobId, JobSpec, NodeIdentity, PublicKey, Request, Response, ValidationError,
+    Verdict, Verified, VerifiedGossip,
 };
 use libp2p::PeerId;
 use rand::SeedableRng;
@@ -116,6 +116,14 @@ pub enum SubmitError {
     Stopped,
 }
 
+/// How long a worker running one of our jobs may stay unreachable after its connection
+/// dropped before its slot goes to another worker (issue 12: "say 15 s").
+pub const LIVENESS_BOUND: Duration = Duration::from_secs(15);
+/// Longest wait for one liveness probe.
+const LIVENESS_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between liveness probes.
+const LIVENESS_PROBE_PAUSE: Duration = Duration::from_secs(1);
+
 /// Why a job was not cancelled.
 #[derive(Debug, thiserror::Error)]
 pub enum CancelError {
@@ -191,6 +199,18 @@ pub(crate) enum JobMsg {
     BidDecided {
         job: Verified<JobAnnouncement>,
         image_present: bool,
+    },
+    /// A peer's last connection closed.
+    PeerDisconnected {
+        peer: PeerId,
+    },
+    /// A peer that disconnected could not be reached again within [`LIVENESS_BOUND`].
+    PeerLost {
+        peer: PeerId,
+    },
+    /// A peer that disconnected answered again.
+    PeerBack {
+        peer: PeerId,
     },
     /// An execution's task ended (its outcome was sent just before).
     ExecutionEnded {
@@ -292,6 +312,8 @@ pub struct JobManager {
     running: HashMap<JobId, CancellationToken>,
     /// Records the store refused, written again on every tick.
     unsaved: std::collections::HashSet<(Table, JobId)>,
+    /// Workers that disconnected while running our jobs, being probed.
+    probing: std::collections::HashSet<PeerId>,
 }
 
 /// The node's view of its peers, as the machines ask for it: reputation from the ledger,
@@ -445,6 +467,7 @@ impl JobManager {
                 work,
                 running: HashMap::new(),
                 unsaved: Default::default(),
+                probing: Default::default(),
             },
             handle,
         ))
@@ -517,6 +540,16 @@ impl JobManager {
                 self.step_work(job, input);
             }
             JobMsg::BidDecided { job, image_present } => self.bid(job, image_present),
+            JobMsg::PeerDisconnected { peer } => self.probe_if_working(peer),
+            JobMsg::PeerBack { peer } => {
+                self.probing.remove(&peer);
+            }
+            JobMsg::PeerLost { peer } => {
+                self.probing.remove(&peer);
+                for (id, worker) in self.assigned_to(peer) {
+                    self.step_job(id, flow::Input::WorkerLost { worker });
+                }
+            }
             JobMsg::ExecutionEnded { job } => {
                 self.running.remove(&job);
             }
@@ -618,6 +651,59 @@ impl JobManager {
         for id in ids {
             self.step_work(id, work::Input::Tick);
         }
+    }
+
+    /// The jobs in which `peer` holds a slot it has not answered yet, with its key.
+    fn assigned_to(&self, peer: PeerId) -> Vec<(JobId, PublicKey)> {
+        self.jobs
+            .values()
+            .flat_map(|job| {
+                job.executions
+                    .iter()
+                    .filter(move |e| {
+                        e.active
+                            && e.state == model::ExecutionState::Assigned
+                            && e.worker.peer_id().is_ok_and(|p| p == peer)
+                    })
+                    .map(move |e| (job.id, e.worker))
+            })
+            .collect()
+    }
+
+    /// A worker running one of our jobs disconnected: try to reach it again for
+    /// [`LIVENESS_BOUND`], and give up on it then, rather than at its deadline (the job's
+    /// timeout plus grace). Any answer, even a refusal, shows it is there.
+    fn probe_if_working(&mut self, peer: PeerId) {
+        if self.assigned_to(peer).is_empty() || !self.probing.insert(peer) {
+            return;
+        }
+        let network = self.network.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let give_up = tokio::time::Instant::now() + LIVENESS_BOUND;
+            while tokio::time::Instant::now() < give_up {
+                if matches!(network.route(peer).await, Ok(Some(_))) {
+                    return;
+                }
+                let probe = Request::LedgerSync(distributeai_protocol::LedgerSyncRequest {
+                    after: None,
+                    limit: 1,
+                });
+                let attempt =
+                    tokio::time::timeout(LIVENESS_PROBE_TIMEOUT, network.request(peer, probe));
+                if let Ok(Ok(_)) = attempt.await {
+                    let _ = tx.send(JobMsg::PeerBack { peer }).await;
+                    return;
+                }
+                tokio::time::sleep(LIVENESS_PROBE_PAUSE).await;
+            }
+            if matches!(network.route(peer).await, Ok(Some(_))) {
+                let _ = tx.send(JobMsg::PeerBack { peer }).await;
+                return;
+            }
+            warn!(%peer, "a worker running our job disconnected and could not be reached again");
+            let _ = tx.send(JobMsg::PeerLost { peer }).await;
+        });
     }
 
     /// Runs `f` on the machines with a step context: this node's clock, randomness, key,
