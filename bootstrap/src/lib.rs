@@ -144,11 +144,8 @@ pub async fn run(args: Args) -> Result<()> {
     let relay_limits =
         RelayLimits::with_circuit_limits(args.max_circuit_secs, args.max_circuit_kib);
     let bootstrap = start(data_dir, listen, args.peer, relay_limits).await?;
-    println!("peer_id: {}", bootstrap.peer_id);
-    for address in &bootstrap.listen_addrs {
-        println!("listening on {address}");
-    }
-    println!("nodes join with: distributeai node --bootstrap <one of the addresses above>");
+    // Printed for whoever reads it; a closed stdout must not stop (or crash) the peer.
+    let _ = print_started(&bootstrap);
     let shutdown = bootstrap.shutdown_token();
     tokio::spawn(async move {
         distributeai_node::cli::wait_for_signal().await;
@@ -156,4 +153,18 @@ pub async fn run(args: Args) -> Result<()> {
     });
     bootstrap.wait().await;
     Ok(())
+}
+
+fn print_started(bootstrap: &Bootstrap) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "peer_id: {}", bootstrap.peer_id)?;
+    for address in &bootstrap.listen_addrs {
+        writeln!(out, "listening on {address}")?;
+    }
+    writeln!(
+        out,
+        "nodes join with: distributeai node --bootstrap <one of the addresses above>"
+    )?;
+    out.flush()
 }

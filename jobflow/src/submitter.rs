@@ -1406,28 +1406,36 @@ impl SubmittedJob {
             }
         }
         let left = if self.reopened_at.is_some() {
-            "no reserve worker is left (no other worker bid when bidding re-opened)"
+            "no reserve worker is left (none bid when bidding re-opened)"
         } else {
             "no reserve worker is left"
         };
         let k = self.spec.consensus;
-        if distinct.is_empty() {
-            return format!(
-                "no results to agree on: none of {} returned one, and {left}",
-                count(self.executions.len(), "worker", "workers")
-            );
+        let workers = count(self.executions.len(), "worker", "workers");
+        match distinct.as_slice() {
+            [] => format!("no results to agree on: none of {workers} returned one, and {left}"),
+            [(hash, n)] => format!(
+                "not enough matching results: {n} of {k} needed ({}), among {workers}; {left}",
+                hash.short()
+            ),
+            _ => {
+                distinct.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+                // At most three named, so that the reason fits the verdict's short text whole.
+                let mut list: Vec<String> = distinct
+                    .iter()
+                    .take(3)
+                    .map(|(h, n)| format!("{} x{n}", h.short()))
+                    .collect();
+                if distinct.len() > 3 {
+                    list.push(format!("+{} more", distinct.len() - 3));
+                }
+                format!(
+                    "no agreement: {} among {workers} ({}), {k} needed; {left}",
+                    count(distinct.len(), "distinct result", "distinct results"),
+                    list.join(", ")
+                )
+            }
         }
-        distinct.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
-        let list: Vec<String> = distinct
-            .iter()
-            .map(|(h, n)| format!("{} x{n}", h.short()))
-            .collect();
-        format!(
-            "no agreement: {} among {} ({}), {k} needed, and {left}",
-            count(distinct.len(), "distinct result", "distinct results"),
-            count(self.executions.len(), "worker", "workers"),
-            list.join(", ")
-        )
     }
 
     /// Invites peers that can run the job and have not bid to bid now, for `needed` places;

@@ -348,7 +348,10 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     let node = crate::service::start(config)
         .await
         .context("starting the node")?;
-    print_started(&node)?;
+    // A node keeps running whoever reads (or stopped reading) what it prints at start.
+    if let Err(e) = print_started(&node) {
+        tracing::warn!(error = %e, "cannot print the node's addresses");
+    }
     let shutdown = node.shutdown_token();
     tokio::spawn(async move {
         wait_for_signal().await;

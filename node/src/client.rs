@@ -211,9 +211,14 @@ fn bytes(n: usize) -> String {
 }
 
 fn out_text(text: &str) -> Result<()> {
+    out_bytes(text.as_bytes())
+}
+
+/// Writes raw output to stdout; see `outln!` for why its errors are kept apart.
+fn out_bytes(bytes: &[u8]) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
-    stdout.flush()?;
+    stdout.write_all(bytes).map_err(crate::StdoutError)?;
+    stdout.flush().map_err(crate::StdoutError)?;
     Ok(())
 }
 
@@ -388,9 +393,7 @@ pub async fn result(id: &str, output: Option<PathBuf>, args: &ApiArgs) -> Result
                 });
                 outln!("{}", serde_json::to_string_pretty(&view)?);
             } else {
-                let mut stdout = std::io::stdout().lock();
-                stdout.write_all(&output)?;
-                stdout.flush()?;
+                out_bytes(&output)?;
             }
         }
         Some(dir) => {

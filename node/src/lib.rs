@@ -23,8 +23,21 @@
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($arg)*)?
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::StdoutError)?
     }};
+}
+
+/// Writing the command's output to stdout failed. A closed pipe (the reader went away, as in
+/// `distributeai get ID | head -1`) ends the command quietly; see `main`.
+#[derive(Debug, thiserror::Error)]
+#[error("writing to stdout: {0}")]
+pub struct StdoutError(#[source] pub std::io::Error);
+
+impl StdoutError {
+    /// Whether the reader of our stdout has gone away.
+    pub fn is_closed_pipe(&self) -> bool {
+        self.0.kind() == std::io::ErrorKind::BrokenPipe
+    }
 }
 
 pub mod api;

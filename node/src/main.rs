@@ -20,11 +20,10 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-/// Whether an error comes from writing to a pipe whose reader has closed it.
+/// Whether an error comes from writing our output to a pipe whose reader has closed it (and
+/// not, say, from a connection the node broke off).
 fn closed_pipe(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    error
+        .downcast_ref::<distributeai_node::StdoutError>()
+        .is_some_and(distributeai_node::StdoutError::is_closed_pipe)
 }

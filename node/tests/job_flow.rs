@@ -92,7 +92,7 @@ async fn too_many_failures_end_as_failed_with_a_reason() {
     assert_eq!(job.status, JobStatus::Failed);
     let reason = job.failure_reason.expect("reason");
     assert!(
-        reason.contains("no agreement: 1 distinct result among 3 workers"),
+        reason.contains("not enough matching results: 1 of 2 needed"),
         "{reason}"
     );
     assert_eq!(job.verdict.expect("verdict").failed.len(), 2);

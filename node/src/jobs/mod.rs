@@ -657,6 +657,7 @@ impl JobManager {
     fn assigned_to(&self, peer: PeerId) -> Vec<(JobId, PublicKey)> {
         self.jobs
             .values()
+            .filter(|job| !job.status().is_final())
             .flat_map(|job| {
                 job.executions
                     .iter()
@@ -681,9 +682,23 @@ impl JobManager {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let give_up = tokio::time::Instant::now() + LIVENESS_BOUND;
-            while tokio::time::Instant::now() < give_up {
+            let mut give_up = give_up;
+            loop {
                 if matches!(network.route(peer).await, Ok(Some(_))) {
+                    let _ = tx.send(JobMsg::PeerBack { peer }).await;
                     return;
+                }
+                if tokio::time::Instant::now() >= give_up {
+                    // Cut off ourselves, we cannot tell a lost worker from our own outage:
+                    // keep trying until we reach someone.
+                    let alone = network
+                        .info()
+                        .await
+                        .map_or(true, |i| i.connected.is_empty());
+                    if !alone {
+                        break;
+                    }
+                    give_up = tokio::time::Instant::now() + LIVENESS_PROBE_PAUSE;
                 }
                 let probe = Request::LedgerSync(distributeai_protocol::LedgerSyncRequest {
                     after: None,
@@ -696,10 +711,6 @@ impl JobManager {
                     return;
                 }
                 tokio::time::sleep(LIVENESS_PROBE_PAUSE).await;
-            }
-            if matches!(network.route(peer).await, Ok(Some(_))) {
-                let _ = tx.send(JobMsg::PeerBack { peer }).await;
-                return;
             }
             warn!(%peer, "a worker running our job disconnected and could not be reached again");
             let _ = tx.send(JobMsg::PeerLost { peer }).await;
