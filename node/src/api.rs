@@ -269,7 +269,7 @@ async fn submit_job(
     State(state): State<Arc<SharedState>>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let spec: JobSpec = serde_json::from_slice(&body)
+    let spec: JobSpec = crate::jobs::spec_from_json(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid job spec: {e}")))?;
     match state.jobs.submit(spec).await {
         Ok(view) => Ok((StatusCode::CREATED, Json(view))),

@@ -79,8 +79,8 @@ fn spec_from(args: &SubmitArgs) -> Result<JobSpec> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str::<JobSpec>(&text)
-                .with_context(|| format!("{} is not a valid job spec", path.display()))?
+            crate::jobs::spec_from_json(text.as_bytes())
+                .map_err(|e| anyhow::anyhow!("{} is not a valid job spec: {e}", path.display()))?
         }
         None => {
             let image = args

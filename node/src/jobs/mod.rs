@@ -124,6 +124,21 @@ const LIVENESS_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between liveness probes.
 const LIVENESS_PROBE_PAUSE: Duration = Duration::from_secs(1);
 
+/// Reads a job spec from JSON (a spec file, an API request). The error names the field that
+/// is wrong, with its path (`resources.cpus`), and where it is in the text.
+pub fn spec_from_json(json: &[u8]) -> Result<JobSpec, String> {
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            inner.to_string()
+        } else {
+            format!("field `{path}`: {inner}")
+        }
+    })
+}
+
 /// Why a job was not cancelled.
 #[derive(Debug, thiserror::Error)]
 pub enum CancelError {
@@ -862,4 +877,27 @@ pub fn spawn(
     let (manager, handle) = JobManager::new(parts)?;
     tasks.spawn(manager.run(shutdown));
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spec_from_json;
+
+    #[test]
+    fn a_spec_that_does_not_parse_names_the_field() {
+        // Issue 12's input: a fractional CPU count in a spec file.
+        let err = spec_from_json(
+            br#"{"image": "distributeai/toolbox:local", "command": ["true"],
+                 "resources": {"cpus": 0.5, "memory_mb": 64}}"#,
+        )
+        .expect_err("0.5 is not a whole number of CPUs");
+        assert!(err.starts_with("field `resources.cpus`:"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        let err = spec_from_json(br#"{"image": "x", "comand": []}"#).expect_err("a typo");
+        assert!(err.contains("comand"), "{err}");
+        let spec =
+            spec_from_json(br#"{"image": "distributeai/toolbox:local", "command": ["true"]}"#)
+                .expect("a minimal spec");
+        assert_eq!(spec.command, ["true"]);
+    }
 }
