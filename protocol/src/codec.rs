@@ -47,8 +47,7 @@ pub enum EncodeError {
 
 /// Encodes `value` as CBOR, refusing results that peers would reject as too large.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    let mut out = Vec::new();
-    ciborium::into_writer(value, &mut out).map_err(|e| EncodeError::Cbor(e.to_string()))?;
+    let out = encode_local(value)?;
     if out.len() > MAX_MESSAGE_BYTES {
         return Err(EncodeError::TooLarge {
             len: out.len(),
@@ -87,13 +86,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
             max: MAX_MESSAGE_BYTES,
         });
     }
-    let mut reader = bytes;
-    let value =
-        ciborium::from_reader(&mut reader).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    if !reader.is_empty() {
-        return Err(DecodeError::TrailingBytes(reader.len()));
-    }
-    Ok(value)
+    decode_local(bytes)
 }
 
 #[cfg(test)]
