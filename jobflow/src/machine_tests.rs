@@ -567,11 +567,19 @@ fn a_restarted_submitter_gives_workers_time_before_calling_them_silent() {
     let mut w = World::new(1, 1, 1);
     let assignments = w.assign();
     let worker = w.workers[assignments[0].0].public_key();
+    w.step(flow::Input::AssignAnswer {
+        worker,
+        answer: Answer::Ack,
+    });
     // Down past the worker's deadline; the worker keeps re-sending its commitment.
     w.now = w.job.execution(&worker).expect("assigned").deadline + 1;
     w.step(flow::Input::Restarted);
     assert_eq!(w.state(&worker), Some(ExecutionState::Assigned));
-    w.now += 60_000;
+    w.now += w.config.deadline_grace_ms - 1;
+    w.step(flow::Input::Tick);
+    assert_eq!(w.state(&worker), Some(ExecutionState::Assigned));
+    // A whole grace period from the restart, then silent.
+    w.now += 2;
     w.step(flow::Input::Tick);
     assert_eq!(w.state(&worker), Some(ExecutionState::Silent));
 }

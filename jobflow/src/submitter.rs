@@ -44,9 +44,6 @@ const ASSIGN_ATTEMPTS: u32 = 3;
 /// Transport failures in a row fetching from one worker before trying another agreeing one.
 /// (Each [`Input::Fetched`] failure already stands for several retried pieces.)
 const FETCH_ROUNDS_PER_WORKER: usize = 1;
-/// After a restart, how long workers get to re-send their commitments before any counts as
-/// silent (ms): several of the worker's retry periods (`worker::COMMIT_RETRY_MS`).
-const AFTER_RESTART_MS: u64 = 5 * crate::worker::COMMIT_RETRY_MS;
 /// Most timeline events kept per job.
 const MAX_EVENTS: usize = 200;
 
@@ -272,9 +269,6 @@ pub struct SubmittedJob {
     /// Earliest time to publish again (ms). Not stored.
     #[serde(skip)]
     publish_retry_at: TimestampMs,
-    /// No worker counts as silent before this time (ms): set on a restart. Not stored.
-    #[serde(skip)]
-    silence_from: TimestampMs,
 }
 
 /// Which gossip an [`Input::Published`] reports on.
@@ -467,7 +461,6 @@ impl SubmittedJob {
             events: Vec::new(),
             reopened_at: None,
             publish_retry_at: 0,
-            silence_from: 0,
         };
         job.event(
             now,
@@ -552,18 +545,32 @@ impl SubmittedJob {
             Input::WorkerLost { worker } => self.on_worker_lost(worker, ctx, &mut fx),
             Input::Tick => self.on_tick(ctx, &mut fx),
             Input::Restarted => {
-                // Time the submitter was down says nothing about its workers: they retry
-                // their commitments every few seconds, so give them that long to reach us
-                // before anyone counts as silent, and the reveals a fresh grace period.
+                // Time the submitter was down says nothing about its workers: they keep
+                // re-sending their commitments, so a worker still assigned gets at least a
+                // whole grace period from now (the time delivery may take), and the reveals
+                // a fresh one.
                 self.publish_retry_at = 0;
-                self.silence_from = ctx.now + AFTER_RESTART_MS;
+                let now = ctx.now;
                 if let Phase::Revealing { since } = &mut self.phase {
-                    *since = ctx.now;
+                    *since = now;
                 }
+                let full = now + ctx.config.deadline_grace_ms;
+                let after_restart = full.min(self.expires_at);
+                let mut extended = false;
                 for e in &mut self.executions {
                     e.in_flight = false;
                     e.retry_at = 0;
                     e.transport_failures = 0;
+                    if e.active && e.state == ExecutionState::Assigned && e.deadline < full {
+                        // Near the job's expiry it cannot have that long: then it is not
+                        // blamed for missing it (see `verdict_of`).
+                        e.deadline = e.deadline.max(after_restart);
+                        e.deadline_clipped |= after_restart < full;
+                        extended = true;
+                    }
+                }
+                if extended {
+                    fx.push(Effect::Persist);
                 }
                 if matches!(self.phase, Phase::Fetching { .. }) {
                     // The fetch died with the process: start it again.
@@ -729,11 +736,7 @@ impl SubmittedJob {
             Phase::Executing | Phase::Revealing { .. } => {
                 let mut silent = Vec::new();
                 for e in &mut self.executions {
-                    if e.active
-                        && e.state == ExecutionState::Assigned
-                        && now > e.deadline
-                        && now >= self.silence_from
-                    {
+                    if e.active && e.state == ExecutionState::Assigned && now > e.deadline {
                         e.state = ExecutionState::Silent;
                         e.in_flight = false;
                         e.failure = Some("missed its deadline".into());
@@ -1679,9 +1682,7 @@ impl SubmittedJob {
                     (ExecutionState::Committed, _) => return None,
                     // Still assigned when the job ended: silent only if its full deadline
                     // passed while we were there to hear from it.
-                    (ExecutionState::Assigned, _)
-                        if e.deadline_clipped || now <= e.deadline || now < self.silence_from =>
-                    {
+                    (ExecutionState::Assigned, _) if e.deadline_clipped || now <= e.deadline => {
                         return None;
                     }
                     (ExecutionState::Silent | ExecutionState::Assigned, _) => WorkerResult::Silent,
