@@ -3,6 +3,8 @@
 //! skew, each checked against the invariants. A failing seed prints itself; `SIM_SEED=<seed>`
 //! replays exactly that run and prints its trace.
 
+use std::io::Write as _;
+
 use distributeai_jobflow::sim::{self, Settings};
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -73,7 +75,9 @@ fn simulation() {
     let events: u64 = reports.iter().map(|r| r.events).sum();
     let messages: u64 = reports.iter().map(|r| r.messages).sum();
     let violations: usize = reports.iter().map(|r| r.violations.len()).sum();
-    println!(
+    // Straight to stderr, past the test harness's capture: the line is the run's result.
+    let _ = writeln!(
+        std::io::stderr(),
         "simulation: {seeds} seeds, {jobs} jobs, {violations} violations \
          ({completed} jobs completed; {events} events and {messages} messages scheduled)"
     );
