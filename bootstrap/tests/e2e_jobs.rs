@@ -152,3 +152,153 @@ fn a_worker_that_crashes_mid_job_resumes_its_assignment_after_a_restart() {
         dir.path().display()
     );
 }
+
+/// Runs `distributeai submit --wait` with `args` against `api`; returns its exit status,
+/// stdout and stderr.
+fn submit_wait(api: &str, args: &[&str]) -> (bool, String, String) {
+    let mut submit = Command::new(node_bin());
+    submit.args(["submit", "--wait", "--api", api]).args(args);
+    let out = output_within(submit, 2 * BOUND);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn job_id_of(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("job ")
+                .and_then(|r| r.split_whitespace().next())
+        })
+        .expect("job id")
+        .trim_end_matches(':')
+        .to_string()
+}
+
+fn get_json(api: &str, id: &str) -> serde_json::Value {
+    let mut cmd = Command::new(node_bin());
+    cmd.args(["get", "--json", "--api", api, id]);
+    serde_json::from_str(&output(cmd)).expect("job JSON")
+}
+
+/// Issue 12: the job's own failures are results the workers agree on (no re-run, nobody
+/// blamed, the output before the end kept), OOM means the job's own process, and a job with
+/// no agreement records nobody as disagreeing. Real binaries, real Docker.
+#[test]
+fn a_jobs_own_failures_are_agreed_results_and_no_agreement_blames_nobody() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = start_network(dir.path(), &[None, None, None, None]);
+    let api = &net.nodes[0].2;
+    let two_of_two = ["--redundancy", "2", "--consensus", "2"];
+
+    // Timed out on both workers: decided as such, output before the end shown.
+    let args = [
+        &two_of_two[..],
+        &[
+            "--timeout",
+            "5",
+            "distributeai/toolbox:local",
+            "--",
+            "sh",
+            "-c",
+            "echo started; sleep 600",
+        ],
+    ]
+    .concat();
+    let (ok, stdout, stderr) = submit_wait(api, &args);
+    assert!(!ok, "a timed-out job is not a success: {stdout}");
+    assert!(
+        stderr.contains("timed out after 5 s; 2 of 2 workers agree"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("failed: timed out after 5 s"), "{stdout}");
+    assert!(
+        stdout.contains("      started"),
+        "the output before the end: {stdout}"
+    );
+    let id = job_id_of(&stdout);
+    let job = get_json(api, &id);
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["verdict"]["outcome"], "accepted", "{job}");
+    assert_eq!(job["verdict"]["end"], "timed out");
+    assert!(
+        job["verdict"]["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("sha256:")),
+        "the verdict names the image that ran: {job}"
+    );
+    assert_eq!(
+        job["executions"].as_array().map(Vec::len),
+        Some(2),
+        "no reserve ran it again: {job}"
+    );
+    assert_eq!(job["verdict"]["agreeing"].as_array().map(Vec::len), Some(2));
+    let mut result = Command::new(node_bin());
+    result.args(["result", "--api", api, &id]);
+    let out = result.output().expect("run result");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("started"));
+
+    // A command the image does not have: every worker says so, in the engine's words.
+    let args = [
+        &two_of_two[..],
+        &["distributeai/toolbox:local", "--", "nonexistentcmd"],
+    ]
+    .concat();
+    let (ok, stdout, stderr) = submit_wait(api, &args);
+    assert!(!ok);
+    assert!(
+        stderr.contains("command could not be started; 2 of 2 workers agree"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("nonexistentcmd"),
+        "the engine's message: {stdout}"
+    );
+
+    // A child killed for memory while the job's own process goes on: a normal result.
+    let args = [
+        &two_of_two[..],
+        &[
+            "--memory-mb",
+            "64",
+            "distributeai/toolbox:local",
+            "--",
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/dev/null bs=256M count=1 2>/dev/null; echo rc=$?",
+        ],
+    ]
+    .concat();
+    let (ok, stdout, stderr) = submit_wait(api, &args);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("rc=137"), "{stdout}");
+
+    // No agreement: failed quickly, nobody recorded as disagreeing.
+    let (ok, stdout, stderr) = submit_wait(
+        api,
+        &[
+            "--redundancy",
+            "3",
+            "--consensus",
+            "2",
+            "distributeai/toolbox:local",
+            "--",
+            "sh",
+            "-c",
+            "head -c 16 /dev/urandom | sha256sum",
+        ],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("no agreement"), "{stdout}\n{stderr}");
+    let job = get_json(api, &job_id_of(&stdout));
+    assert_eq!(job["verdict"]["outcome"], "failed");
+    assert_eq!(
+        job["verdict"]["disagreeing"].as_array().map(Vec::len),
+        Some(0),
+        "{job}"
+    );
+}

@@ -38,7 +38,8 @@ pub struct JobFacts {
     /// How late past expiry a decision may come: the submitter's downtime around the expiry
     /// plus a tick (ms).
     pub slack_ms: u64,
-    /// The hash an honest run produces; `None` when the job fails on its own.
+    /// The hash an honest run produces (of its output, or of its own failure: a timeout is
+    /// a result too).
     pub honest_hash: Option<ResultHash>,
     /// Lying workers that were assigned the job.
     pub liars_assigned: usize,
@@ -48,6 +49,9 @@ pub struct JobFacts {
     pub must_complete: bool,
     /// How it ended, if it did.
     pub outcome: Option<Outcome>,
+    /// The result its verdict accepted, if any: the output of a job that completed, or the
+    /// agreed failure of one that failed on its own.
+    pub accepted: Option<ResultHash>,
 }
 
 /// A commitment a worker signed.
@@ -167,9 +171,10 @@ fn honest_runs_of(trace: &Trace, job: &JobId) -> usize {
 pub fn honest_hash_accepted(trace: &Trace) -> Vec<Violation> {
     let mut out = Vec::new();
     for v in &trace.verdicts {
-        let VerdictOutcome::Accepted(hash) = v.verdict.outcome else {
+        let VerdictOutcome::Accepted(agreed) = &v.verdict.outcome else {
             continue;
         };
+        let hash = agreed.hash;
         let Some(f) = facts(trace, &v.job) else {
             continue;
         };
@@ -213,18 +218,19 @@ pub fn decided_by_expiry(trace: &Trace) -> Vec<Violation> {
         .collect()
 }
 
-/// A job that k honest workers ran in good time completes: the flow does not lose a result
-/// it was given (liveness, where the other checks are about safety).
+/// A job that k honest workers ran in good time is decided on their result: completed with
+/// its output, or failed with the failure they agree on (a timeout, say). The flow does not
+/// lose a result it was given (liveness, where the other checks are about safety).
 pub fn honest_quorum_completes(trace: &Trace) -> Vec<Violation> {
     trace
         .jobs
         .iter()
-        .filter(|f| f.must_complete && f.outcome != Some(Outcome::Completed))
+        .filter(|f| f.must_complete && f.accepted.is_none())
         .map(|f| {
             violation(
                 "honest quorum completes",
                 format!(
-                    "job {} had k honest results in time but ended {:?}",
+                    "job {} had k honest results in time but ended {:?} with no result accepted",
                     f.job.short(),
                     f.outcome
                 ),
@@ -348,7 +354,8 @@ pub fn no_rerun_or_resign(trace: &Trace) -> Vec<Violation> {
 #[cfg(test)]
 mod tests {
     use distributeai_protocol::{
-        Bid, ExecutionFailure, JobAnnouncement, JobSpec, NodeIdentity, Signed, WorkerRecord,
+        AgreedResult, Bid, JobAnnouncement, JobEnd, JobSpec, NodeIdentity, Signed, WorkerFault,
+        WorkerRecord,
     };
 
     use super::*;
@@ -374,7 +381,7 @@ mod tests {
     fn record(worker: &NodeIdentity, job: JobId, result: WorkerResult, paid: u64) -> WorkerRecord {
         let bid = Bid {
             job_id: job,
-            image_present: true,
+            image: None,
             running_jobs: 0,
             issued_at: 1_000,
         };
@@ -412,6 +419,14 @@ mod tests {
         }
     }
 
+    fn accepted(byte: u8) -> VerdictOutcome {
+        VerdictOutcome::Accepted(AgreedResult {
+            hash: ResultHash([byte; 32]),
+            end: JobEnd::Exited { code: 0 },
+            image: format!("sha256:{}", "a".repeat(64)),
+        })
+    }
+
     fn facts_for(job: JobId, honest: Option<ResultHash>, liars: usize) -> JobFacts {
         JobFacts {
             job,
@@ -423,6 +438,7 @@ mod tests {
             liars_assigned: liars,
             must_complete: false,
             outcome: None,
+            accepted: None,
         }
     }
 
@@ -434,8 +450,13 @@ mod tests {
         let mut done = stuck.clone();
         done.job = JobId([2; 32]);
         done.outcome = Some(Outcome::Completed);
+        done.accepted = done.honest_hash;
+        // Failed on its own, with the failure agreed: decided on the honest result too.
+        let mut timed_out = stuck.clone();
+        timed_out.job = JobId([3; 32]);
+        timed_out.accepted = timed_out.honest_hash;
         let trace = Trace {
-            jobs: vec![stuck, done],
+            jobs: vec![stuck, done, timed_out],
             ..Trace::default()
         };
         assert_eq!(honest_quorum_completes(&trace).len(), 1);
@@ -446,12 +467,7 @@ mod tests {
         let s = identity(1);
         let w = identity(2);
         let a = verdict(&s, VerdictOutcome::Failed("expired".into()), vec![], 10);
-        let b = verdict(
-            &s,
-            VerdictOutcome::Accepted(ResultHash([1; 32])),
-            vec![(&w, WorkerResult::Agreed, 1)],
-            11,
-        );
+        let b = verdict(&s, accepted(1), vec![(&w, WorkerResult::Agreed, 1)], 11);
         let trace = Trace {
             verdicts: vec![a.clone(), a, b],
             ..Trace::default()
@@ -480,12 +496,7 @@ mod tests {
     fn a_liars_hash_accepted_over_k_honest_runs_is_caught() {
         let s = identity(1);
         let (h1, h2, liar) = (identity(2), identity(3), identity(4));
-        let v = verdict(
-            &s,
-            VerdictOutcome::Accepted(ResultHash([9; 32])),
-            vec![(&liar, WorkerResult::Agreed, 1)],
-            10,
-        );
+        let v = verdict(&s, accepted(9), vec![(&liar, WorkerResult::Agreed, 1)], 10);
         let mut trace = Trace {
             jobs: vec![facts_for(v.job, Some(ResultHash([1; 32])), 1)],
             ..Trace::default()
@@ -519,7 +530,7 @@ mod tests {
         let honest = identity(2);
         for result in [
             WorkerResult::Silent,
-            WorkerResult::Failed(ExecutionFailure::Timeout),
+            WorkerResult::Failed(WorkerFault::new("engine down")),
             WorkerResult::Disagreed(ResultHash([3; 32])),
         ] {
             let v = verdict(
@@ -545,7 +556,7 @@ mod tests {
         let paid_failed = verdict(
             &s,
             VerdictOutcome::Failed("x".into()),
-            vec![(&w, WorkerResult::Failed(ExecutionFailure::Timeout), 1)],
+            vec![(&w, WorkerResult::Failed(WorkerFault::new("engine down")), 1)],
             10,
         );
         let trace = Trace {
@@ -553,12 +564,7 @@ mod tests {
             ..Trace::default()
         };
         assert_eq!(credits_conserved(&trace).len(), 1);
-        let overpaid = verdict(
-            &s,
-            VerdictOutcome::Accepted(ResultHash([1; 32])),
-            vec![(&w, WorkerResult::Agreed, 5)],
-            10,
-        );
+        let overpaid = verdict(&s, accepted(1), vec![(&w, WorkerResult::Agreed, 5)], 10);
         let trace = Trace {
             verdicts: vec![overpaid],
             ..Trace::default()

@@ -3,8 +3,9 @@
 //! (issue 11), which the actor's flags allowed and the machines' phases rule out.
 
 use distributeai_protocol::{
-    ContentEntry, Digest, GossipMessage, JobSpec, NodeIdentity, OutputFile, OutputManifest,
-    PublicKey, Response, Signed, ValidationContext, VerdictOutcome, Verified, WorkerResult,
+    ContentEntry, Diagnostics, Digest, GossipMessage, JobEnd, JobSpec, NodeIdentity, OutputFile,
+    OutputManifest, PublicKey, Response, Signed, ValidationContext, VerdictOutcome, Verified,
+    WorkerResult,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -37,8 +38,10 @@ impl Directory for Everyone {
     }
 }
 
+const IMAGE: &str = "sha256:7777777777777777777777777777777777777777777777777777777777777777";
+
 fn manifest(stdout: &str) -> OutputManifest {
-    OutputManifest::from_outputs(0, stdout.as_bytes(), &[]).expect("valid manifest")
+    OutputManifest::from_outputs(0, IMAGE, stdout.as_bytes(), &[]).expect("valid manifest")
 }
 
 /// One submitter, its job, and a worker item per worker.
@@ -137,7 +140,8 @@ impl World {
                 directory: &Everyone,
                 config: &self.config,
             };
-            let (item, fx) = WorkItem::bid(&announcement, true, 0, &mut ctx).expect("bid");
+            let (item, fx) =
+                WorkItem::bid(&announcement, Some(IMAGE.into()), 0, &mut ctx).expect("bid");
             self.items[w] = Some(item);
             let work::Effect::SendBid(bid) = &fx[0] else {
                 panic!("a bid is sent: {fx:?}")
@@ -269,7 +273,21 @@ fn fetch_of(fx: &[flow::Effect]) -> Option<PublicKey> {
 fn completed(stdout: &str) -> Executed {
     Executed::Completed {
         manifest: manifest(stdout),
-        dir: "/tmp/out".into(),
+        diagnostics: Diagnostics::default(),
+        dir: Some("/tmp/out".into()),
+    }
+}
+
+/// A run that ended as `end` (not an exit), having printed `said` first.
+fn ended(end: JobEnd, said: &str) -> Executed {
+    Executed::Completed {
+        manifest: OutputManifest::without_output(end, IMAGE),
+        diagnostics: Diagnostics {
+            detail: String::new(),
+            stdout_tail: said.as_bytes().to_vec(),
+            stderr_tail: Vec::new(),
+        },
+        dir: None,
     }
 }
 
@@ -487,7 +505,8 @@ fn a_worker_whose_result_cannot_be_hashed_reports_a_failure_instead_of_going_sil
         a,
         Executed::Completed {
             manifest: bad,
-            dir: "/tmp/out".into(),
+            diagnostics: Diagnostics::default(),
+            dir: Some("/tmp/out".into()),
         },
     );
     let worker = w.workers[*i].public_key();
@@ -625,7 +644,7 @@ fn an_invited_worker_whose_bid_is_still_waiting_sends_it_again() {
         directory: &Everyone,
         config: &w.config,
     };
-    let (item, _) = WorkItem::bid(&announcement, true, 0, &mut ctx).expect("bid");
+    let (item, _) = WorkItem::bid(&announcement, Some(IMAGE.into()), 0, &mut ctx).expect("bid");
     w.items[0] = Some(item);
     let fx = w.step_worker(0, work::Input::Invited);
     assert!(
@@ -840,4 +859,130 @@ fn a_lost_worker_is_replaced_at_once_and_not_blamed() {
     let before = w.state(&other);
     w.step(flow::Input::WorkerLost { worker: other });
     assert_eq!(w.state(&other), before);
+}
+
+#[test]
+fn a_timeout_every_worker_agrees_on_is_the_verdict_with_no_rerun_and_nobody_blamed() {
+    // Issue 12: `--timeout 5 -- sh -c 'echo started; sleep 600'` was re-run on a reserve,
+    // counted against every worker, and lost the output printed before the timeout.
+    let mut w = World::new(2, 2, 3);
+    let assignments = w.assign();
+    assert_eq!(assignments.len(), 2, "a reserve is left over");
+    let mut fx = Vec::new();
+    for (i, a) in &assignments {
+        fx = w.run(*i, a, ended(JobEnd::TimedOut, "started\n"));
+    }
+    let fx = w.reveal_all(fx);
+    assert!(assigns(&fx).is_empty(), "no reserve runs it again: {fx:?}");
+    assert!(fetch_of(&fx).is_none(), "nothing to fetch: {fx:?}");
+    assert_eq!(World::verdicts(&fx), 1);
+    assert!(matches!(
+        w.job.phase,
+        Phase::Decided {
+            outcome: Outcome::Failed,
+            ..
+        }
+    ));
+    assert_eq!(
+        w.job.failure_reason.as_deref(),
+        Some("timed out after 10 s; 2 of 2 workers agree")
+    );
+    let verdict = w.verdict();
+    let VerdictOutcome::Accepted(agreed) = &verdict.outcome else {
+        panic!("the agreed failure is the verdict: {:?}", verdict.outcome)
+    };
+    assert_eq!(agreed.end, JobEnd::TimedOut);
+    assert_eq!(agreed.image, IMAGE);
+    assert!(
+        verdict
+            .workers
+            .iter()
+            .all(|r| r.result == WorkerResult::Agreed && r.paid == 3),
+        "nobody penalised: {:?}",
+        verdict.workers
+    );
+    // What each worker saw before the end is kept.
+    for (i, _) in &assignments {
+        let e = w
+            .job
+            .execution(&w.workers[*i].public_key())
+            .expect("assigned");
+        let tail = e.diagnostics.as_ref().map(|d| d.stdout_tail.clone());
+        assert_eq!(tail.as_deref(), Some(&b"started\n"[..]));
+    }
+}
+
+#[test]
+fn a_worker_that_ran_another_image_under_the_same_reference_never_agrees() {
+    let mut w = World::new(3, 2, 3);
+    let assignments = w.assign();
+    assert_eq!(assignments.len(), 3);
+    let mut fx = Vec::new();
+    for (n, (i, a)) in assignments.iter().enumerate() {
+        let executed = if n == 0 {
+            // Same output, but another image: a different result.
+            Executed::Completed {
+                manifest: OutputManifest::from_outputs(0, IMAGE.replace('7', "8"), b"ok", &[])
+                    .expect("manifest"),
+                diagnostics: Diagnostics::default(),
+                dir: Some("/tmp/out".into()),
+            }
+        } else {
+            completed("ok")
+        };
+        fx = w.run(*i, a, executed);
+    }
+    let fx = w.reveal_all(fx);
+    let from = fetch_of(&fx).expect("two agree: the output is fetched");
+    w.step(flow::Input::Fetched {
+        worker: from,
+        result: FetchResult::Verified,
+    });
+    let verdict = w.verdict();
+    let odd = w.workers[assignments[0].0].public_key();
+    for record in &verdict.workers {
+        if record.bid.signer() == odd {
+            assert!(
+                matches!(record.result, WorkerResult::Disagreed(_)),
+                "{record:?}"
+            );
+        } else {
+            assert_eq!(record.result, WorkerResult::Agreed);
+        }
+    }
+    let VerdictOutcome::Accepted(agreed) = &verdict.outcome else {
+        panic!("accepted: {:?}", verdict.outcome)
+    };
+    assert_eq!(agreed.image, IMAGE, "the verdict names the image that ran");
+}
+
+#[test]
+fn a_worker_fault_is_replaced_while_the_jobs_own_failure_is_not() {
+    let mut w = World::new(2, 2, 3);
+    let assignments = w.assign();
+    let (first, a) = &assignments[0];
+    w.run(
+        *first,
+        a,
+        Executed::WorkerFault("the container engine is down".into()),
+    );
+    let (second, a) = &assignments[1];
+    let fx = w.run(*second, a, ended(JobEnd::OutOfMemory, ""));
+    let fx = w.reveal_all(fx);
+    let replacement = assigns(&fx);
+    assert_eq!(
+        replacement.len(),
+        1,
+        "the faulty worker's slot goes to the reserve: {fx:?}"
+    );
+    let e = w
+        .job
+        .execution(&w.workers[*first].public_key())
+        .expect("assigned");
+    assert_eq!(e.state, ExecutionState::Failed);
+    assert_eq!(
+        e.failure.as_deref(),
+        Some("could not run it: the container engine is down"),
+        "the whole message"
+    );
 }

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use distributeai_protocol::codec;
 use distributeai_protocol::limits::MAX_CLOCK_SKEW_MS;
 use distributeai_protocol::{
-    Digest, ExecutionFailure, GossipMessage, JobId, JobSpec, NodeIdentity, OutputManifest,
+    Diagnostics, Digest, GossipMessage, JobEnd, JobId, JobSpec, NodeIdentity, OutputManifest,
     PublicKey, Request, Resources, Response, ResultHash, Signed, ValidationContext,
 };
 use distributeai_verifier::reputation::{self, Standing};
@@ -74,15 +74,18 @@ impl Behaviour {
     }
 }
 
-/// How a job's run ends, whoever runs it.
+/// How a job's run ends, whoever runs it. Every one is a result the workers agree on: the
+/// job's own failures are decided like its output (issue 12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nature {
-    /// Succeeds after this many ms.
+    /// Exits 0 after this many ms.
     Success(u64),
-    /// Fails on its own (a non-result) after this many ms.
+    /// Exits 1 after this many ms.
     JobFailure(u64),
-    /// Runs past its timeout.
+    /// Runs past its timeout and is killed.
     Timeout,
+    /// Its main process is killed for memory after this many ms.
+    OutOfMemory(u64),
 }
 
 /// One job to submit.
@@ -157,7 +160,8 @@ impl Settings {
                 let consensus = rng.random_range(1..=redundancy);
                 let nature = match rng.random_range(0..100) {
                     0..80 => Nature::Success(rng.random_range(500..=u64::from(timeout_s) * 300)),
-                    80..90 => Nature::JobFailure(rng.random_range(100..=2_000)),
+                    80..88 => Nature::JobFailure(rng.random_range(100..=2_000)),
+                    88..92 => Nature::OutOfMemory(rng.random_range(100..=2_000)),
                     _ => Nature::Timeout,
                 };
                 let at = rng.random_range(0..30_000);
@@ -405,14 +409,23 @@ pub fn run(settings: Settings, trace: bool) -> Report {
     sim.report()
 }
 
-/// The manifest of a run that printed `stdout`.
-fn manifest_of(stdout: &str) -> OutputManifest {
-    OutputManifest::from_outputs(0, stdout.as_bytes(), &[])
+/// The image id every simulated worker holds.
+const SIM_IMAGE: &str = "sha256:5151515151515151515151515151515151515151515151515151515151515151";
+
+/// The manifest of a run that exited with `code` after printing `stdout`.
+fn manifest_of(code: i64, stdout: &str) -> OutputManifest {
+    OutputManifest::from_outputs(code, SIM_IMAGE, stdout.as_bytes(), &[])
         .expect("a one-line stdout and no files make a valid manifest")
 }
 
+/// What an honest run of `job` produces.
 fn honest_manifest(job: &JobPlan) -> OutputManifest {
-    manifest_of(&format!("{} ok", job.spec.image))
+    match job.nature {
+        Nature::Success(_) => manifest_of(0, &format!("{} ok", job.spec.image)),
+        Nature::JobFailure(_) => manifest_of(1, &format!("{} failed", job.spec.image)),
+        Nature::Timeout => OutputManifest::without_output(JobEnd::TimedOut, SIM_IMAGE),
+        Nature::OutOfMemory(_) => OutputManifest::without_output(JobEnd::OutOfMemory, SIM_IMAGE),
+    }
 }
 
 impl Sim {
@@ -975,32 +988,27 @@ impl Sim {
             return;
         }
         let timeout = u64::from(spec.timeout_s) * 1000;
-        let (after, executed) = match plan.nature {
-            Nature::Success(ms) => {
-                let ms = if behaviour == Behaviour::Slow {
+        let after = match plan.nature {
+            Nature::Success(ms) | Nature::JobFailure(ms) | Nature::OutOfMemory(ms) => {
+                if behaviour == Behaviour::Slow {
                     (ms * 2).min(timeout - 500)
                 } else {
                     ms
-                };
-                let manifest = match behaviour {
-                    Behaviour::Liar { group } => {
-                        manifest_of(&format!("{} lie {group}", plan.spec.image))
-                    }
-                    _ => honest_manifest(&plan),
-                };
-                (
-                    ms,
-                    Executed::Completed {
-                        manifest,
-                        dir: format!("sim/{node}"),
-                    },
-                )
+                }
             }
-            Nature::JobFailure(ms) => (
-                ms,
-                Executed::Failed(ExecutionFailure::Error("exit 1".into())),
-            ),
-            Nature::Timeout => (timeout, Executed::Failed(ExecutionFailure::Timeout)),
+            Nature::Timeout => timeout,
+        };
+        let manifest = match behaviour {
+            Behaviour::Liar { group } => {
+                manifest_of(0, &format!("{} lie {group}", plan.spec.image))
+            }
+            _ => honest_manifest(&plan),
+        };
+        let dir = manifest.end.is_exit().then(|| format!("sim/{node}"));
+        let executed = Executed::Completed {
+            manifest,
+            diagnostics: Diagnostics::default(),
+            dir,
         };
         let n = &mut self.nodes[node];
         n.running.insert(id);
@@ -1258,7 +1266,9 @@ impl Sim {
             return;
         }
         let running = self.nodes[node].running.len() as u32;
-        let made = self.with_ctx(node, |_, _, ctx| WorkItem::bid(&job, true, running, ctx));
+        let made = self.with_ctx(node, |_, _, ctx| {
+            WorkItem::bid(&job, Some(SIM_IMAGE.into()), running, ctx)
+        });
         if let Ok((item, effects)) = made {
             self.nodes[node].work.insert(id, item);
             self.carry_out_work(node, id, effects);
@@ -1362,10 +1372,7 @@ impl Sim {
                 .filter(|(_, until)| *until >= expiry_sim)
                 .map(|(since, until)| until - since.max(&expiry_sim))
                 .sum();
-            let honest_hash = match plan.nature {
-                Nature::Success(_) => honest_manifest(plan).result_hash().ok(),
-                _ => None,
-            };
+            let honest_hash = honest_manifest(plan).result_hash().ok();
             let liars_assigned = self
                 .trace
                 .starts
@@ -1430,6 +1437,15 @@ impl Sim {
                     Phase::Decided { outcome, .. } => Some(outcome),
                     _ => None,
                 }),
+                accepted: job
+                    .and_then(|j| j.verdict.as_ref())
+                    .and_then(|v| v.decode_unchecked().ok())
+                    .and_then(|v| match v.outcome {
+                        distributeai_protocol::VerdictOutcome::Accepted(agreed) => {
+                            Some(agreed.hash)
+                        }
+                        distributeai_protocol::VerdictOutcome::Failed(_) => None,
+                    }),
             });
         }
         let violations = invariants::check(&self.trace);

@@ -19,12 +19,12 @@ use std::collections::HashSet;
 use distributeai_protocol::limits::{MAX_JOB_LIFETIME_MS, MAX_VERDICT_WORKERS};
 use distributeai_protocol::result_hash::commitment;
 use distributeai_protocol::time::TimestampMs;
-use distributeai_protocol::validate::short_text;
+use distributeai_protocol::validate::reason_text;
 use distributeai_protocol::{
-    Assignment, Bid, CommittedOutcome, Digest, ExecutionFailure, GossipMessage, JobAnnouncement,
-    JobCancel, JobId, JobSpec, OutputManifest, PublicKey, Response, ResultCommitment, ResultHash,
-    ResultReveal, Signed, ValidationError, Verdict, VerdictOutcome, Verified, WorkerRecord,
-    WorkerResult,
+    AgreedResult, Assignment, Bid, CommittedOutcome, Diagnostics, Digest, GossipMessage,
+    JobAnnouncement, JobCancel, JobEnd, JobId, JobSpec, OutputManifest, PublicKey, Response,
+    ResultCommitment, ResultHash, ResultReveal, Signed, ValidationError, Verdict, VerdictOutcome,
+    Verified, WorkerFault, WorkerRecord, WorkerResult,
 };
 use distributeai_verifier::{Candidate, Decision, Report, Tally, select};
 use rand::RngExt;
@@ -182,8 +182,12 @@ pub struct Execution {
     pub revealed_at: Option<TimestampMs>,
     /// Why it failed, was refused or is invalid.
     pub failure: Option<String>,
-    /// The failure it reported, for the verdict.
-    pub reported_failure: Option<ExecutionFailure>,
+    /// The fault it reported, for the verdict.
+    pub reported_failure: Option<WorkerFault>,
+    /// What it saw of the job's end (tails of the output, the engine's message), from its
+    /// reveal: shown for a job that failed, so its last output is not lost (issue 12).
+    #[serde(default)]
+    pub diagnostics: Option<Diagnostics>,
     /// Whether the worker acknowledged its assignment.
     pub assign_acked: bool,
     /// Requests to it (assignment, then reveal) that failed in transit, in a row.
@@ -857,6 +861,7 @@ impl SubmittedJob {
             revealed_at: None,
             failure: None,
             reported_failure: None,
+            diagnostics: None,
             assign_acked: false,
             transport_failures: 0,
             in_flight: false,
@@ -1091,6 +1096,7 @@ impl SubmittedJob {
                     e.state = ExecutionState::Revealed;
                     e.result_hash = Some(r.result_hash);
                     e.manifest = Some(r.manifest.clone());
+                    e.diagnostics = Some(r.diagnostics.clone());
                     e.revealed_at = Some(now);
                     (
                         format!("{} voted {}", short(&worker), r.result_hash.short()),
@@ -1261,7 +1267,26 @@ impl SubmittedJob {
                     ),
                 );
                 fx.push(Effect::Persist);
-                self.fetch_output(ctx, fx);
+                match self.agreed_manifest().map(|m| m.end) {
+                    // k workers agree the job itself failed: that is the decision, with no
+                    // output to fetch, nobody blamed and no re-run (issue 12).
+                    Some(end) if !end.is_exit() => {
+                        let reason = format!(
+                            "{}; {} of {} {}",
+                            self.end_text(end),
+                            agreeing.len(),
+                            count(n, "worker", "workers"),
+                            if agreeing.len() == 1 {
+                                "agrees"
+                            } else {
+                                "agree"
+                            }
+                        );
+                        fx.push(Effect::Log(Level::Info, format!("job failed: {reason}")));
+                        self.finish(Outcome::Failed, Some(reason), ctx, fx);
+                    }
+                    _ => self.fetch_output(ctx, fx),
+                }
             }
             // No more reports can come for this set of workers: replace the ones that
             // failed or went silent, or give up.
@@ -1471,6 +1496,38 @@ impl SubmittedJob {
         true
     }
 
+    /// The manifest of the agreed result, from the first worker that revealed it.
+    pub fn agreed_manifest(&self) -> Option<&OutputManifest> {
+        let agreed = self.agreed_hash?;
+        self.executions
+            .iter()
+            .filter(|e| e.result_hash == Some(agreed))
+            .find_map(|e| e.manifest.as_ref())
+    }
+
+    /// The agreed result as the verdict carries it.
+    pub fn agreed_result(&self) -> Option<AgreedResult> {
+        let manifest = self.agreed_manifest()?;
+        Some(AgreedResult {
+            hash: self.agreed_hash?,
+            end: manifest.end,
+            image: manifest.image.clone(),
+        })
+    }
+
+    /// How the job ended, in words, e.g. `timed out after 5 s`.
+    pub fn end_text(&self, end: JobEnd) -> String {
+        match end {
+            JobEnd::TimedOut => format!("timed out after {} s", self.spec.timeout_s),
+            JobEnd::OutOfMemory => format!(
+                "ran out of memory (limit {} MiB)",
+                self.spec.resources.memory_mb
+            ),
+            JobEnd::ImageUnavailable => format!("image {} unavailable", self.spec.image),
+            end => end.describe(),
+        }
+    }
+
     /// The agreeing workers whose output has not been refused, in assignment order.
     fn agreeing_sources(&self) -> Vec<(PublicKey, OutputManifest)> {
         let Some(agreed) = self.agreed_hash else {
@@ -1645,12 +1702,16 @@ impl SubmittedJob {
     /// only against a hash k workers agreed on: with no agreement there is no evidence of who
     /// was wrong.
     pub fn verdict_of(&self, outcome: Outcome, reason: Option<&str>, now: TimestampMs) -> Verdict {
-        let verdict_outcome = match (outcome, self.agreed_hash) {
-            (Outcome::Completed, Some(hash)) => VerdictOutcome::Accepted(hash),
-            _ => VerdictOutcome::Failed(short_text(reason.unwrap_or("failed"))),
+        // An agreed result stands: the job's output (once fetched and verified), or the job's
+        // own failure, which has no output to fetch.
+        let verdict_outcome = match self.agreed_result() {
+            Some(agreed) if outcome == Outcome::Completed || !agreed.end.is_exit() => {
+                VerdictOutcome::Accepted(agreed)
+            }
+            _ => VerdictOutcome::Failed(reason_text(reason.unwrap_or("failed"))),
         };
         let accepted = match &verdict_outcome {
-            VerdictOutcome::Accepted(h) => Some(*h),
+            VerdictOutcome::Accepted(agreed) => Some(agreed.hash),
             VerdictOutcome::Failed(_) => None,
         };
         let workers = self
@@ -1665,8 +1726,8 @@ impl SubmittedJob {
                         _,
                     ) => return None,
                     (ExecutionState::Revealed, Some(_)) if self.bad_outputs.contains(&e.worker) => {
-                        WorkerResult::Failed(ExecutionFailure::Error(
-                            "served output that does not match its result".into(),
+                        WorkerResult::Failed(WorkerFault::new(
+                            "served output that does not match its result",
                         ))
                     }
                     (ExecutionState::Revealed, Some(h)) if Some(h) == accepted => {
@@ -1687,15 +1748,13 @@ impl SubmittedJob {
                     }
                     (ExecutionState::Silent | ExecutionState::Assigned, _) => WorkerResult::Silent,
                     (ExecutionState::Failed, _) if e.reported_failure.is_some() => {
-                        WorkerResult::Failed(
-                            e.reported_failure
-                                .clone()
-                                .unwrap_or(ExecutionFailure::Timeout),
-                        )
+                        WorkerResult::Failed(e.reported_failure.clone().unwrap_or_else(|| {
+                            WorkerFault::new(e.failure.as_deref().unwrap_or("no result"))
+                        }))
                     }
-                    _ => WorkerResult::Failed(ExecutionFailure::Error(short_text(
+                    _ => WorkerResult::Failed(WorkerFault::new(
                         e.failure.as_deref().unwrap_or("no result"),
-                    ))),
+                    )),
                 };
                 let paid = if matches!(result, WorkerResult::Agreed) {
                     self.spec.reward
@@ -1723,13 +1782,7 @@ impl SubmittedJob {
     }
 }
 
-/// A readable failure.
-pub fn failure_text(failure: &ExecutionFailure) -> String {
-    match failure {
-        ExecutionFailure::Timeout => "timeout".into(),
-        ExecutionFailure::OutOfMemory => "oom".into(),
-        ExecutionFailure::OutputTooLarge => "output_too_large".into(),
-        ExecutionFailure::ImageUnavailable(s) => format!("image unavailable: {s}"),
-        ExecutionFailure::Error(s) => format!("error: {s}"),
-    }
+/// A readable worker fault.
+pub fn failure_text(failure: &WorkerFault) -> String {
+    format!("could not run it: {}", failure.reason)
 }

@@ -17,9 +17,9 @@ use distributeai_protocol::result_hash::commitment;
 use distributeai_protocol::time::TimestampMs;
 use distributeai_protocol::validate::short_text;
 use distributeai_protocol::{
-    Assignment, Bid, CommittedOutcome, Digest, ExecutionFailure, JobAnnouncement, JobId, JobSpec,
+    Assignment, Bid, CommittedOutcome, Diagnostics, Digest, JobAnnouncement, JobId, JobSpec,
     OutputManifest, PublicKey, Response, ResultCommitment, ResultHash, ResultReveal, Signed,
-    Verified,
+    Verified, WorkerFault,
 };
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -62,7 +62,12 @@ pub struct KeptResult {
     pub salt: Digest,
     /// The output manifest.
     pub manifest: OutputManifest,
-    /// The folder holding `stdout` and `out/`, until the verdict comes.
+    /// How the end looked here (tails of the output, the engine's message), revealed with the
+    /// result.
+    #[serde(default)]
+    pub diagnostics: Diagnostics,
+    /// The folder holding `stdout` and `out/`, until the verdict comes; none for a job that
+    /// did not exit, which has no output to serve.
     pub dir: Option<String>,
 }
 
@@ -83,9 +88,9 @@ pub struct WorkItem {
     pub phase: WorkPhase,
     /// When we bid (ms).
     pub bid_at: TimestampMs,
-    /// Whether we told the submitter we hold the job's image.
+    /// The image id we told the submitter we hold for the job (`None`: we would pull it).
     #[serde(default)]
-    pub image_present: bool,
+    pub image: Option<String>,
     /// The assignment, once accepted.
     pub assignment: Option<Signed<Assignment>>,
     /// The assignment's attempt number.
@@ -109,15 +114,16 @@ pub struct WorkItem {
 /// How an execution ended, as the executor reports it.
 #[derive(Debug, Clone)]
 pub enum Executed {
-    /// The job ran to the end (any exit code) and its output is kept in `dir`.
+    /// The job ended in a way of its own (see [`distributeai_protocol::JobEnd`]: an exit
+    /// code, a timeout, running out of memory...): a result to commit to.
     Completed {
-        /// The output manifest.
+        /// The output manifest; its `end` says how the job ended.
         manifest: OutputManifest,
-        /// The folder holding `stdout` and `out/`.
-        dir: String,
+        /// What was seen of the end, beyond the manifest.
+        diagnostics: Diagnostics,
+        /// The folder holding `stdout` and `out/`, for a job that exited.
+        dir: Option<String>,
     },
-    /// The job produced no result.
-    Failed(ExecutionFailure),
     /// The node could not run it (Docker down, keeping the output failed).
     WorkerFault(String),
     /// The cancel signal stopped it.
@@ -218,14 +224,14 @@ impl WorkItem {
     /// submitter in the bid).
     pub fn bid(
         job: &Verified<JobAnnouncement>,
-        image_present: bool,
+        image: Option<String>,
         running: u32,
         ctx: &mut Ctx<'_>,
     ) -> Result<(Self, Effects), distributeai_protocol::EncodeError> {
         let job_id = job.envelope.job_id();
         let bid = Bid {
             job_id,
-            image_present,
+            image: image.clone(),
             running_jobs: running,
             issued_at: ctx.now,
         };
@@ -238,7 +244,7 @@ impl WorkItem {
             expires_at: job.message.expires_at,
             phase: WorkPhase::Bid,
             bid_at: ctx.now,
-            image_present,
+            image,
             assignment: None,
             attempt: 0,
             deadline: 0,
@@ -319,7 +325,7 @@ impl WorkItem {
                 if self.phase == WorkPhase::Bid {
                     let bid = Bid {
                         job_id: self.job_id,
-                        image_present: self.image_present,
+                        image: self.image.clone(),
                         running_jobs: 0,
                         issued_at: ctx.now,
                     };
@@ -446,7 +452,7 @@ impl WorkItem {
     fn start(&mut self, ctx: &mut Ctx<'_>, fx: &mut Effects) {
         self.starts += 1;
         if self.starts > MAX_STARTS {
-            let failure = ExecutionFailure::Error("the job stopped its worker repeatedly".into());
+            let failure = WorkerFault::new("the job stopped its worker repeatedly");
             self.commit(CommittedOutcome::Failed(failure), ctx, fx);
             return;
         }
@@ -468,19 +474,19 @@ impl WorkItem {
                 self.phase = WorkPhase::Cancelled;
                 fx.push(Effect::Persist);
             }
-            Executed::Failed(failure) => self.commit(CommittedOutcome::Failed(failure), ctx, fx),
             Executed::WorkerFault(reason) => {
-                let failure = ExecutionFailure::Error(short_text(&reason));
-                self.commit(CommittedOutcome::Failed(failure), ctx, fx);
+                self.commit(CommittedOutcome::Failed(WorkerFault::new(reason)), ctx, fx);
             }
-            Executed::Completed { manifest, dir } => {
+            Executed::Completed {
+                manifest,
+                diagnostics,
+                dir,
+            } => {
                 let hash = match manifest.result_hash() {
                     Ok(hash) => hash,
                     Err(e) => {
                         // Reported as a failure, not left to look like silence.
-                        let failure = ExecutionFailure::Error(short_text(&format!(
-                            "cannot hash the result: {e}"
-                        )));
+                        let failure = WorkerFault::new(format!("cannot hash the result: {e}"));
                         self.commit(CommittedOutcome::Failed(failure), ctx, fx);
                         return;
                     }
@@ -493,16 +499,21 @@ impl WorkItem {
                     &hash,
                     &salt,
                 );
+                fx.push(Effect::Log(
+                    Level::Info,
+                    format!(
+                        "executed ({}); committing to {}",
+                        manifest.end.describe(),
+                        hash.short()
+                    ),
+                ));
                 self.result = Some(KeptResult {
                     hash,
                     salt,
                     manifest,
-                    dir: Some(dir),
+                    diagnostics,
+                    dir,
                 });
-                fx.push(Effect::Log(
-                    Level::Info,
-                    format!("executed; committing to {}", hash.short()),
-                ));
                 self.commit(CommittedOutcome::Committed(digest), ctx, fx);
             }
         }
@@ -569,6 +580,7 @@ impl WorkItem {
             result_hash: result.hash,
             salt: result.salt,
             manifest: result.manifest.clone(),
+            diagnostics: result.diagnostics.clone(),
             issued_at: ctx.now,
         };
         match Signed::sign(ctx.identity, &reveal) {

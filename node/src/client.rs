@@ -263,13 +263,11 @@ fn print_summary(job: &JobView) -> Result<()> {
     outln!("  bids: {}", job.bids.len());
     for e in &job.executions {
         outln!(
-            "  worker {}  {:<9} hash {}  exit {}{}",
+            "  worker {}  {:<9} hash {}  {}{}",
             e.peer_id,
             format!("{:?}", e.status).to_lowercase(),
             e.result_hash.as_deref().map(|h| &h[..12]).unwrap_or("-"),
-            e.exit_code
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "-".into()),
+            e.end.as_deref().unwrap_or("-"),
             e.failure
                 .as_deref()
                 .map(|f| format!("  ({f})"))
@@ -278,13 +276,20 @@ fn print_summary(job: &JobView) -> Result<()> {
     }
     if let Some(v) = &job.verdict {
         outln!(
-            "  verdict: {} {}",
+            "  verdict: {} {}{}",
             v.outcome,
             v.result_hash
                 .as_deref()
                 .or(v.reason.as_deref())
-                .unwrap_or("")
+                .unwrap_or(""),
+            v.end
+                .as_deref()
+                .map(|end| format!(" ({end})"))
+                .unwrap_or_default()
         );
+        if let Some(image) = &v.image {
+            outln!("    image ran:   {image}");
+        }
         outln!("    agreeing:    {}", v.agreeing.join(", "));
         if !v.disagreeing.is_empty() {
             outln!("    disagreeing: {}", v.disagreeing.join(", "));
@@ -296,6 +301,12 @@ fn print_summary(job: &JobView) -> Result<()> {
             outln!("    silent:      {}", v.silent.join(", "));
         }
     }
+    if let Some(reason) = &job.failure_reason {
+        outln!("  failed: {reason}");
+    }
+    if job.status != JobStatus::Completed {
+        print_tails(job)?;
+    }
     let t = &job.timings;
     let ms = |v: Option<u64>| v.map(|v| format!("{v} ms")).unwrap_or_else(|| "-".into());
     outln!(
@@ -306,6 +317,32 @@ fn print_summary(job: &JobView) -> Result<()> {
         ms(t.fetch_ms),
         ms(t.total_ms)
     );
+    Ok(())
+}
+
+/// For a job that did not complete: what its workers saw of the end (the engine's message and
+/// the last output before it), from the first worker that revealed any, so the output printed
+/// before a timeout is not lost (issue 12).
+fn print_tails(job: &JobView) -> Result<()> {
+    let Some(e) = job
+        .executions
+        .iter()
+        .find(|e| e.detail.is_some() || e.stdout_tail.is_some() || e.stderr_tail.is_some())
+    else {
+        return Ok(());
+    };
+    outln!("  what worker {} saw of the end:", e.peer_id);
+    if let Some(detail) = &e.detail {
+        outln!("    {detail}");
+    }
+    for (name, tail) in [("stdout", &e.stdout_tail), ("stderr", &e.stderr_tail)] {
+        if let Some(tail) = tail {
+            outln!("    last {name}:");
+            for line in tail.lines() {
+                outln!("      {line}");
+            }
+        }
+    }
     Ok(())
 }
 
@@ -379,6 +416,25 @@ pub async fn logs(id: &str, args: &ApiArgs) -> Result<()> {
 /// `distributeai result`.
 pub async fn result(id: &str, output: Option<PathBuf>, args: &ApiArgs) -> Result<()> {
     let api = Api::new(args);
+    let job: JobView = api
+        .get(&format!("/api/v1/jobs/{id}"), "getting the job")
+        .await?;
+    if job.status == JobStatus::Failed {
+        // No verified output, but what the workers saw before the end is kept: show it.
+        let reason = job.failure_reason.as_deref().unwrap_or("no reason given");
+        if args.json {
+            let view = serde_json::json!({
+                "id": job.id,
+                "status": job.status,
+                "failure_reason": reason,
+                "executions": job.executions,
+            });
+            outln!("{}", serde_json::to_string_pretty(&view)?);
+        } else {
+            print_tails(&job)?;
+        }
+        bail!("job {} has no verified output: {reason}", job.id);
+    }
     match output {
         None => {
             let output = api

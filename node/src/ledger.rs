@@ -399,7 +399,7 @@ mod tests {
                     w,
                     &Bid {
                         job_id: job.job_id(),
-                        image_present: true,
+                        image: None,
                         running_jobs: 0,
                         issued_at: at,
                     },
@@ -423,7 +423,11 @@ mod tests {
             .collect();
         let v = Verdict {
             job,
-            outcome: VerdictOutcome::Accepted(ResultHash([1; 32])),
+            outcome: VerdictOutcome::Accepted(distributeai_protocol::AgreedResult {
+                hash: ResultHash([1; 32]),
+                end: distributeai_protocol::JobEnd::Exited { code: 0 },
+                image: format!("sha256:{}", "1".repeat(64)),
+            }),
             workers,
             issued_at: at,
         };

@@ -11,7 +11,7 @@ use distributeai_node::executor::{
     DockerExecutor, DockerExecutorConfig, ExecutionOutcome, ExecutionRequest, ExecutionStatus,
     Executor, ExecutorError,
 };
-use distributeai_protocol::{ExecutionFailure, JobId, JobSpec};
+use distributeai_protocol::{JobEnd, JobId, JobSpec};
 use tokio_util::sync::CancellationToken;
 
 const TOOLBOX: &str = "distributeai/toolbox:local";
@@ -138,6 +138,10 @@ fn stdout(outcome: &ExecutionOutcome) -> String {
     String::from_utf8_lossy(&outcome.stdout).into_owned()
 }
 
+fn exited(code: i64) -> ExecutionStatus {
+    ExecutionStatus::Ended(JobEnd::Exited { code })
+}
+
 fn stderr(outcome: &ExecutionOutcome) -> String {
     String::from_utf8_lossy(&outcome.stderr).into_owned()
 }
@@ -148,12 +152,7 @@ async fn same_deterministic_job_gives_same_hash_and_different_output_a_different
     let job = "seq 1 1000 | sha256sum; echo result > /out/answer.txt; mkdir -p /out/d; seq 1 10 > /out/d/n; cat /proc/sys/kernel/random/uuid >&2";
     let first = h.run(sh(job)).await;
     let second = h.run(sh(job)).await;
-    assert_eq!(
-        first.status,
-        ExecutionStatus::Completed { exit_code: 0 },
-        "{}",
-        stderr(&first)
-    );
+    assert_eq!(first.status, exited(0), "{}", stderr(&first));
     assert!(first.result_hash.is_some());
     assert_eq!(
         first.result_hash, second.result_hash,
@@ -166,10 +165,7 @@ async fn same_deterministic_job_gives_same_hash_and_different_output_a_different
     let other_file = h.run(sh(&job.replace("echo result", "echo other"))).await;
     assert_ne!(first.result_hash, other_file.result_hash);
     let other_exit = h.run(sh(&format!("{job}; exit 3"))).await;
-    assert_eq!(
-        other_exit.status,
-        ExecutionStatus::Completed { exit_code: 3 }
-    );
+    assert_eq!(other_exit.status, exited(3));
     assert_ne!(first.result_hash, other_exit.result_hash);
 }
 
@@ -179,12 +175,7 @@ async fn output_files_are_returned_and_hashed() {
     let outcome = h
         .run(sh("echo hello > /out/a.txt; mkdir /out/sub; printf xyz > /out/sub/b.bin; ln -s /etc/passwd /out/link; echo done"))
         .await;
-    assert_eq!(
-        outcome.status,
-        ExecutionStatus::Completed { exit_code: 0 },
-        "{}",
-        stderr(&outcome)
-    );
+    assert_eq!(outcome.status, exited(0), "{}", stderr(&outcome));
     let manifest = outcome.manifest.as_ref().expect("manifest");
     let paths: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, ["a.txt", "sub/b.bin"], "symlinks are not outputs");
@@ -214,10 +205,7 @@ async fn output_over_the_cap_is_output_too_large() {
             "dd if=/dev/zero of=/out/big bs=1M count=4 2>/dev/null; sleep 50",
         ))
         .await;
-    assert_eq!(
-        files.status,
-        ExecutionStatus::Failed(ExecutionFailure::OutputTooLarge)
-    );
+    assert_eq!(files.status, ExecutionStatus::Ended(JobEnd::OutputTooLarge));
     assert!(
         files.duration < Duration::from_secs(40),
         "the watchdog stops it long before it ends"
@@ -225,7 +213,7 @@ async fn output_over_the_cap_is_output_too_large() {
     let stdout = h.run(sh("head -c 200000 /dev/zero")).await;
     assert_eq!(
         stdout.status,
-        ExecutionStatus::Failed(ExecutionFailure::OutputTooLarge)
+        ExecutionStatus::Ended(JobEnd::OutputTooLarge)
     );
 }
 
@@ -286,8 +274,10 @@ async fn memory_over_the_limit_ends_as_oom_and_the_worker_keeps_running() {
     let outcome = h.run(spec).await;
     assert_eq!(
         outcome.status,
-        ExecutionStatus::Failed(ExecutionFailure::OutOfMemory)
+        ExecutionStatus::Ended(JobEnd::OutOfMemory),
+        "the job's own process was killed"
     );
+    assert!(outcome.detail.contains("32 MiB"), "{}", outcome.detail);
     let after = h.run(sh("echo still here")).await;
     assert_eq!(stdout(&after), "still here\n");
 }
@@ -313,7 +303,7 @@ async fn a_fork_bomb_is_stopped_by_the_pids_limit() {
     assert!(
         matches!(
             outcome.status,
-            ExecutionStatus::Failed(ExecutionFailure::Timeout) | ExecutionStatus::Completed { .. }
+            ExecutionStatus::Ended(JobEnd::TimedOut | JobEnd::Exited { .. })
         ),
         "{:?}",
         outcome.status
@@ -322,18 +312,135 @@ async fn a_fork_bomb_is_stopped_by_the_pids_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_job_past_its_timeout_ends_as_timeout_and_its_container_is_gone() {
+async fn a_job_past_its_timeout_is_a_result_that_keeps_what_it_printed() {
+    // Issue 12: `--timeout 5 -- sh -c 'echo started; sleep 600'` lost its output and was
+    // blamed on the workers.
     let h = Harness::default().await;
-    let mut spec = sh("echo started; sleep 60");
+    let mut spec = sh("echo started; echo warming up >&2; sleep 60");
     spec.timeout_s = 2;
-    let outcome = h.run(spec).await;
-    assert_eq!(
-        outcome.status,
-        ExecutionStatus::Failed(ExecutionFailure::Timeout)
-    );
+    let outcome = h.run(spec.clone()).await;
+    assert_eq!(outcome.status, ExecutionStatus::Ended(JobEnd::TimedOut));
     assert!(outcome.duration < Duration::from_secs(30));
-    assert_eq!(stdout(&outcome), "started\n");
-    assert!(outcome.result_hash.is_none());
+    let diagnostics = outcome.diagnostics();
+    assert_eq!(diagnostics.stdout_tail, b"started\n");
+    assert_eq!(diagnostics.stderr_tail, b"warming up\n");
+    assert!(
+        diagnostics.detail.contains("timeout of 2 s"),
+        "{diagnostics:?}"
+    );
+    // A result like any other: hashed, the same on every run, with no output to serve.
+    let manifest = outcome.manifest.as_ref().expect("a manifest");
+    assert_eq!(manifest.end, JobEnd::TimedOut);
+    assert!(manifest.files.is_empty() && manifest.stdout.size == 0);
+    assert!(outcome.result_hash.is_some() && outcome.output_dir.is_none());
+    assert_eq!(outcome.result_hash, h.run(spec).await.result_hash);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_killed_for_memory_is_not_the_jobs_oom() {
+    // Issue 12: Docker sets OOMKilled when any process was killed; here the job's own
+    // process goes on and exits 0, and its stdout is the result.
+    let h = Harness::default().await;
+    let mut spec = sh("dd if=/dev/zero of=/dev/null bs=256M count=1 2>/dev/null; echo rc=$?");
+    spec.resources.memory_mb = 64;
+    let outcome = h.run(spec).await;
+    assert_eq!(outcome.status, exited(0), "{}", stderr(&outcome));
+    assert_eq!(stdout(&outcome), "rc=137\n");
+    assert!(outcome.result_hash.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_that_does_not_exist_cannot_start_and_says_why_in_full() {
+    let h = Harness::default().await;
+    let spec = JobSpec::new(TOOLBOX, vec!["nonexistentcmd".into()]);
+    let outcome = h.run(spec.clone()).await;
+    assert_eq!(outcome.status, ExecutionStatus::Ended(JobEnd::CannotStart));
+    assert!(
+        outcome.detail.contains("nonexistentcmd") && outcome.detail.contains("not found"),
+        "the engine's whole message: {}",
+        outcome.detail
+    );
+    assert_eq!(
+        outcome.diagnostics().detail,
+        outcome.detail,
+        "never cut mid-word"
+    );
+    assert_eq!(
+        outcome.result_hash,
+        h.run(spec).await.result_hash,
+        "every worker agrees on it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_image_that_ran_is_part_of_the_result() {
+    // Issue 12: a worker whose tag points at another image must never agree.
+    let h = Harness::default().await;
+    let docker = h.executor.docker();
+    let toolbox_id = docker
+        .inspect_image(TOOLBOX)
+        .await
+        .expect("inspect")
+        .id
+        .expect("id");
+    // The same files under another id: a committed container with one more label.
+    let variant_tag = format!("variant-{}", hex_id());
+    let container = docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            bollard::models::ContainerCreateBody {
+                image: Some(TOOLBOX.into()),
+                cmd: Some(vec!["true".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    docker
+        .commit_container(
+            bollard::query_parameters::CommitContainerOptionsBuilder::new()
+                .container(&container.id)
+                .repo("distributeai/toolbox")
+                .tag(&variant_tag)
+                .build(),
+            bollard::models::ContainerConfig {
+                labels: Some(HashMap::from([("variant".into(), variant_tag.clone())])),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("commit");
+    let _ = docker
+        .remove_container(
+            &container.id,
+            None::<bollard::query_parameters::RemoveContainerOptions>,
+        )
+        .await;
+    let variant = format!("distributeai/toolbox:{variant_tag}");
+
+    let mut on_variant = sh("echo same");
+    on_variant.image = variant.clone();
+    let ours = h.run(sh("echo same")).await;
+    let theirs = h.run(on_variant.clone()).await;
+    let _ = docker
+        .remove_image(
+            &variant,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await;
+    assert_eq!(stdout(&ours), stdout(&theirs));
+    assert_eq!(ours.image, toolbox_id);
+    assert_ne!(theirs.image, toolbox_id);
+    assert_ne!(
+        ours.result_hash, theirs.result_hash,
+        "the same output from another image is another result"
+    );
+    assert_eq!(
+        h.executor.image_id(&sh("true")).await.as_deref(),
+        Some(toolbox_id.as_str()),
+        "bids name the image id"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -355,13 +462,14 @@ async fn images_must_be_present_or_pullable_and_match_a_pinned_digest() {
     let missing = h
         .run(JobSpec::new("distributeai/does-not-exist:1", vec![]))
         .await;
+    assert_eq!(
+        missing.status,
+        ExecutionStatus::Ended(JobEnd::ImageUnavailable)
+    );
     assert!(
-        matches!(
-            &missing.status,
-            ExecutionStatus::Failed(ExecutionFailure::ImageUnavailable(_))
-        ),
-        "{:?}",
-        missing.status
+        missing.detail.contains("distributeai/does-not-exist:1"),
+        "{}",
+        missing.detail
     );
 
     let id = h
@@ -378,10 +486,21 @@ async fn images_must_be_present_or_pullable_and_match_a_pinned_digest() {
 
     let mut wrong = sh("echo pinned");
     wrong.image_digest = Some(format!("sha256:{}", "0".repeat(64)));
-    assert!(matches!(
-        h.run(wrong).await.status,
-        ExecutionStatus::Failed(ExecutionFailure::ImageUnavailable(_))
-    ));
+    assert_eq!(
+        h.executor.image_id(&wrong).await,
+        None,
+        "a worker without the pinned image does not claim to hold it"
+    );
+    let outcome = h.run(wrong).await;
+    assert_eq!(
+        outcome.status,
+        ExecutionStatus::Ended(JobEnd::ImageUnavailable)
+    );
+    assert!(
+        outcome.detail.contains("pinned digest"),
+        "{}",
+        outcome.detail
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -405,7 +524,7 @@ async fn jobs_beyond_what_the_worker_offers_are_refused() {
     let mut gpu = sh("true");
     gpu.resources.gpus = 1;
     assert!(h.executor.admits(&gpu).is_err());
-    assert!(h.executor.has_image(&sh("true")).await);
+    assert!(h.executor.image_id(&sh("true")).await.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -447,12 +566,7 @@ async fn the_examples_run_and_are_deterministic() {
     for name in ["hash-verify", "image-process"] {
         let spec = example_spec(name);
         let first = h.run(spec.clone()).await;
-        assert_eq!(
-            first.status,
-            ExecutionStatus::Completed { exit_code: 0 },
-            "{name}: {}",
-            stderr(&first)
-        );
+        assert_eq!(first.status, exited(0), "{name}: {}", stderr(&first));
         assert_eq!(
             stdout(&first).trim().len(),
             64,

@@ -254,7 +254,7 @@ async fn a_worker_that_copies_another_workers_commitment_is_detected() {
             } if announcement.envelope.job_id() == id => {
                 let bid = Bid {
                     job_id: id,
-                    image_present: true,
+                    image: None,
                     running_jobs: 0,
                     issued_at: now_ms(),
                 };

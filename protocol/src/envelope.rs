@@ -17,7 +17,7 @@ use crate::identity::NodeIdentity;
 use crate::validate::{Validate, ValidationContext, ValidationError};
 
 /// The wire protocol version signed into every envelope.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The type of a signed message; part of what is signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -41,6 +41,12 @@ pub const MAX_JOB_LIFETIME_MS: u64 = 2 * 24 * 60 * 60 * 1000;
 pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 /// Short free-text fields (region, version, reasons).
 pub const MAX_SHORT_TEXT_LEN: usize = 256;
+/// Reasons and engine messages (a worker's fault, a job's end): long enough for a whole
+/// engine error, which is never cut mid-word (issue 12).
+pub const MAX_REASON_LEN: usize = 2048;
+/// Bytes of stdout and of stderr a worker keeps from the end of a job's output, to show how
+/// far a job that failed got.
+pub const MAX_TAIL_BYTES: usize = 4096;
 /// Images a node may list as held locally.
 pub const MAX_LOCAL_IMAGES: usize = 256;
 /// GPU descriptions a node may list.

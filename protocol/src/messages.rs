@@ -188,8 +188,9 @@ pub struct JobCancel {
 pub struct Bid {
     /// The job bid for.
     pub job_id: JobId,
-    /// Whether the image is already present (no pull needed before starting).
-    pub image_present: bool,
+    /// The id (content digest, `sha256:…`) of the image the worker holds for the job's
+    /// reference and will run; `None` when it would pull the image first (issue 12).
+    pub image: Option<String>,
     /// Jobs the worker is running now, a hint of how soon it starts.
     pub running_jobs: u32,
     /// When the worker signed it.
@@ -232,25 +233,89 @@ pub struct ResultCommitment {
 /// What a worker commits to after executing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommittedOutcome {
-    /// The job ran to completion (any exit code); the result stays hidden until revealed.
+    /// The job ended in a way that is its own (see [`JobEnd`]: an exit code, but also a
+    /// timeout or running out of memory); the result stays hidden until revealed.
     Committed(Digest),
-    /// The job could not produce a result.
-    Failed(ExecutionFailure),
+    /// The worker could not run the job; says nothing about the job.
+    Failed(WorkerFault),
 }
 
-/// Why an execution produced no result.
+/// Why a worker produced no result: its own trouble, not the job's (the container engine was
+/// down, the node crashed repeatedly running it, the result could not be hashed or kept). A
+/// job's own failures are results instead, agreed on like any other ([`JobEnd`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ExecutionFailure {
-    /// It ran past its timeout and was killed.
-    Timeout,
-    /// It was killed for exceeding its memory limit.
+pub struct WorkerFault {
+    /// What went wrong, at most [`crate::limits::MAX_REASON_LEN`] bytes.
+    pub reason: String,
+}
+
+impl WorkerFault {
+    /// A fault with `reason`, shortened at a word to fit the limit.
+    pub fn new(reason: impl AsRef<str>) -> Self {
+        Self {
+            reason: crate::validate::reason_text(reason.as_ref()),
+        }
+    }
+}
+
+/// How a job's execution ended, as far as the job itself is concerned: part of the result
+/// hash, so k workers agreeing that a job timed out is as much a verdict as k agreeing on its
+/// output (issue 12). Only the kind counts, never an engine's wording, so honest workers on
+/// different Docker versions agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobEnd {
+    /// The job's process exited with this code (non-zero codes are results too).
+    Exited {
+        /// The exit code.
+        code: i64,
+    },
+    /// It was still running at its timeout and was killed.
+    TimedOut,
+    /// The job's own main process was killed for exceeding the memory limit (a child killed
+    /// for memory while the main process went on is not this).
     OutOfMemory,
-    /// Its stdout or output files exceeded the worker's caps.
+    /// Its stdout or files under `/out` went over the caps.
     OutputTooLarge,
-    /// The image could not be found, pulled, or did not match the pinned digest.
-    ImageUnavailable(String),
-    /// Anything else that stopped the worker from running it.
-    Error(String),
+    /// Its command could not be started: not found in the image, or not executable.
+    CannotStart,
+    /// The image could not be found or pulled, or did not have the pinned digest.
+    ImageUnavailable,
+}
+
+impl JobEnd {
+    /// Whether the job ran to its own end, so its output is the result to fetch.
+    pub fn is_exit(&self) -> bool {
+        matches!(self, JobEnd::Exited { .. })
+    }
+
+    /// A short description, e.g. `exit code 0` or `timed out`.
+    pub fn describe(&self) -> String {
+        match self {
+            JobEnd::Exited { code } => format!("exit code {code}"),
+            JobEnd::TimedOut => "timed out".into(),
+            JobEnd::OutOfMemory => "ran out of memory".into(),
+            JobEnd::OutputTooLarge => "output too large".into(),
+            JobEnd::CannotStart => "command could not be started".into(),
+            JobEnd::ImageUnavailable => "image unavailable".into(),
+        }
+    }
+}
+
+/// What a worker saw of how a job ended, beyond the hashed result: engine messages and the
+/// last output before the end. Signed by the worker but not agreed on, since it legitimately
+/// differs between honest runs (how far a timed-out job got, an engine's wording).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diagnostics {
+    /// The engine's or executor's message, whole (at most [`crate::limits::MAX_REASON_LEN`]
+    /// bytes), e.g. `exec: "nonexistentcmd": executable file not found in $PATH`.
+    pub detail: String,
+    /// The last bytes of stdout, at most [`crate::limits::MAX_TAIL_BYTES`].
+    #[serde(with = "serde_bytes")]
+    pub stdout_tail: Vec<u8>,
+    /// The last bytes of stderr, at most [`crate::limits::MAX_TAIL_BYTES`].
+    #[serde(with = "serde_bytes")]
+    pub stderr_tail: Vec<u8>,
 }
 
 /// A worker's signed opening of its commitment, sent when the submitter asks for it after all
@@ -267,6 +332,8 @@ pub struct ResultReveal {
     pub salt: Digest,
     /// What the output consists of; its canonical hash must equal `result_hash`.
     pub manifest: OutputManifest,
+    /// How the end looked from this worker, not hashed.
+    pub diagnostics: Diagnostics,
     /// When the worker signed it.
     pub issued_at: TimestampMs,
 }
@@ -292,8 +359,13 @@ pub struct OutputFile {
 /// Everything a worker serves as a job's output: the inputs of the canonical result hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputManifest {
-    /// The container's exit code.
-    pub exit_code: i64,
+    /// How the job ended. Only a job that exited has output: for any other end, `stdout` is
+    /// empty and `files` is empty.
+    pub end: JobEnd,
+    /// The id (content digest, `sha256:…`) of the image that ran, so a worker that ran
+    /// another image under the same reference never agrees (issue 12); empty when the image
+    /// was unavailable.
+    pub image: String,
     /// The captured standard output.
     pub stdout: ContentEntry,
     /// Regular files under `/out`, sorted by path (bytewise), each path once.
@@ -307,8 +379,8 @@ pub enum WorkerResult {
     Agreed,
     /// It returned this other hash.
     Disagreed(ResultHash),
-    /// It reported a failure.
-    Failed(ExecutionFailure),
+    /// It could not run the job (its own fault, not the job's).
+    Failed(WorkerFault),
     /// It never answered by its deadline.
     Silent,
 }
@@ -328,11 +400,24 @@ pub struct WorkerRecord {
     pub paid: u64,
 }
 
+/// The result k workers agreed on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgreedResult {
+    /// The agreed result hash.
+    pub hash: ResultHash,
+    /// How the job ended, from the agreed manifest: a job that timed out on k workers is
+    /// decided as such.
+    pub end: JobEnd,
+    /// The image id (`sha256:…`) that ran, from the agreed manifest.
+    pub image: String,
+}
+
 /// The decision on a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VerdictOutcome {
-    /// At least k workers agreed on this hash, and the fetched output matched it.
-    Accepted(ResultHash),
+    /// At least k workers agreed on this result; when the job exited, its fetched output
+    /// matched it.
+    Accepted(AgreedResult),
     /// No result could be agreed on within the retry bound.
     Failed(String),
 }

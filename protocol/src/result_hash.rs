@@ -6,8 +6,11 @@
 //!
 //! ```text
 //! result_hash = blake3(
-//!     "distributeai/result/v1\0"
-//!     exit_code                     i64, little-endian
+//!     "distributeai/result/v2\0"
+//!     end                           u8 tag: 0 exited, 1 timed out, 2 out of memory,
+//!                                   3 output too large, 4 cannot start, 5 image unavailable
+//!     exit_code                     i64, little-endian (0 unless exited)
+//!     image_len image               u64 LE, the image id that ran (`sha256:…`, or empty)
 //!     stdout.size  stdout.hash      u64 LE, blake3 of the captured stdout (32 bytes)
 //!     file_count                    u64 LE
 //!     for each regular file under /out, sorted by path bytewise:
@@ -15,6 +18,11 @@
 //!         size hash                 u64 LE, blake3 of the file's bytes
 //! )
 //! ```
+//!
+//! **How the job ended counts**, so k workers agreeing that a job timed out decide it as
+//! surely as k agreeing on its output; a job that did not exit has no output (empty stdout,
+//! no files), since how far it got differs between honest runs. **The image id counts**, so
+//! a worker that ran another image under the same reference never agrees.
 //!
 //! **stderr does not count.** It carries diagnostics (progress bars, timings, warnings, pids)
 //! that differ between honest runs of the same deterministic job; the answer a job computes
@@ -26,14 +34,17 @@
 //! by file against the manifest, and the manifest against the agreed hash.
 
 use crate::digest::{Digest, JobId, PublicKey, ResultHash};
-use crate::messages::{ContentEntry, OutputFile, OutputManifest};
+use crate::messages::{ContentEntry, JobEnd, OutputFile, OutputManifest};
 
-const RESULT_DOMAIN: &[u8] = b"distributeai/result/v1\0";
+const RESULT_DOMAIN: &[u8] = b"distributeai/result/v2\0";
 const COMMITMENT_DOMAIN: &[u8] = b"distributeai/commitment/v1\0";
 
 /// Why a manifest cannot be hashed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
+    /// A job that did not exit lists output.
+    #[error("a job that ended as {0} has no output, yet the manifest lists some")]
+    OutputWithoutExit(String),
     /// Paths are not strictly increasing (unsorted or duplicated).
     #[error("output files are not sorted by path with each path once (at {0:?})")]
     Unsorted(String),
@@ -71,9 +82,22 @@ impl OutputManifest {
         })
     }
 
-    /// Builds a manifest from the raw outcome: sorts the files and hashes every blob.
+    /// The manifest of a job that ended without exiting (timed out, ran out of memory...):
+    /// no output.
+    pub fn without_output(end: JobEnd, image: impl Into<String>) -> Self {
+        Self {
+            end,
+            image: image.into(),
+            stdout: ContentEntry::of(&[]),
+            files: Vec::new(),
+        }
+    }
+
+    /// Builds the manifest of a job that exited from its raw outputs: sorts the files and
+    /// hashes every blob.
     pub fn from_outputs(
         exit_code: i64,
+        image: impl Into<String>,
         stdout: &[u8],
         files: &[(String, Vec<u8>)],
     ) -> Result<Self, ManifestError> {
@@ -86,7 +110,8 @@ impl OutputManifest {
             .collect();
         entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
         let manifest = Self {
-            exit_code,
+            end: JobEnd::Exited { code: exit_code },
+            image: image.into(),
             stdout: ContentEntry::of(stdout),
             files: entries,
         };
@@ -94,8 +119,12 @@ impl OutputManifest {
         Ok(manifest)
     }
 
-    /// Checks the ordering and path rules the hash depends on.
+    /// Checks the ordering and path rules the hash depends on, and that only a job that
+    /// exited has output.
     pub fn check(&self) -> Result<(), ManifestError> {
+        if !self.end.is_exit() && (self.stdout != ContentEntry::of(&[]) || !self.files.is_empty()) {
+            return Err(ManifestError::OutputWithoutExit(self.end.describe()));
+        }
         let mut previous: Option<&str> = None;
         for file in &self.files {
             if !is_canonical_output_path(&file.path) {
@@ -114,7 +143,18 @@ impl OutputManifest {
         self.check()?;
         let mut h = blake3::Hasher::new();
         h.update(RESULT_DOMAIN);
-        h.update(&self.exit_code.to_le_bytes());
+        let (tag, code): (u8, i64) = match self.end {
+            JobEnd::Exited { code } => (0, code),
+            JobEnd::TimedOut => (1, 0),
+            JobEnd::OutOfMemory => (2, 0),
+            JobEnd::OutputTooLarge => (3, 0),
+            JobEnd::CannotStart => (4, 0),
+            JobEnd::ImageUnavailable => (5, 0),
+        };
+        h.update(&[tag]);
+        h.update(&code.to_le_bytes());
+        h.update(&(self.image.len() as u64).to_le_bytes());
+        h.update(self.image.as_bytes());
         update_entry(&mut h, &self.stdout);
         h.update(&(self.files.len() as u64).to_le_bytes());
         for file in &self.files {
@@ -163,8 +203,10 @@ mod tests {
             .collect()
     }
 
+    const IMAGE: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
     fn hash(exit: i64, stdout: &[u8], f: &[(&str, &[u8])]) -> ResultHash {
-        OutputManifest::from_outputs(exit, stdout, &files(f))
+        OutputManifest::from_outputs(exit, IMAGE, stdout, &files(f))
             .and_then(|m| m.result_hash())
             .expect("hash")
     }
@@ -192,15 +234,53 @@ mod tests {
     }
 
     #[test]
+    fn the_image_and_the_kind_of_end_change_the_hash() {
+        let exited = |image: &str| {
+            OutputManifest::from_outputs(0, image, b"out", &[])
+                .and_then(|m| m.result_hash())
+                .expect("hash")
+        };
+        assert_ne!(exited(IMAGE), exited(&IMAGE.replace('1', "2")));
+        let ends = [
+            JobEnd::Exited { code: 0 },
+            JobEnd::TimedOut,
+            JobEnd::OutOfMemory,
+            JobEnd::OutputTooLarge,
+            JobEnd::CannotStart,
+            JobEnd::ImageUnavailable,
+        ];
+        let hashes: std::collections::HashSet<ResultHash> = ends
+            .iter()
+            .map(|end| {
+                OutputManifest::without_output(*end, IMAGE)
+                    .result_hash()
+                    .expect("hash")
+            })
+            .collect();
+        assert_eq!(hashes.len(), ends.len());
+    }
+
+    #[test]
+    fn a_job_that_did_not_exit_has_no_output() {
+        let mut m = OutputManifest::without_output(JobEnd::TimedOut, IMAGE);
+        assert!(m.result_hash().is_ok());
+        m.stdout = ContentEntry::of(b"partial");
+        assert!(matches!(
+            m.result_hash(),
+            Err(ManifestError::OutputWithoutExit(_))
+        ));
+    }
+
+    #[test]
     fn non_canonical_paths_are_refused() {
         for bad in ["", "/abs", "a/../b", "./a", "a//b", "a/", "nul\0"] {
             assert!(
-                OutputManifest::from_outputs(0, b"", &files(&[(bad, b"")])).is_err(),
+                OutputManifest::from_outputs(0, IMAGE, b"", &files(&[(bad, b"")])).is_err(),
                 "{bad:?}"
             );
         }
         assert!(matches!(
-            OutputManifest::from_outputs(0, b"", &files(&[("a", b"1"), ("a", b"2")])),
+            OutputManifest::from_outputs(0, IMAGE, b"", &files(&[("a", b"1"), ("a", b"2")])),
             Err(ManifestError::Unsorted(_))
         ));
     }

@@ -235,14 +235,35 @@ pub trait Validate {
     fn validate(&self, signer: &PublicKey, ctx: &ValidationContext) -> Result<(), ValidationError>;
 }
 
-/// Cuts `text` to at most [`MAX_SHORT_TEXT_LEN`] bytes on a character boundary, so a reason or
-/// error message always fits the field it is sent in.
+/// `text` whole if it has at most [`MAX_SHORT_TEXT_LEN`] bytes, else cut at a word to fit
+/// with `…` (see [`fit_text`]).
 pub fn short_text(text: &str) -> String {
-    let mut end = text.len().min(MAX_SHORT_TEXT_LEN);
+    fit_text(text, MAX_SHORT_TEXT_LEN)
+}
+
+/// `text` whole if it has at most [`MAX_REASON_LEN`] bytes, else cut at a word to fit with
+/// `…`: for reasons and engine messages, which users read whole (issue 12).
+pub fn reason_text(text: &str) -> String {
+    fit_text(text, MAX_REASON_LEN)
+}
+
+/// `text` whole if it has at most `max` bytes; else cut before the last whitespace that lets
+/// it fit with a closing `…` (3 bytes), so a message is never cut mid-word, or on a character
+/// boundary when one word alone is too long.
+pub fn fit_text(text: &str, max: usize) -> String {
+    const ELLIPSIS: &str = "…";
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub(ELLIPSIS.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    text[..end].to_string()
+    let cut = match text[..end].rfind(char::is_whitespace) {
+        Some(space) if space > 0 => text[..space].trim_end(),
+        _ => &text[..end],
+    };
+    format!("{cut}{ELLIPSIS}")
 }
 
 fn check_len(field: &'static str, text: &str, max: usize) -> Result<(), ValidationError> {
@@ -320,14 +341,33 @@ pub fn check_image_digest(field: &'static str, digest: &str) -> Result<(), Valid
     Ok(())
 }
 
-fn check_failure(failure: &ExecutionFailure) -> Result<(), ValidationError> {
-    match failure {
-        ExecutionFailure::ImageUnavailable(text) | ExecutionFailure::Error(text) => {
-            check_len("failure reason", text, MAX_SHORT_TEXT_LEN)
-        }
-        ExecutionFailure::Timeout
-        | ExecutionFailure::OutOfMemory
-        | ExecutionFailure::OutputTooLarge => Ok(()),
+fn check_failure(failure: &WorkerFault) -> Result<(), ValidationError> {
+    check_len("failure reason", &failure.reason, MAX_REASON_LEN)
+}
+
+/// An image id as a worker reports it: a digest, or empty when the image was unavailable.
+fn check_image_id(field: &'static str, image: &str) -> Result<(), ValidationError> {
+    if image.is_empty() {
+        Ok(())
+    } else {
+        check_image_digest(field, image)
+    }
+}
+
+impl Diagnostics {
+    /// Checks the bounds of what a worker says about a job's end.
+    pub fn check(&self) -> Result<(), ValidationError> {
+        check_len("diagnostics.detail", &self.detail, MAX_REASON_LEN)?;
+        check_count(
+            "diagnostics.stdout_tail",
+            self.stdout_tail.len(),
+            MAX_TAIL_BYTES,
+        )?;
+        check_count(
+            "diagnostics.stderr_tail",
+            self.stderr_tail.len(),
+            MAX_TAIL_BYTES,
+        )
     }
 }
 
@@ -438,6 +478,13 @@ impl OutputManifest {
     /// Checks the manifest's bounds and canonical form.
     pub fn check_bounds(&self) -> Result<(), ValidationError> {
         check_count("manifest.files", self.files.len(), MAX_OUTPUT_FILES)?;
+        check_image_id("manifest.image", &self.image)?;
+        if self.image.is_empty() && self.end != JobEnd::ImageUnavailable {
+            return Err(invalid(
+                "manifest.image",
+                "required unless the image was unavailable",
+            ));
+        }
         for file in &self.files {
             check_len("manifest.files", &file.path, MAX_OUTPUT_PATH_LEN)?;
         }
@@ -501,6 +548,9 @@ impl Validate for Bid {
         _signer: &PublicKey,
         ctx: &ValidationContext,
     ) -> Result<(), ValidationError> {
+        if let Some(image) = &self.image {
+            check_image_digest("image", image)?;
+        }
         ctx.check_issued_at(self.issued_at)
     }
 }
@@ -547,6 +597,7 @@ impl Validate for ResultReveal {
         ctx: &ValidationContext,
     ) -> Result<(), ValidationError> {
         self.manifest.check_bounds()?;
+        self.diagnostics.check()?;
         let computed = self
             .manifest
             .result_hash()
@@ -639,6 +690,8 @@ impl Validate for Verdict {
             }
 
             let expected_pay = match (&self.outcome, &record.result) {
+                // Paid for a run that agreed, whether the job exited or timed out: the
+                // workers did what was asked.
                 (VerdictOutcome::Accepted(_), WorkerResult::Agreed) => spec.reward,
                 _ => 0,
             };
@@ -654,7 +707,7 @@ impl Validate for Verdict {
                     return Err(invalid("workers", "no worker can agree with a failed job"));
                 }
                 (VerdictOutcome::Accepted(accepted), WorkerResult::Disagreed(hash))
-                    if hash == accepted =>
+                    if *hash == accepted.hash =>
                 {
                     return Err(invalid(
                         "workers",
@@ -673,8 +726,17 @@ impl Validate for Verdict {
                     spec.consensus
                 ),
             )),
-            VerdictOutcome::Failed(reason) => check_len("outcome", reason, MAX_SHORT_TEXT_LEN),
-            VerdictOutcome::Accepted(_) => Ok(()),
+            VerdictOutcome::Failed(reason) => check_len("outcome", reason, MAX_REASON_LEN),
+            VerdictOutcome::Accepted(agreed) => {
+                check_image_id("outcome.image", &agreed.image)?;
+                if agreed.image.is_empty() != (agreed.end == JobEnd::ImageUnavailable) {
+                    return Err(invalid(
+                        "outcome.image",
+                        "required unless the image was unavailable",
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -68,9 +68,7 @@ fn every_signed_message_type_round_trips() {
     round_trip(
         &w,
         ResultCommitment {
-            outcome: CommittedOutcome::Failed(ExecutionFailure::ImageUnavailable(
-                "no such image".into(),
-            )),
+            outcome: CommittedOutcome::Failed(WorkerFault::new("the container engine is down")),
             ..commitment()
         },
     );

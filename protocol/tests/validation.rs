@@ -225,6 +225,50 @@ fn reveal_must_match_its_manifest() {
     assert_eq!(field_of(&err), "result_hash");
 }
 
+fn reveal_error(edit: impl FnOnce(&mut ResultReveal)) -> ValidationError {
+    let mut reveal = reveal();
+    edit(&mut reveal);
+    Signed::sign(&worker(0), &reveal)
+        .expect("sign")
+        .open(&ctx())
+        .expect_err("refused")
+}
+
+#[test]
+fn a_reveal_names_the_bound_it_breaks() {
+    // A job that did not exit has no output to claim.
+    let err = reveal_error(|r| {
+        r.manifest.end = JobEnd::TimedOut;
+        r.result_hash = r.manifest.result_hash().unwrap_or(ResultHash([0; 32]));
+    });
+    assert_eq!(field_of(&err), "manifest", "{err}");
+    // The image that ran is a digest, and required unless it was unavailable.
+    let err = reveal_error(|r| r.manifest.image = "latest".into());
+    assert_eq!(field_of(&err), "manifest.image", "{err}");
+    let err = reveal_error(|r| r.manifest.image.clear());
+    assert_eq!(field_of(&err), "manifest.image", "{err}");
+    // Tails are bounded.
+    let err = reveal_error(|r| r.diagnostics.stderr_tail = vec![b'x'; MAX_TAIL_BYTES + 1]);
+    assert_eq!(field_of(&err), "diagnostics.stderr_tail", "{err}");
+    let err = reveal_error(|r| r.diagnostics.detail = "x".repeat(MAX_REASON_LEN + 1));
+    assert_eq!(field_of(&err), "diagnostics.detail", "{err}");
+}
+
+#[test]
+fn long_texts_are_cut_at_a_word_never_inside_one() {
+    let text = "exec: \"nonexistentcmd\": executable file not found in $PATH";
+    assert_eq!(validate::fit_text(text, 200), text);
+    let cut = validate::fit_text(text, 30);
+    assert!(cut.len() <= 30, "{cut}");
+    assert_eq!(cut, "exec: \"nonexistentcmd\":…");
+    // One word longer than the limit is cut on a character boundary.
+    let cut = validate::fit_text(&"é".repeat(40), 20);
+    assert!(cut.len() <= 20 && cut.ends_with('…'), "{cut}");
+    // A worker fault keeps a whole engine message.
+    let long = format!("{} end", "word ".repeat(300));
+    assert_eq!(WorkerFault::new(&long).reason, long);
+}
+
 fn open_verdict(signer: &NodeIdentity, verdict: Verdict) -> Result<(), ValidationError> {
     Signed::sign(signer, &verdict)
         .expect("sign")
@@ -274,7 +318,7 @@ fn forged_verdicts_are_rejected() {
 
     // Accepted with fewer agreeing workers than k.
     let mut v = verdict();
-    v.workers[1].result = WorkerResult::Failed(ExecutionFailure::Timeout);
+    v.workers[1].result = WorkerResult::Failed(WorkerFault::new("engine down"));
     v.workers[1].paid = 0;
     assert!(open_verdict(&s, v).is_err());
 

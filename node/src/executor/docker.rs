@@ -17,7 +17,7 @@
 //! - a **non-root user** (65534 when the node runs as root, else the node's own uid);
 //! - captured **stdout capped** (`max_stdout_bytes`: over it the job ends `output_too_large`)
 //!   and stderr truncated at `max_stderr_bytes`; no log driver, so nothing accumulates on disk;
-//! - a **deadline**: killed at the job's timeout and reported `timeout`;
+//! - a **deadline**: killed at the job's timeout and reported `timed out`;
 //! - labels `distributeai.job=<job id>` and `distributeai.node=<peer id>`, and removal when
 //!   the run ends, whatever happened; leftovers of a crashed earlier run are removed on start.
 
@@ -37,8 +37,8 @@ use bollard::query_parameters::{
 };
 use distributeai_protocol::limits::MAX_TIMEOUT_S;
 use distributeai_protocol::time::now_ms;
-use distributeai_protocol::validate::{check_image_digest, check_image_reference, short_text};
-use distributeai_protocol::{ExecutionFailure, JobSpec, LocalImage};
+use distributeai_protocol::validate::{check_image_digest, check_image_reference};
+use distributeai_protocol::{JobEnd, JobSpec, LocalImage};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -179,7 +179,33 @@ enum Ending {
     Cancelled,
     StdoutTooLarge,
     OutputTooLarge,
+    /// The runtime could not start the command; with the engine's message.
+    CannotStart(String),
 }
+
+/// The exit code of a process killed by SIGKILL, as the OOM killer does (128 + 9).
+const SIGKILL_EXIT: i64 = 137;
+
+/// Whether the engine's refusal to start a container is about the job's command (not found,
+/// not executable) rather than about the engine or this worker: the runtime's `exec` error,
+/// which the same image and command give on every worker.
+fn is_command_error(e: &bollard::errors::Error) -> bool {
+    match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 400 | 404 | 500,
+            message,
+        } => {
+            message.contains("exec:")
+                || message.contains("executable file not found")
+                || message.contains("no such file or directory")
+                || message.contains("permission denied")
+        }
+        _ => false,
+    }
+}
+
+/// An image that could not be had: the job's own end, with the reason.
+struct ImageUnavailable(String);
 
 /// Connects to the local Docker engine, agreeing on an API version it speaks.
 pub async fn connect_engine() -> Result<Docker, ExecutorError> {
@@ -288,50 +314,46 @@ impl DockerExecutor {
 
     /// Finds the image locally (pulling it when allowed) and checks a pinned digest. Returns
     /// the image id to run, so the container runs exactly the content that was checked.
-    async fn resolve_image(&self, spec: &JobSpec) -> Result<String, ExecutionFailure> {
+    async fn resolve_image(&self, spec: &JobSpec) -> Result<String, ImageUnavailable> {
         let image = match self.docker.inspect_image(&spec.image).await {
             Ok(image) => image,
             Err(e) if is_not_found(&e) => {
                 if !self.config.limits.allow_pull {
-                    return Err(ExecutionFailure::ImageUnavailable(short_text(&format!(
+                    return Err(ImageUnavailable(format!(
                         "{} is not present and this worker does not pull images",
                         spec.image
-                    ))));
+                    )));
                 }
                 self.pull(&spec.image).await?;
-                self.docker.inspect_image(&spec.image).await.map_err(|e| {
-                    ExecutionFailure::ImageUnavailable(short_text(&format!(
-                        "{} after pulling: {e}",
-                        spec.image
-                    )))
-                })?
+                self.docker
+                    .inspect_image(&spec.image)
+                    .await
+                    .map_err(|e| ImageUnavailable(format!("{} after pulling: {e}", spec.image)))?
             }
-            Err(e) => {
-                return Err(ExecutionFailure::ImageUnavailable(short_text(&format!(
-                    "{}: {e}",
-                    spec.image
-                ))));
-            }
+            Err(e) => return Err(ImageUnavailable(format!("{}: {e}", spec.image))),
         };
-        let id = image.id.clone().ok_or_else(|| {
-            ExecutionFailure::ImageUnavailable("engine reported no image id".into())
-        })?;
-        if let Some(pinned) = &spec.image_digest {
-            let repo_digest_matches = image.repo_digests.iter().flatten().any(|d| {
-                d.rsplit_once('@')
-                    .is_some_and(|(_, digest)| digest == pinned)
-            });
-            if id != *pinned && !repo_digest_matches {
-                return Err(ExecutionFailure::ImageUnavailable(short_text(&format!(
-                    "local image {} does not have the pinned digest {pinned}",
+        let id = image
+            .id
+            .clone()
+            .filter(|id| check_image_digest("image", id).is_ok())
+            .ok_or_else(|| {
+                ImageUnavailable(format!(
+                    "the engine reported no image id for {}",
                     spec.image
-                ))));
-            }
+                ))
+            })?;
+        if let Some(pinned) = &spec.image_digest
+            && !pinned_matches(pinned, &id, image.repo_digests.iter().flatten())
+        {
+            return Err(ImageUnavailable(format!(
+                "the local image {} is {id}, not the pinned digest {pinned}",
+                spec.image
+            )));
         }
         Ok(id)
     }
 
-    async fn pull(&self, image: &str) -> Result<(), ExecutionFailure> {
+    async fn pull(&self, image: &str) -> Result<(), ImageUnavailable> {
         info!(image, "pulling image");
         let mut progress = self.docker.create_image(
             Some(CreateImageOptions {
@@ -343,9 +365,7 @@ impl DockerExecutor {
         );
         let mut last_status = String::new();
         while let Some(step) = progress.next().await {
-            let step = step.map_err(|e| {
-                ExecutionFailure::ImageUnavailable(short_text(&format!("pulling {image}: {e}")))
-            })?;
+            let step = step.map_err(|e| ImageUnavailable(format!("pulling {image}: {e}")))?;
             if let Some(status) = step.status
                 && status != last_status
             {
@@ -454,26 +474,18 @@ impl DockerExecutor {
     ) -> Result<ExecutionOutcome, ExecutorError> {
         let started_at = now_ms();
         let clock = Instant::now();
-        let failed = |failure: ExecutionFailure| ExecutionOutcome {
-            status: ExecutionStatus::Failed(failure),
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            stderr_truncated: false,
-            output_dir: None,
-            manifest: None,
-            result_hash: None,
-            started_at,
-            duration: clock.elapsed(),
-            peak_memory_bytes: None,
-            cpu_time_ns: None,
-        };
         self.config
             .limits
             .admits(&request.spec)
             .map_err(ExecutorError::Refused)?;
         let image_id = match self.resolve_image(&request.spec).await {
             Ok(id) => id,
-            Err(failure) => return Ok(failed(failure)),
+            Err(ImageUnavailable(detail)) => {
+                let mut outcome = ExecutionOutcome::ended(JobEnd::ImageUnavailable, "", started_at);
+                outcome.detail = detail;
+                outcome.duration = clock.elapsed();
+                return Ok(outcome);
+            }
         };
         let out_dir = self.prepare_out_dir(&request)?;
         let (user, chown_needed) = Self::container_user(&out_dir)?;
@@ -485,7 +497,7 @@ impl DockerExecutor {
         fs::set_permissions(&out_dir, fs::Permissions::from_mode(0o700))
             .map_err(io_error("restricting the output folder"))?;
 
-        let config = self.container_config(&request, image_id, &out_dir, user);
+        let config = self.container_config(&request, image_id.clone(), &out_dir, user);
         let created = self
             .docker
             .create_container(
@@ -507,18 +519,56 @@ impl DockerExecutor {
             }
         };
 
-        let status = match run.ending {
-            Ending::TimedOut => ExecutionStatus::Failed(ExecutionFailure::Timeout),
-            Ending::Cancelled => ExecutionStatus::Cancelled,
-            Ending::StdoutTooLarge | Ending::OutputTooLarge => {
-                ExecutionStatus::Failed(ExecutionFailure::OutputTooLarge)
+        let limits = &self.config.limits;
+        let (status, detail) = match run.ending {
+            Ending::Cancelled => (ExecutionStatus::Cancelled, String::new()),
+            Ending::TimedOut => (
+                ExecutionStatus::Ended(JobEnd::TimedOut),
+                format!(
+                    "still running after its timeout of {} s; killed",
+                    request.timeout().as_secs()
+                ),
+            ),
+            Ending::StdoutTooLarge => (
+                ExecutionStatus::Ended(JobEnd::OutputTooLarge),
+                format!(
+                    "stdout went over this worker's cap of {} bytes",
+                    limits.max_stdout_bytes
+                ),
+            ),
+            Ending::OutputTooLarge => (
+                ExecutionStatus::Ended(JobEnd::OutputTooLarge),
+                format!(
+                    "files under /out went over this worker's cap of {} bytes or {} files",
+                    limits.max_output_bytes, limits.max_output_files
+                ),
+            ),
+            Ending::CannotStart(message) => (ExecutionStatus::Ended(JobEnd::CannotStart), message),
+            // Docker sets OOMKilled when any process in the container was killed for memory;
+            // the job ran out of memory only if its own main process was (killed by SIGKILL).
+            // A child killed while the main process went on is the job's business: its exit
+            // code and output are the result (issue 12).
+            Ending::Exited if run.oom_killed && run.exit_code == SIGKILL_EXIT => (
+                ExecutionStatus::Ended(JobEnd::OutOfMemory),
+                format!(
+                    "killed for using more than its memory limit of {} MiB",
+                    request.spec.resources.memory_mb.min(limits.max_memory_mb)
+                ),
+            ),
+            Ending::Exited => {
+                let detail = if run.oom_killed {
+                    "a process of the job was killed for memory; the job's own process went on"
+                        .to_string()
+                } else {
+                    String::new()
+                };
+                (
+                    ExecutionStatus::Ended(JobEnd::Exited {
+                        code: run.exit_code,
+                    }),
+                    detail,
+                )
             }
-            Ending::Exited if run.oom_killed => {
-                ExecutionStatus::Failed(ExecutionFailure::OutOfMemory)
-            }
-            Ending::Exited => ExecutionStatus::Completed {
-                exit_code: run.exit_code,
-            },
         };
         let mut outcome = ExecutionOutcome {
             status,
@@ -528,42 +578,46 @@ impl DockerExecutor {
             output_dir: None,
             manifest: None,
             result_hash: None,
+            image: image_id.clone(),
+            detail,
             started_at,
             duration: run.duration,
             peak_memory_bytes: run.peak_memory_bytes,
             cpu_time_ns: run.cpu_time_ns,
         };
-        if let ExecutionStatus::Completed { exit_code } = outcome.status {
-            let caps = OutputCaps {
-                max_bytes: self.config.limits.max_output_bytes,
-                max_files: self.config.limits.max_output_files,
-            };
-            match outputs::collect(&out_dir, caps) {
-                Ok(files) => {
-                    let manifest = outputs::manifest(exit_code, &outcome.stdout, files);
-                    match manifest.result_hash() {
-                        Ok(hash) => {
-                            outcome.result_hash = Some(hash);
-                            outcome.manifest = Some(manifest);
-                            outcome.output_dir = Some(out_dir.clone());
-                        }
-                        Err(e) => {
-                            outcome.status =
-                                ExecutionStatus::Failed(ExecutionFailure::Error(e.to_string()))
-                        }
+        match outcome.status {
+            ExecutionStatus::Ended(JobEnd::Exited { code }) => {
+                let caps = OutputCaps {
+                    max_bytes: limits.max_output_bytes,
+                    max_files: limits.max_output_files,
+                };
+                match outputs::collect(&out_dir, caps) {
+                    Ok(files) => {
+                        let manifest = outputs::manifest(code, &image_id, &outcome.stdout, files);
+                        let hash = manifest.result_hash().map_err(|e| {
+                            ExecutorError::Output(format!("cannot hash the result: {e}"))
+                        })?;
+                        outcome.result_hash = Some(hash);
+                        outcome.manifest = Some(manifest);
+                        outcome.output_dir = Some(out_dir.clone());
                     }
+                    Err(CollectError::TooLarge(what)) => {
+                        outcome.status = ExecutionStatus::Ended(JobEnd::OutputTooLarge);
+                        outcome.detail = format!("output over this worker's caps: {what}");
+                        outcome.set_manifest_without_output();
+                    }
+                    Err(CollectError::InvalidName(path)) => {
+                        let _ = fs::remove_dir_all(out_dir.parent().unwrap_or(&out_dir));
+                        return Err(ExecutorError::Output(format!(
+                            "output file name {:?} is not a canonical UTF-8 path",
+                            path.file_name().unwrap_or_default()
+                        )));
+                    }
+                    Err(CollectError::Io(e)) => return Err(io_error("collecting outputs")(e)),
                 }
-                Err(CollectError::TooLarge(_)) => {
-                    outcome.status = ExecutionStatus::Failed(ExecutionFailure::OutputTooLarge)
-                }
-                Err(CollectError::InvalidName(path)) => {
-                    outcome.status = ExecutionStatus::Failed(ExecutionFailure::Error(format!(
-                        "output file name {:?} is not a canonical UTF-8 path",
-                        path.file_name().unwrap_or_default()
-                    )))
-                }
-                Err(CollectError::Io(e)) => return Err(io_error("collecting outputs")(e)),
             }
+            ExecutionStatus::Ended(_) => outcome.set_manifest_without_output(),
+            ExecutionStatus::Cancelled => {}
         }
         if outcome.output_dir.is_none() {
             let _ = fs::remove_dir_all(out_dir.parent().unwrap_or(&out_dir));
@@ -596,10 +650,30 @@ impl DockerExecutor {
             .map_err(engine("attaching to the container"))?;
         let mut output = attached.output;
 
-        self.docker
+        if let Err(e) = self
+            .docker
             .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
             .await
-            .map_err(engine("starting the container"))?;
+        {
+            if !is_command_error(&e) {
+                return Err(engine("starting the container")(e));
+            }
+            let message = match e {
+                bollard::errors::Error::DockerResponseServerError { message, .. } => message,
+                other => other.to_string(),
+            };
+            return Ok(RunResult {
+                ending: Ending::CannotStart(message),
+                exit_code: 0,
+                oom_killed: false,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                stderr_truncated: false,
+                duration: Duration::ZERO,
+                peak_memory_bytes: None,
+                cpu_time_ns: None,
+            });
+        }
         let clock = Instant::now();
 
         let peak_memory = Arc::new(AtomicU64::new(0));
@@ -730,6 +804,20 @@ impl DockerExecutor {
     }
 }
 
+/// Whether an image with id `id` and these repository digests (`name@sha256:…`) is the one
+/// `pinned` names: its id, or the registry's manifest digest of it.
+fn pinned_matches<'a>(
+    pinned: &str,
+    id: &str,
+    repo_digests: impl IntoIterator<Item = &'a String>,
+) -> bool {
+    id == pinned
+        || repo_digests.into_iter().any(|d| {
+            d.rsplit_once('@')
+                .is_some_and(|(_, digest)| digest == pinned)
+        })
+}
+
 struct RunResult {
     ending: Ending,
     exit_code: i64,
@@ -747,8 +835,22 @@ impl Executor for DockerExecutor {
         self.config.limits.admits(spec)
     }
 
-    fn has_image<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, bool> {
-        Box::pin(async move { self.docker.inspect_image(&spec.image).await.is_ok() })
+    fn image_id<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let image = self.docker.inspect_image(&spec.image).await.ok()?;
+            let id = image
+                .id
+                .filter(|id| check_image_digest("image", id).is_ok())?;
+            // A worker that holds another image than the pinned one says it has none.
+            match &spec.image_digest {
+                Some(pinned)
+                    if !pinned_matches(pinned, &id, image.repo_digests.iter().flatten()) =>
+                {
+                    None
+                }
+                _ => Some(id),
+            }
+        })
     }
 
     fn run(

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use distributeai_protocol::ExecutionFailure;
+use distributeai_protocol::JobEnd;
 use distributeai_protocol::time::now_ms;
 use tokio_util::sync::CancellationToken;
 
@@ -13,12 +13,16 @@ use super::{
     outputs,
 };
 
+/// The image id the fake claims to run.
+pub const FAKE_IMAGE: &str =
+    "sha256:fafafafafafafafafafafafafafafafafafafafafafafafafafafafafafafafa";
+
 /// How the fake behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FakeBehaviour {
     /// Produces output determined by the command alone, like an honest deterministic job.
     Honest,
-    /// Reports a failure.
+    /// Fails as a worker (its engine is down, say).
     Fail,
 }
 
@@ -38,8 +42,11 @@ impl Executor for FakeExecutor {
         Ok(())
     }
 
-    fn has_image<'a>(&'a self, _spec: &'a distributeai_protocol::JobSpec) -> BoxFuture<'a, bool> {
-        Box::pin(async { true })
+    fn image_id<'a>(
+        &'a self,
+        _spec: &'a distributeai_protocol::JobSpec,
+    ) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async { Some(FAKE_IMAGE.into()) })
     }
 
     fn run(
@@ -63,6 +70,8 @@ impl Executor for FakeExecutor {
                         stderr_truncated: false,
                         output_dir: dir,
                         manifest,
+                        image: FAKE_IMAGE.into(),
+                        detail: String::new(),
                         started_at,
                         duration: clock.elapsed(),
                         peak_memory_bytes: None,
@@ -74,9 +83,7 @@ impl Executor for FakeExecutor {
                 _ = tokio::time::sleep(self.delay) => {}
             }
             if self.behaviour == FakeBehaviour::Fail {
-                let status =
-                    ExecutionStatus::Failed(ExecutionFailure::Error("simulated failure".into()));
-                return Ok(done(status, Vec::new(), None, None));
+                return Err(ExecutorError::Engine("simulated failure".into()));
             }
             let answer = blake3::hash(request.spec.command.join("\0").as_bytes())
                 .to_hex()
@@ -98,9 +105,9 @@ impl Executor for FakeExecutor {
             };
             let files =
                 outputs::collect(&dir, caps).map_err(|e| ExecutorError::Engine(e.to_string()))?;
-            let manifest = outputs::manifest(0, &stdout, files);
+            let manifest = outputs::manifest(0, FAKE_IMAGE, &stdout, files);
             Ok(done(
-                ExecutionStatus::Completed { exit_code: 0 },
+                ExecutionStatus::Ended(JobEnd::Exited { code: 0 }),
                 stdout,
                 Some(dir),
                 Some(manifest),

@@ -15,9 +15,11 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
+use distributeai_protocol::limits::MAX_TAIL_BYTES;
 use distributeai_protocol::limits::MAX_TIMEOUT_S;
 use distributeai_protocol::time::TimestampMs;
-use distributeai_protocol::{ExecutionFailure, JobId, JobSpec, OutputManifest, ResultHash};
+use distributeai_protocol::validate::reason_text;
+use distributeai_protocol::{Diagnostics, JobEnd, JobId, JobSpec, OutputManifest, ResultHash};
 use tokio_util::sync::CancellationToken;
 
 pub use docker::{DockerExecutor, DockerExecutorConfig};
@@ -43,13 +45,11 @@ impl ExecutionRequest {
 /// How an execution ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecutionStatus {
-    /// The job ran to completion with this exit code (non-zero codes are results too).
-    Completed {
-        /// The container's exit code.
-        exit_code: i64,
-    },
-    /// The job produced no result.
-    Failed(ExecutionFailure),
+    /// The job ended in a way of its own: exited (any code), timed out, ran out of memory,
+    /// produced too much output, could not start its command, or had no image. Each is a
+    /// result the workers agree on (issue 12). The worker's own troubles are
+    /// [`ExecutorError`]s instead.
+    Ended(JobEnd),
     /// The cancel signal stopped it.
     Cancelled,
 }
@@ -67,10 +67,15 @@ pub struct ExecutionOutcome {
     pub stderr_truncated: bool,
     /// The folder holding the files the job wrote to `/out`, when it completed.
     pub output_dir: Option<PathBuf>,
-    /// The output manifest, when it completed.
+    /// The output manifest, when the job ended (for an end other than an exit, one without
+    /// output).
     pub manifest: Option<OutputManifest>,
-    /// The canonical result hash, when it completed.
+    /// The canonical result hash of the manifest.
     pub result_hash: Option<ResultHash>,
+    /// The id of the image that ran (`sha256:…`); empty when it was unavailable.
+    pub image: String,
+    /// The engine's or executor's words on an end other than an exit, whole.
+    pub detail: String,
     /// When the container started.
     pub started_at: TimestampMs,
     /// How long it ran.
@@ -79,6 +84,51 @@ pub struct ExecutionOutcome {
     pub peak_memory_bytes: Option<u64>,
     /// CPU time used, in nanoseconds, when the engine reported it.
     pub cpu_time_ns: Option<u64>,
+}
+
+impl ExecutionOutcome {
+    /// The outcome of a job that ended as `end` before producing anything, running `image`.
+    pub fn ended(end: JobEnd, image: &str, started_at: TimestampMs) -> Self {
+        let mut outcome = Self {
+            status: ExecutionStatus::Ended(end),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stderr_truncated: false,
+            output_dir: None,
+            manifest: None,
+            result_hash: None,
+            image: image.to_string(),
+            detail: String::new(),
+            started_at,
+            duration: Duration::ZERO,
+            peak_memory_bytes: None,
+            cpu_time_ns: None,
+        };
+        outcome.set_manifest_without_output();
+        outcome
+    }
+
+    /// For an end other than an exit: the manifest without output and its hash.
+    pub fn set_manifest_without_output(&mut self) {
+        if let ExecutionStatus::Ended(end) = self.status {
+            let manifest = OutputManifest::without_output(end, self.image.clone());
+            self.result_hash = manifest.result_hash().ok();
+            self.manifest = Some(manifest);
+            self.output_dir = None;
+        }
+    }
+
+    /// What the worker tells the submitter beyond the result: the engine's message and the
+    /// last [`MAX_TAIL_BYTES`] of stdout and of stderr, so a job that failed shows how far it
+    /// got.
+    pub fn diagnostics(&self) -> Diagnostics {
+        let tail = |bytes: &[u8]| bytes[bytes.len().saturating_sub(MAX_TAIL_BYTES)..].to_vec();
+        Diagnostics {
+            detail: reason_text(&self.detail),
+            stdout_tail: tail(&self.stdout),
+            stderr_tail: tail(&self.stderr),
+        }
+    }
 }
 
 /// Why an execution could not even be attempted (as opposed to a job that failed).
@@ -90,6 +140,10 @@ pub enum ExecutorError {
     /// The container engine failed or could not be reached.
     #[error("container engine: {0}")]
     Engine(String),
+    /// The job's output could not be turned into a result (a file name that is not a
+    /// canonical UTF-8 path, say).
+    #[error("{0}")]
+    Output(String),
     /// A local file operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -109,8 +163,9 @@ pub trait Executor: Send + Sync {
     /// never bids for a job it cannot run.
     fn admits(&self, spec: &JobSpec) -> Result<(), String>;
 
-    /// Whether the job's image is present locally (bids say so).
-    fn has_image<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, bool>;
+    /// The id (`sha256:…`) of the image this worker would run for `spec`, when it holds it
+    /// (bids say so); `None` when it would have to pull it.
+    fn image_id<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Option<String>>;
 
     /// Runs the job to completion, timeout, failure or cancellation. The container is gone
     /// when this returns, whatever happened.

@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use distributeai_protocol::result_hash::is_canonical_output_path;
-use distributeai_protocol::{ContentEntry, Digest, OutputFile, OutputManifest};
+use distributeai_protocol::{ContentEntry, Digest, JobEnd, OutputFile, OutputManifest};
 
 /// Why outputs could not be collected.
 #[derive(Debug, thiserror::Error)]
@@ -113,10 +113,17 @@ fn hash_file(path: &Path) -> io::Result<ContentEntry> {
     })
 }
 
-/// Builds the manifest from an exit code, the captured stdout and the collected files.
-pub fn manifest(exit_code: i64, stdout: &[u8], files: Vec<OutputFile>) -> OutputManifest {
+/// Builds the manifest of a job that exited from its exit code, the image id that ran, the
+/// captured stdout and the collected files.
+pub fn manifest(
+    exit_code: i64,
+    image: &str,
+    stdout: &[u8],
+    files: Vec<OutputFile>,
+) -> OutputManifest {
     OutputManifest {
-        exit_code,
+        end: JobEnd::Exited { code: exit_code },
+        image: image.to_string(),
         stdout: ContentEntry::of(stdout),
         files,
     }

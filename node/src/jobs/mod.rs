@@ -213,7 +213,7 @@ pub(crate) enum JobMsg {
     },
     BidDecided {
         job: Verified<JobAnnouncement>,
-        image_present: bool,
+        image: Option<String>,
     },
     /// A peer's last connection closed.
     PeerDisconnected {
@@ -554,7 +554,7 @@ impl JobManager {
             JobMsg::Work { job, input } => {
                 self.step_work(job, input);
             }
-            JobMsg::BidDecided { job, image_present } => self.bid(job, image_present),
+            JobMsg::BidDecided { job, image } => self.bid(job, image),
             JobMsg::PeerDisconnected { peer } => self.probe_if_working(peer),
             JobMsg::PeerBack { peer } => {
                 self.probing.remove(&peer);

@@ -3,7 +3,7 @@
 //! from `distributeai-jobflow`).
 
 use distributeai_protocol::time::TimestampMs;
-use distributeai_protocol::{JobSpec, PublicKey, VerdictOutcome};
+use distributeai_protocol::{JobEnd, JobSpec, PublicKey, VerdictOutcome};
 use serde::{Deserialize, Serialize};
 
 pub use distributeai_jobflow::submitter::{
@@ -18,8 +18,8 @@ pub struct BidView {
     pub peer_id: String,
     /// When it arrived.
     pub received_at: TimestampMs,
-    /// Whether the bidder has the image.
-    pub image_present: bool,
+    /// The image id the bidder holds and would run (`None`: it would pull the image).
+    pub image: Option<String>,
 }
 
 /// JSON view of one worker's execution.
@@ -35,8 +35,19 @@ pub struct ExecutionView {
     pub active: bool,
     /// Revealed result hash.
     pub result_hash: Option<String>,
-    /// Exit code from the revealed manifest.
+    /// How the job ended on this worker, from its revealed manifest: `exit code 0`,
+    /// `timed out`, `ran out of memory`...
+    pub end: Option<String>,
+    /// Exit code from the revealed manifest, when the job exited.
     pub exit_code: Option<i64>,
+    /// The image id it ran, from its revealed manifest.
+    pub image: Option<String>,
+    /// What it saw of the end: the engine's message, whole.
+    pub detail: Option<String>,
+    /// The last bytes of the job's stdout on this worker (lossy UTF-8), at most 4 KiB.
+    pub stdout_tail: Option<String>,
+    /// The last bytes of the job's stderr on this worker (lossy UTF-8), at most 4 KiB.
+    pub stderr_tail: Option<String>,
     /// Failure, refusal or invalidity reason.
     pub failure: Option<String>,
     /// Commitment digest (hex) once committed.
@@ -58,6 +69,10 @@ pub struct VerdictView {
     pub outcome: String,
     /// The agreed hash when accepted.
     pub result_hash: Option<String>,
+    /// How the job ended, as agreed (`exit code 0`, `timed out`...), when accepted.
+    pub end: Option<String>,
+    /// The image id that ran, as agreed, when accepted.
+    pub image: Option<String>,
     /// Why it failed.
     pub reason: Option<String>,
     /// Workers whose hash agreed.
@@ -116,6 +131,12 @@ fn peer(key: &PublicKey) -> String {
         .unwrap_or_else(|_| key.to_hex())
 }
 
+fn tail(bytes: Option<&[u8]>) -> Option<String> {
+    bytes
+        .filter(|b| !b.is_empty())
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
 fn span(from: Option<TimestampMs>, to: Option<TimestampMs>) -> Option<u64> {
     Some(to?.saturating_sub(from?))
 }
@@ -144,7 +165,17 @@ impl ViewJob for Job {
                     VerdictOutcome::Failed(_) => "failed".into(),
                 },
                 result_hash: match &v.outcome {
-                    VerdictOutcome::Accepted(h) => Some(h.to_hex()),
+                    VerdictOutcome::Accepted(agreed) => Some(agreed.hash.to_hex()),
+                    VerdictOutcome::Failed(_) => None,
+                },
+                end: match &v.outcome {
+                    VerdictOutcome::Accepted(agreed) => Some(agreed.end.describe()),
+                    VerdictOutcome::Failed(_) => None,
+                },
+                image: match &v.outcome {
+                    VerdictOutcome::Accepted(agreed) => {
+                        Some(agreed.image.clone()).filter(|i| !i.is_empty())
+                    }
                     VerdictOutcome::Failed(_) => None,
                 },
                 reason: match &v.outcome {
@@ -170,11 +201,7 @@ impl ViewJob for Job {
                 .map(|b| BidView {
                     peer_id: peer(&b.worker),
                     received_at: b.received_at,
-                    image_present: b
-                        .bid
-                        .decode_unchecked()
-                        .map(|b| b.image_present)
-                        .unwrap_or(false),
+                    image: b.bid.decode_unchecked().ok().and_then(|b| b.image),
                 })
                 .collect(),
             executions: self
@@ -186,7 +213,23 @@ impl ViewJob for Job {
                     status: e.state,
                     active: e.active,
                     result_hash: e.result_hash.map(|h| h.to_hex()),
-                    exit_code: e.manifest.as_ref().map(|m| m.exit_code),
+                    end: e.manifest.as_ref().map(|m| m.end.describe()),
+                    exit_code: e.manifest.as_ref().and_then(|m| match m.end {
+                        JobEnd::Exited { code } => Some(code),
+                        _ => None,
+                    }),
+                    image: e
+                        .manifest
+                        .as_ref()
+                        .map(|m| m.image.clone())
+                        .filter(|i| !i.is_empty()),
+                    detail: e
+                        .diagnostics
+                        .as_ref()
+                        .map(|d| d.detail.clone())
+                        .filter(|d| !d.is_empty()),
+                    stdout_tail: tail(e.diagnostics.as_ref().map(|d| &d.stdout_tail[..])),
+                    stderr_tail: tail(e.diagnostics.as_ref().map(|d| &d.stderr_tail[..])),
                     failure: e.failure.clone(),
                     commitment: e.commitment.map(|c| c.to_hex()),
                     assigned_at: e.assigned_at,

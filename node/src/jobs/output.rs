@@ -156,6 +156,7 @@ mod tests {
         fs::write(dir.join(OUT_DIR).join("d/b.bin"), vec![7u8; 3000]).expect("write");
         OutputManifest::from_outputs(
             0,
+            "sha256:1212121212121212121212121212121212121212121212121212121212121212",
             b"hello\n",
             &[
                 ("a.txt".into(), b"A".to_vec()),

@@ -9,7 +9,8 @@ use distributeai_protocol::limits::MAX_OUTPUT_CHUNK_BYTES;
 use distributeai_protocol::time::now_ms;
 use distributeai_protocol::validate::short_text;
 use distributeai_protocol::{
-    Assignment, JobAnnouncement, JobId, OutputChunk, PublicKey, Request, Response, Verified,
+    Assignment, JobAnnouncement, JobEnd, JobId, OutputChunk, OutputManifest, PublicKey, Request,
+    Response, Verified,
 };
 use libp2p::PeerId;
 use tokio_util::sync::CancellationToken;
@@ -55,8 +56,8 @@ impl JobManager {
         }
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let image_present = executor.has_image(&job.message.spec).await;
-            let _ = tx.send(JobMsg::BidDecided { job, image_present }).await;
+            let image = executor.image_id(&job.message.spec).await;
+            let _ = tx.send(JobMsg::BidDecided { job, image }).await;
         });
     }
 
@@ -82,13 +83,13 @@ impl JobManager {
     }
 
     /// Creates the work item with our bid, and sends it.
-    pub(super) fn bid(&mut self, job: Verified<JobAnnouncement>, image_present: bool) {
+    pub(super) fn bid(&mut self, job: Verified<JobAnnouncement>, image: Option<String>) {
         let id = job.envelope.job_id();
         if self.work.contains_key(&id) {
             return;
         }
         let running = self.running.len() as u32;
-        let made = self.with_ctx(|_, _, ctx| WorkItem::bid(&job, image_present, running, ctx));
+        let made = self.with_ctx(|_, _, ctx| WorkItem::bid(&job, image, running, ctx));
         match made {
             Ok((item, effects)) => {
                 self.work.insert(id, item);
@@ -303,18 +304,25 @@ fn executed(outcome: Result<ExecutionOutcome, ExecutorError>, wrong_result: bool
         Ok(outcome) => outcome,
         Err(e) => return Executed::WorkerFault(e.to_string()),
     };
+    let diagnostics = outcome.diagnostics();
     match outcome.status {
         ExecutionStatus::Cancelled => Executed::Cancelled,
-        ExecutionStatus::Failed(failure) => Executed::Failed(failure),
-        ExecutionStatus::Completed { exit_code } => {
-            match keep_output(exit_code, &outcome, wrong_result) {
+        ExecutionStatus::Ended(JobEnd::Exited { code }) => {
+            match keep_output(code, &outcome, wrong_result) {
                 Ok((dir, manifest)) => Executed::Completed {
                     manifest,
-                    dir: dir.to_string_lossy().into_owned(),
+                    diagnostics,
+                    dir: Some(dir.to_string_lossy().into_owned()),
                 },
                 Err(e) => Executed::WorkerFault(format!("keeping the output: {e}")),
             }
         }
+        // The job's own failure: a result with no output to keep.
+        ExecutionStatus::Ended(end) => Executed::Completed {
+            manifest: OutputManifest::without_output(end, outcome.image.clone()),
+            diagnostics,
+            dir: None,
+        },
     }
 }
 
@@ -343,6 +351,6 @@ fn keep_output(
         .unwrap_or_default();
     Ok((
         dir,
-        crate::executor::outputs::manifest(exit_code, &stdout, files),
+        crate::executor::outputs::manifest(exit_code, &outcome.image, &stdout, files),
     ))
 }

@@ -12,7 +12,7 @@ use libp2p::StreamProtocol;
 use crate::metrics::Metrics;
 
 /// The versioned protocol name of direct messages.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/distributeai/req/1.0.0");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/distributeai/req/2.0.0");
 
 /// Encodes and decodes [`Request`] and [`Response`] with the protocol crate's bounded codec.
 #[derive(Clone)]

@@ -36,12 +36,12 @@ pub use event_loop::EventLoop;
 use crate::metrics::Metrics;
 
 /// The gossipsub topic every node subscribes to.
-pub const GOSSIP_TOPIC: &str = "/distributeai/gossip/1.0.0";
+pub const GOSSIP_TOPIC: &str = "/distributeai/gossip/2.0.0";
 /// The Kademlia protocol name: a DHT of DistributeAI nodes only.
 pub const KAD_PROTOCOL: libp2p::StreamProtocol =
-    libp2p::StreamProtocol::new("/distributeai/kad/1.0.0");
+    libp2p::StreamProtocol::new("/distributeai/kad/2.0.0");
 /// The identify protocol version.
-pub const IDENTIFY_PROTOCOL: &str = "/distributeai/1.0.0";
+pub const IDENTIFY_PROTOCOL: &str = "/distributeai/2.0.0";
 
 /// What a peer on the mesh is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

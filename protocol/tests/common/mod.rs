@@ -74,10 +74,13 @@ pub fn job_cancel() -> JobCancel {
     }
 }
 
+/// The image id every sample worker runs.
+pub const IMAGE: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
 pub fn bid() -> Bid {
     Bid {
         job_id: signed_job().job_id(),
-        image_present: true,
+        image: Some(IMAGE.into()),
         running_jobs: 1,
         issued_at: NOW,
     }
@@ -100,6 +103,7 @@ pub fn assignment() -> Assignment {
 pub fn manifest() -> OutputManifest {
     OutputManifest::from_outputs(
         0,
+        IMAGE,
         b"hello\n",
         &[
             ("result.txt".into(), b"42".to_vec()),
@@ -134,6 +138,11 @@ pub fn reveal() -> ResultReveal {
         result_hash: manifest.result_hash().expect("hash"),
         salt: Digest([9; 32]),
         manifest,
+        diagnostics: Diagnostics {
+            detail: String::new(),
+            stdout_tail: b"hello\n".to_vec(),
+            stderr_tail: Vec::new(),
+        },
         issued_at: NOW,
     }
 }
@@ -148,10 +157,14 @@ pub fn signed_commitment(i: u8) -> Signed<ResultCommitment> {
 }
 
 pub fn verdict() -> Verdict {
-    let accepted = manifest().result_hash().expect("hash");
+    let manifest = manifest();
     Verdict {
         job: signed_job(),
-        outcome: VerdictOutcome::Accepted(accepted),
+        outcome: VerdictOutcome::Accepted(AgreedResult {
+            hash: manifest.result_hash().expect("hash"),
+            end: manifest.end,
+            image: manifest.image,
+        }),
         workers: vec![
             WorkerRecord {
                 bid: signed_bid(0),
