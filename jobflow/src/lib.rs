@@ -34,13 +34,18 @@ pub use worker::WorkItem;
 /// Tunables of the job flow, in milliseconds where they are times.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowConfig {
-    /// Bidding closes this long after the announcement was published, if enough bids arrived.
+    /// How long after publishing to wait for n bids before the job counts as queued (when
+    /// workers that could run it exist) or runs with what there is.
     pub bid_window_ms: u64,
-    /// Bids beyond n to wait for before closing the window early (reserves).
+    /// Bids beyond n taken as reserves as they come. Each holds a slot on its worker (up to
+    /// `worker::BID_HOLD_MS`), so a batch runs fastest with none: replacements are then
+    /// invited when needed.
     pub reserve_bids: usize,
-    /// With at least n bids, close the window once no bid arrived for this long.
+    /// With n bids not yet spread over as many operators as could bid, wait this long after
+    /// the n-th bid for a better spread before assigning.
     pub bid_quiet_ms: u64,
-    /// After this long with fewer than n bids, run with what there is (at least k) or fail.
+    /// After this long with fewer than n bids, run with what there is (at least k); with
+    /// fewer than k, wait in the queue while workers that can run the job exist, else fail.
     pub bid_wait_max_ms: u64,
     /// Extra time on top of the job's timeout before a worker counts as silent; also how long
     /// reveals are asked for before an unanswered one counts as failed.
@@ -55,8 +60,8 @@ impl Default for FlowConfig {
     fn default() -> Self {
         Self {
             bid_window_ms: 3_000,
-            reserve_bids: 2,
-            bid_quiet_ms: 750,
+            reserve_bids: 0,
+            bid_quiet_ms: 150,
             bid_wait_max_ms: 60_000,
             deadline_grace_ms: 60_000,
             max_reassignments: 4,
@@ -105,6 +110,8 @@ pub enum Answer {
     Ack,
     /// Received and refused, with the peer's reason.
     Refused(String),
+    /// Received, but every slot of the worker is busy: try again later.
+    Busy,
     /// It never arrived or no answer came back (dial failure, timeout, broken connection):
     /// says nothing about the peer's work.
     Unreachable(String),

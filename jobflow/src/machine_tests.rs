@@ -11,7 +11,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::submitter::{
-    self as flow, ExecutionState, FetchResult, Gossip, Outcome, Phase, RevealAnswer, SubmittedJob,
+    self as flow, ExecutionState, FetchResult, Gossip, JobStatus, Outcome, Phase, RevealAnswer,
+    SubmittedJob,
 };
 use crate::worker::{self as work, Executed, WorkItem, WorkPhase};
 use crate::{Answer, Ctx, Directory, FlowConfig};
@@ -68,7 +69,11 @@ impl World {
             .map(|i| NodeIdentity::from_secret([10 + i as u8; 32]))
             .collect();
         let mut rng = StdRng::seed_from_u64(7);
-        let config = FlowConfig::default();
+        // Reserves taken as they come, so replacements need no re-opened bidding.
+        let config = FlowConfig {
+            reserve_bids: 2,
+            ..FlowConfig::default()
+        };
         let mut ctx = Ctx {
             now: T0,
             identity: &submitter,
@@ -132,6 +137,7 @@ impl World {
             result: Ok(()),
         });
         let announcement = open(&self.job.announcement, self.now);
+        let mut sent = Vec::new();
         for w in 0..self.workers.len() {
             let mut ctx = Ctx {
                 now: self.now,
@@ -151,11 +157,13 @@ impl World {
                 fx.last(),
                 Some(flow::Effect::Reply(Response::Ack))
             ));
+            // Assignments go out as soon as n bids are in.
+            sent.extend(assigns(&fx));
         }
         self.now += self.config.bid_window_ms + 1;
         let fx = self.step(flow::Input::Tick);
-        assigns(&fx)
-            .into_iter()
+        sent.extend(assigns(&fx));
+        sent.into_iter()
             .map(|(worker, a)| (self.worker_index(&worker), a))
             .collect()
     }
@@ -985,4 +993,64 @@ fn a_worker_fault_is_replaced_while_the_jobs_own_failure_is_not() {
         Some("could not run it: the container engine is down"),
         "the whole message"
     );
+}
+
+#[test]
+fn a_busy_worker_keeps_its_assignment_and_gets_it_again_when_a_slot_frees() {
+    let mut w = World::new(2, 2, 2);
+    let assignments = w.assign();
+    let (first, assignment) = assignments[0].clone();
+    let worker = w.workers[first].public_key();
+    // The other worker runs at once.
+    let (second, other) = assignments[1].clone();
+    let fx = w.run(second, &other, completed("ok"));
+    w.reveal_all(fx);
+    // Every slot of the worker is running another job.
+    let fx = w.step_worker(
+        first,
+        work::Input::Assigned {
+            assignment: open(&assignment, w.now),
+            free_slots: 0,
+        },
+    );
+    assert_eq!(fx.last(), Some(&work::Effect::Reply(Response::Busy)));
+    w.step(flow::Input::AssignAnswer {
+        worker,
+        answer: Answer::Busy,
+    });
+    assert_eq!(
+        w.state(&worker),
+        Some(ExecutionState::Assigned),
+        "not refused"
+    );
+    assert_eq!(w.job.status(), JobStatus::Queued);
+    assert!(
+        w.job
+            .queued_because()
+            .is_some_and(|r| r.contains("free slot on 1 worker")),
+        "{:?}",
+        w.job.queued_because()
+    );
+    // Long after its first deadline would have passed, it is still asked, not called silent.
+    let first_deadline = w.job.execution(&worker).expect("assigned").deadline;
+    let mut resent = None;
+    while w.now <= first_deadline + 5_000 {
+        w.now += 1_000;
+        let fx = w.step(flow::Input::Tick);
+        w.reveal_all(fx.clone());
+        if let Some((_, a)) = assigns(&fx).into_iter().find(|(k, _)| *k == worker) {
+            resent = Some(a);
+            w.step(flow::Input::AssignAnswer {
+                worker,
+                answer: Answer::Busy,
+            });
+        }
+    }
+    assert_eq!(w.state(&worker), Some(ExecutionState::Assigned));
+    let resent = resent.expect("the assignment goes again");
+    // A slot frees: it runs, and the job completes as usual.
+    assert!(w.job.verdict.is_none(), "the quorum needs it: the job waited");
+    let fx = w.run(first, &resent, completed("ok"));
+    let fx = w.reveal_all(fx);
+    assert!(fetch_of(&fx).is_some(), "{fx:?}");
 }

@@ -231,14 +231,51 @@ impl Settings {
             slots: rng.random_range(1..=2),
             flow: FlowConfig {
                 bid_window_ms: 3_000,
-                reserve_bids: 2,
-                bid_quiet_ms: 750,
+                reserve_bids: rng.random_range(0..=2),
+                bid_quiet_ms: if rng.random_bool(0.5) { 150 } else { 750 },
                 bid_wait_max_ms: 20_000,
                 deadline_grace_ms: 20_000,
                 max_reassignments: 4,
                 max_output_bytes: 1 << 20,
             },
         }
+    }
+}
+
+impl Settings {
+    /// A burst (issue 12): one submitter sends `jobs` jobs (n=2, k=2) at the same moment to
+    /// `workers` honest workers with `slots` slots each, far more than the free slots, on a
+    /// network that delivers everything. Every job must complete: none may fail for
+    /// capacity.
+    pub fn burst(seed: u64, jobs: usize, workers: usize, slots: usize) -> Self {
+        let mut settings = Self::random(seed);
+        let mut rng = StdRng::seed_from_u64(seed);
+        settings.submitters = 1;
+        settings.workers = vec![Behaviour::Honest; workers];
+        settings.loss = 0.0;
+        settings.duplicate = 0.0;
+        settings.max_delay_ms = rng.random_range(1..=50);
+        settings.partitions.clear();
+        settings.submitter_crashes.clear();
+        settings.skews = vec![0; 1 + workers];
+        settings.slots = slots;
+        settings.jobs = (0..jobs)
+            .map(|i| JobPlan {
+                submitter: 0,
+                at: 0,
+                cancel_at: None,
+                spec: JobSpec {
+                    redundancy: 2,
+                    consensus: 2,
+                    timeout_s: 30,
+                    command: vec!["burst".into(), i.to_string()],
+                    image: format!("sim/burst-{i}"),
+                    ..settings.jobs[0].spec.clone()
+                },
+                nature: Nature::Success(rng.random_range(500..=1_500)),
+            })
+            .collect();
+        settings
     }
 }
 
@@ -324,6 +361,7 @@ enum Waiting {
     Reveal { job: JobId, worker: PublicKey },
     Fetch { job: JobId, worker: PublicKey },
     Commit { job: JobId },
+    Bid { job: JobId },
     Nothing,
 }
 
@@ -935,7 +973,7 @@ impl Sim {
                 work::Effect::SendBid(bid) => {
                     let submitter = self.nodes[node].work.get(&id).map(|w| w.submitter);
                     if let Some(to) = submitter.and_then(|s| self.node_of(&s)) {
-                        self.request(node, to, Request::Bid(bid), Waiting::Nothing);
+                        self.request(node, to, Request::Bid(bid), Waiting::Bid { job: id });
                     }
                 }
                 work::Effect::Start { spec, .. } => self.start(node, id, &spec),
@@ -1102,6 +1140,7 @@ impl Sim {
         let answer = |result: Result<Response, String>| match result {
             Ok(Response::Ack) => Answer::Ack,
             Ok(Response::Refused(reason)) => Answer::Refused(reason),
+            Ok(Response::Busy) => Answer::Busy,
             Ok(other) => Answer::Refused(format!("unexpected answer {other:?}")),
             Err(e) => Answer::Unreachable(e),
         };
@@ -1127,7 +1166,9 @@ impl Sim {
                     other => match answer(other) {
                         Answer::Unreachable(e) => RevealAnswer::Unreachable(e),
                         Answer::Refused(e) => RevealAnswer::Refused(e),
-                        Answer::Ack => RevealAnswer::Refused("an ack, not a reveal".into()),
+                        Answer::Ack | Answer::Busy => {
+                            RevealAnswer::Refused("an ack, not a reveal".into())
+                        }
                     },
                 };
                 self.step_job(node, job, flow::Input::RevealAnswer { worker, answer });
@@ -1155,6 +1196,10 @@ impl Sim {
                     )
                 });
                 self.step_work(node, job, work::Input::CommitAnswer(answer));
+            }
+            Waiting::Bid { job } => {
+                let answer = answer(result);
+                self.step_work(node, job, work::Input::BidAnswer(answer));
             }
             Waiting::Nothing => {}
         }
@@ -1239,6 +1284,16 @@ impl Sim {
         }
     }
 
+    /// Slots of `node` not running an execution.
+    fn free_slots(&self, node: usize) -> usize {
+        let busy = self.nodes[node]
+            .work
+            .values()
+            .filter(|w| w.occupies_slot())
+            .count();
+        self.settings.slots.saturating_sub(busy)
+    }
+
     fn consider(
         &mut self,
         node: usize,
@@ -1254,15 +1309,13 @@ impl Sim {
             self.step_work(node, id, work::Input::Invited);
             return;
         }
-        let busy = n.work.values().filter(|w| w.occupies_slot()).count();
-        let free = self.settings.slots.saturating_sub(busy);
         let credits = n
             .standings
             .get(&job.signer)
             .copied()
             .unwrap_or_default()
             .credits;
-        if work::bid_decision(&job.message.spec, free, credits).is_err() {
+        if work::bid_decision(&job.message.spec, credits).is_err() {
             return;
         }
         let running = self.nodes[node].running.len() as u32;
@@ -1309,8 +1362,7 @@ impl Sim {
                     if !n.work.contains_key(&job) {
                         return Response::Refused("this node did not bid on this job".into());
                     }
-                    let busy = n.work.values().filter(|w| w.occupies_slot()).count();
-                    let free_slots = self.settings.slots.saturating_sub(busy);
+                    let free_slots = self.free_slots(to);
                     self.step_work(
                         to,
                         job,

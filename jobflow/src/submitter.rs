@@ -38,6 +38,9 @@ const MAX_INVITES: usize = 8;
 /// Pause before publishing an announcement or verdict again, or re-sending a request that did
 /// not arrive (ms).
 const RETRY_MS: u64 = 1_000;
+/// Pause before sending an assignment again to a worker that answered busy (ms), plus up
+/// to half as much again at random.
+const BUSY_RETRY_MS: u64 = 1_000;
 /// Assignment deliveries that fail in transit before the worker counts as unreachable and its
 /// slot goes to a reserve.
 const ASSIGN_ATTEMPTS: u32 = 3;
@@ -55,6 +58,9 @@ pub enum JobStatus {
     Pending,
     /// Announced; collecting bids.
     Bidding,
+    /// Waiting for workers to free a slot: the ones that can run it are busy
+    /// (`queued_reason` says so).
+    Queued,
     /// Assigned; workers are executing.
     Running,
     /// Results are being revealed, compared and the output fetched.
@@ -190,6 +196,10 @@ pub struct Execution {
     pub diagnostics: Option<Diagnostics>,
     /// Whether the worker acknowledged its assignment.
     pub assign_acked: bool,
+    /// Since when it has answered its assignment `busy` (every slot running a job), while it
+    /// does: the job waits in the queue for it (issue 12).
+    #[serde(default)]
+    pub busy_since: Option<TimestampMs>,
     /// Requests to it (assignment, then reveal) that failed in transit, in a row.
     #[serde(default)]
     pub transport_failures: u32,
@@ -270,6 +280,10 @@ pub struct SubmittedJob {
     pub events: Vec<(TimestampMs, String)>,
     /// When bidding was re-opened (peers invited) because no reserve was left (ms).
     pub reopened_at: Option<TimestampMs>,
+    /// Why the job waits for workers, while it waits in the queue: the network's workers that
+    /// can run it are busy (issue 12).
+    #[serde(default)]
+    pub queued_reason: Option<String>,
     /// Earliest time to publish again (ms). Not stored.
     #[serde(skip)]
     publish_retry_at: TimestampMs,
@@ -464,6 +478,7 @@ impl SubmittedJob {
             times: PhaseTimes::default(),
             events: Vec::new(),
             reopened_at: None,
+            queued_reason: None,
             publish_retry_at: 0,
         };
         job.event(
@@ -482,7 +497,9 @@ impl SubmittedJob {
     pub fn status(&self) -> JobStatus {
         match self.phase {
             Phase::Announcing => JobStatus::Pending,
+            Phase::Bidding { .. } if self.queued_reason.is_some() => JobStatus::Queued,
             Phase::Bidding { .. } => JobStatus::Bidding,
+            Phase::Executing if self.waiting_for_slots() > 0 => JobStatus::Queued,
             Phase::Executing => JobStatus::Running,
             Phase::Revealing { .. } | Phase::Fetching { .. } => JobStatus::Verifying,
             Phase::Decided { outcome, .. } => match outcome {
@@ -490,6 +507,26 @@ impl SubmittedJob {
                 Outcome::Failed => JobStatus::Failed,
                 Outcome::Cancelled => JobStatus::Cancelled,
             },
+        }
+    }
+
+    /// Active workers whose assignment waits for one of their slots to free.
+    pub fn waiting_for_slots(&self) -> usize {
+        self.executions
+            .iter()
+            .filter(|e| e.active && e.state == ExecutionState::Assigned && e.busy_since.is_some())
+            .count()
+    }
+
+    /// Why the job waits, while it is queued.
+    pub fn queued_because(&self) -> Option<String> {
+        match self.status() {
+            JobStatus::Queued if self.phase == Phase::Executing => Some(format!(
+                "waiting for a free slot on {}",
+                count(self.waiting_for_slots(), "worker", "workers")
+            )),
+            JobStatus::Queued => self.queued_reason.clone(),
+            _ => None,
         }
     }
 
@@ -531,7 +568,12 @@ impl SubmittedJob {
         match input {
             Input::Published { what, result } => self.on_published(what, result, ctx, &mut fx),
             Input::Bid(bid) => {
-                let reply = self.on_bid(bid, ctx.now, &mut fx);
+                let reply = self.on_bid(bid, ctx.now, ctx.config.reserve_bids, &mut fx);
+                // Assignments go out as soon as enough good bids are in, not at the next
+                // tick or the end of a window (issue 12).
+                if let Phase::Bidding { closes_at } = self.phase {
+                    self.drive_bidding(closes_at, ctx, &mut fx);
+                }
                 fx.push(Effect::Reply(reply));
             }
             Input::AssignAnswer { worker, answer } => {
@@ -691,7 +733,13 @@ impl SubmittedJob {
         });
     }
 
-    fn on_bid(&mut self, bid: Verified<Bid>, now: TimestampMs, fx: &mut Effects) -> Response {
+    fn on_bid(
+        &mut self,
+        bid: Verified<Bid>,
+        now: TimestampMs,
+        reserve_bids: usize,
+        fx: &mut Effects,
+    ) -> Response {
         if bid.message.job_id != self.id {
             return Response::Refused("the bid is for another job".into());
         }
@@ -704,13 +752,19 @@ impl SubmittedJob {
         if self.bids.len() >= MAX_VERDICT_WORKERS {
             return Response::Refused("enough bids".into());
         }
+        let bidding = matches!(self.phase, Phase::Announcing | Phase::Bidding { .. });
+        // A bid holds a slot on its worker: one that is not needed is let go at once, so
+        // the worker can bid for the next job of a batch (issue 12). Late bids are taken as
+        // reserves only up to the configured number, or while a replacement is wanted.
+        if !bidding && self.reserves.len() >= reserve_bids && self.reopened_at.is_none() {
+            return Response::Refused("not needed: the job has its workers".into());
+        }
         self.bids.push(BidEntry {
             worker: bid.signer,
             bid: bid.envelope.clone(),
             received_at: now,
         });
-        if !matches!(self.phase, Phase::Announcing | Phase::Bidding { .. }) {
-            // A late bid becomes a reserve.
+        if !bidding {
             self.reserves.push(bid.signer);
         }
         self.event(now, format!("bid from {}", short(&bid.signer)));
@@ -747,7 +801,7 @@ impl SubmittedJob {
                         silent.push(e.worker);
                     }
                 }
-                let changed = !silent.is_empty();
+                let changed = !silent.is_empty() | self.give_up_on_busy(ctx);
                 for worker in silent {
                     self.event(now, format!("worker {} went silent", short(&worker)));
                 }
@@ -760,22 +814,101 @@ impl SubmittedJob {
         }
     }
 
+    /// Closes bidding as soon as n good bids are in: at once when they are spread over as
+    /// many operators as could bid, else after a short quiet spell for a better spread
+    /// (issue 12: no idle window). With fewer than n bids, a job that workers could run waits
+    /// in the queue (`queued`, with the reason) while they are busy, rather than failing;
+    /// busy workers remember the job and bid when a slot frees.
+    /// A worker busy for as long as this job may run (its timeout plus grace) is given up
+    /// on, without blame, when another worker could take its place (a reserve, or a peer to
+    /// invite): its slots may be held by a job that never ends. With nobody else, the job
+    /// keeps waiting for it, until expiry. Returns whether any was given up on.
+    fn give_up_on_busy(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        let now = ctx.now;
+        let patience = u64::from(self.spec.timeout_s) * 1000 + ctx.config.deadline_grace_ms;
+        let stuck: Vec<PublicKey> = self
+            .executions
+            .iter()
+            .filter(|e| {
+                e.active
+                    && e.state == ExecutionState::Assigned
+                    && e.busy_since.is_some_and(|since| now > since + patience)
+            })
+            .map(|e| e.worker)
+            .collect();
+        if stuck.is_empty() || self.reassignments >= ctx.config.max_reassignments {
+            return false;
+        }
+        let bidders: Vec<PublicKey> = self.bids.iter().map(|b| b.worker).collect();
+        if self.reserves.is_empty() && ctx.directory.invitees(&self.spec, &bidders).is_empty() {
+            return false;
+        }
+        for worker in stuck {
+            if let Some(e) = self.execution_mut(&worker) {
+                e.state = ExecutionState::Refused;
+                e.failure = Some(format!("busy for over {} s", patience / 1000));
+            }
+            self.event(
+                now,
+                format!(
+                    "{} stayed busy for over {} s; asking another worker",
+                    short(&worker),
+                    patience / 1000
+                ),
+            );
+        }
+        true
+    }
+
     fn drive_bidding(&mut self, closes_at: TimestampMs, ctx: &mut Ctx<'_>, fx: &mut Effects) {
         let now = ctx.now;
         let config = ctx.config;
         let n = usize::from(self.spec.redundancy);
         let k = usize::from(self.spec.consensus);
-        let enough = self.bids.len() >= n + config.reserve_bids;
-        // With n bids in hand, a quiet spell means no more are coming soon.
-        let quiet = self
-            .bids
-            .last()
-            .is_some_and(|b| now >= b.received_at + config.bid_quiet_ms);
-        let window_over = (now >= closes_at || quiet) && self.bids.len() >= n;
+        let bidders: Vec<PublicKey> = self.bids.iter().map(|b| b.worker).collect();
+        let others = ctx.directory.invitees(&self.spec, &bidders);
+        if self.bids.len() >= n {
+            let groups = |keys: &mut dyn Iterator<Item = &PublicKey>| {
+                keys.map(|w| ctx.directory.group(w))
+                    .collect::<HashSet<String>>()
+            };
+            let spread = groups(&mut bidders.iter()).len();
+            let possible = groups(&mut bidders.iter().chain(others.iter())).len();
+            let nth_bid_at = self.bids[n - 1].received_at;
+            if spread >= n.min(possible) || now >= nth_bid_at + config.bid_quiet_ms {
+                self.queued_reason = None;
+                self.close_bidding(n, ctx, fx);
+            }
+            return;
+        }
         let waited_out = now >= self.submitted_at + config.bid_wait_max_ms;
-        if enough || window_over {
-            self.close_bidding(n, ctx, fx);
-        } else if waited_out {
+        if now >= closes_at && !others.is_empty() && !(waited_out && self.bids.len() >= k) {
+            // Workers that can run it exist but have not bid: they are busy (or missed the
+            // gossip, hence one invitation). Wait in the queue rather than fail.
+            let reason = format!(
+                "waiting for free workers: {} of {n} in, {} that can run it busy",
+                count(self.bids.len(), "bid", "bids"),
+                count(others.len(), "other worker", "other workers"),
+            );
+            if self.queued_reason.is_none() {
+                self.event(now, format!("queued: {reason}"));
+                let mut invitees = others;
+                invitees.shuffle(ctx.rng);
+                invitees.truncate(MAX_INVITES);
+                for peer in invitees {
+                    fx.push(Effect::Invite {
+                        peer,
+                        announcement: self.announcement.clone(),
+                    });
+                }
+                self.queued_reason = Some(reason);
+                fx.push(Effect::Persist);
+            } else if self.queued_reason.as_deref() != Some(reason.as_str()) {
+                self.queued_reason = Some(reason);
+            }
+            return;
+        }
+        if waited_out {
             if self.bids.len() >= k {
                 let have = self.bids.len();
                 self.close_bidding(have, ctx, fx);
@@ -862,6 +995,7 @@ impl SubmittedJob {
             failure: None,
             reported_failure: None,
             diagnostics: None,
+            busy_since: None,
             assign_acked: false,
             transport_failures: 0,
             in_flight: false,
@@ -918,6 +1052,7 @@ impl SubmittedJob {
         let text = match answer {
             Answer::Ack => {
                 e.transport_failures = 0;
+                e.busy_since = None;
                 if !e.assign_acked {
                     e.assign_acked = true;
                     fx.push(Effect::Persist);
@@ -936,6 +1071,25 @@ impl SubmittedJob {
                     "{} could not be reached with its assignment: {reason}",
                     short(&worker)
                 )
+            }
+            Answer::Busy => {
+                // Its slots are all running jobs: not a refusal. The assignment stands and
+                // goes again shortly, its deadline counted from the delivery that finds a
+                // slot (issue 12). Spread the retries so a batch does not ask in lockstep.
+                e.transport_failures = 0;
+                e.retry_at = now + BUSY_RETRY_MS + ctx.rng.random_range(0..BUSY_RETRY_MS / 2);
+                if e.busy_since.is_none() {
+                    e.busy_since = Some(now);
+                    self.event(
+                        now,
+                        format!(
+                            "{} is busy; the assignment waits for a free slot",
+                            short(&worker)
+                        ),
+                    );
+                    fx.push(Effect::Persist);
+                }
+                return;
             }
             Answer::Refused(reason) => {
                 e.state = ExecutionState::Refused;
@@ -1018,6 +1172,8 @@ impl SubmittedJob {
         e.committed_at = Some(now);
         e.in_flight = false;
         e.transport_failures = 0;
+        // A retry pause left from its assignment (busy, say) does not delay its reveal.
+        e.retry_at = 0;
         e.commitment_envelope = Some(commit.envelope.clone());
         let (text, report) = match (&message.outcome, copied_from) {
             (CommittedOutcome::Committed(_), Some(original)) => {
@@ -1183,15 +1339,22 @@ impl SubmittedJob {
         for worker in resend {
             self.send_assignment(worker, ctx, fx);
         }
-        if self
-            .executions
-            .iter()
-            .any(|e| e.active && e.state == ExecutionState::Assigned)
-        {
+        let assigned = |busy: bool| {
+            self.executions.iter().any(|e| {
+                e.active && e.state == ExecutionState::Assigned && e.busy_since.is_some() == busy
+            })
+        };
+        if assigned(false) {
             return;
         }
+        // Workers still waiting for a free slot have not started: the results in hand may
+        // already decide the job, so they do not hold it up (they are waited for only if
+        // the decision needs them).
+        let waiting_for_slots = assigned(true);
         if self.phase == Phase::Executing {
-            self.times.committed_at = Some(now);
+            if !waiting_for_slots {
+                self.times.committed_at = Some(now);
+            }
             let committed = self
                 .executions
                 .iter()
@@ -1288,6 +1451,8 @@ impl SubmittedJob {
                     _ => self.fetch_output(ctx, fx),
                 }
             }
+            // The workers waiting for a slot may still make up the quorum: wait for them.
+            Decision::Pending if waiting_for_slots => {}
             // No more reports can come for this set of workers: replace the ones that
             // failed or went silent, or give up.
             Decision::Pending | Decision::Impossible => self.replace_or_fail(ctx, fx),
@@ -1392,6 +1557,11 @@ impl SubmittedJob {
     /// the job expires, rather than replaced by a full re-run or the job failed. Returns
     /// whether there were any (their state is back to `Committed`; the caller sets the phase).
     fn ask_again_for_reveals(&mut self, now: TimestampMs, fx: &mut Effects) -> bool {
+        // Committed after the reveals went out (it waited for a free slot): ask it too.
+        let committed_late = self
+            .executions
+            .iter()
+            .any(|e| e.active && e.state == ExecutionState::Committed);
         let unrevealed: Vec<PublicKey> = self
             .executions
             .iter()
@@ -1409,7 +1579,7 @@ impl SubmittedJob {
             }
         }
         if unrevealed.is_empty() {
-            return false;
+            return committed_late;
         }
         self.event(
             now,
@@ -1471,6 +1641,7 @@ impl SubmittedJob {
     /// they may have joined after it was gossiped. Their bids arrive as reserves.
     fn reopen_bidding(&mut self, needed: usize, ctx: &mut Ctx<'_>, fx: &mut Effects) -> bool {
         let now = ctx.now;
+        // Bidders turned away as not needed were never recorded: they may be invited now.
         let bidders: Vec<PublicKey> = self.bids.iter().map(|b| b.worker).collect();
         let mut invitees = ctx.directory.invitees(&self.spec, &bidders);
         if invitees.is_empty() {

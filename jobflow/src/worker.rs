@@ -142,6 +142,9 @@ pub enum Input {
     },
     /// The execution ended.
     Executed(Executed),
+    /// The submitter answered our bid (a refusal: it does not need us; unreachable: the
+    /// bid could not be delivered).
+    BidAnswer(Answer),
     /// The submitter answered our commitment.
     CommitAnswer(Answer),
     /// A peer asks us to reveal. Answer with the [`Effect::Reply`].
@@ -202,12 +205,11 @@ type Effects = Vec<Effect>;
 
 /// Why a worker does not bid on a job, or `Ok` if it should.
 ///
-/// `free_slots` is how many more executions the node can start now; `credits` the submitter's
-/// credits in the ledger, which must cover `reward x n`.
-pub fn bid_decision(spec: &JobSpec, free_slots: usize, credits: i64) -> Result<(), String> {
-    if free_slots == 0 {
-        return Err("busy".into());
-    }
+/// A worker bids even with every slot busy (its bid says how many jobs it runs): an
+/// assignment that finds no free slot is answered [`Response::Busy`] and sent again, so a
+/// batch larger than the network's slots queues instead of failing (issue 12). `credits` are
+/// the submitter's credits in the ledger, which must cover `reward x n`.
+pub fn bid_decision(spec: &JobSpec, credits: i64) -> Result<(), String> {
     let owed =
         i64::try_from(spec.reward.saturating_mul(spec.redundancy.into())).unwrap_or(i64::MAX);
     if owed > 0 && credits < owed {
@@ -286,7 +288,12 @@ impl WorkItem {
                 free_slots,
             } => {
                 let reply = self.on_assigned(assignment, free_slots, ctx, &mut fx);
-                if let Response::Refused(reason) = &reply {
+                if reply == Response::Busy {
+                    fx.push(Effect::Log(
+                        Level::Debug,
+                        "assignment deferred: every slot is busy".into(),
+                    ));
+                } else if let Response::Refused(reason) = &reply {
                     // Said here too: otherwise only the submitter learns why we ran nothing.
                     fx.push(Effect::Log(
                         Level::Info,
@@ -296,6 +303,18 @@ impl WorkItem {
                 fx.push(Effect::Reply(reply));
             }
             Input::Executed(executed) => self.on_executed(executed, ctx, &mut fx),
+            Input::BidAnswer(answer) => {
+                if let (Answer::Refused(reason) | Answer::Unreachable(reason), WorkPhase::Bid) =
+                    (answer, self.phase)
+                {
+                    // Not taken: forget it, so the item is not kept for nothing.
+                    fx.push(Effect::Log(
+                        Level::Debug,
+                        format!("bid not taken: {reason}"),
+                    ));
+                    fx.push(Effect::Forget);
+                }
+            }
             Input::CommitAnswer(answer) => match (answer, self.phase) {
                 (Answer::Ack, WorkPhase::Committed { delivered: false }) => {
                     self.phase = WorkPhase::Committed { delivered: true };
@@ -432,7 +451,9 @@ impl WorkItem {
             return Response::Refused("the job has expired".into());
         }
         if free_slots == 0 {
-            return Response::Refused("busy".into());
+            // Not a refusal: the submitter sends the assignment again when a slot may have
+            // freed (issue 12). Our bid stays, and so does our place in the job.
+            return Response::Busy;
         }
         self.assignment = Some(assignment.envelope.clone());
         self.attempt = a.attempt;

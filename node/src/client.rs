@@ -304,6 +304,9 @@ fn print_summary(job: &JobView) -> Result<()> {
     if let Some(reason) = &job.failure_reason {
         outln!("  failed: {reason}");
     }
+    if let Some(reason) = &job.queued_reason {
+        outln!("  queued: {reason}");
+    }
     if job.status != JobStatus::Completed {
         print_tails(job)?;
     }

@@ -511,3 +511,46 @@ async fn a_worker_that_disappears_mid_run_is_replaced_within_the_liveness_bound(
     let verdict = job.verdict.expect("verdict");
     assert!(!verdict.silent.contains(&victim), "{verdict:?}");
 }
+
+/// Issue 12: five jobs at once on three workers with two slots each failed with "refused the
+/// assignment: busy". A batch far larger than the free slots now queues and drains in full.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_larger_than_the_free_slots_drains_in_full() {
+    let honest = (FakeBehaviour::Honest, None);
+    let net = network_with_delay(&[honest, honest, honest], Duration::from_secs(1)).await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let mut spec = spec(2, 2);
+        spec.command = vec!["echo".into(), i.to_string()];
+        ids.push(submit(&net.submitter.node, spec).await.id);
+    }
+    let mut waited = 0;
+    for id in &ids {
+        let job = wait_final(&net.submitter.node, id).await;
+        assert_eq!(
+            job.status,
+            JobStatus::Completed,
+            "job {id}: {:?}",
+            job.failure_reason
+        );
+        let record = net
+            .submitter
+            .node
+            .state
+            .jobs
+            .job(id.parse().expect("id"))
+            .await
+            .expect("record");
+        if record
+            .events
+            .iter()
+            .any(|(_, e)| e.contains("waits for a free slot"))
+        {
+            waited += 1;
+        }
+    }
+    assert!(
+        waited > 0,
+        "24 runs on 6 slots: some assignments waited for a slot"
+    );
+}

@@ -104,6 +104,9 @@ pub enum Response {
     Ack,
     /// Received and refused, with the reason.
     Refused(String),
+    /// Not now: every slot of the worker is running a job. The assignment stands; the
+    /// submitter sends it again later (issue 12).
+    Busy,
     /// The worker's signed reveal.
     Reveal(Signed<ResultReveal>),
     /// A piece of the output bundle.

@@ -67,11 +67,14 @@ pub struct JobsConfig {
     pub worker: bool,
     /// Jobs this node runs at once as a worker.
     pub max_concurrent: usize,
-    /// Bidding closes this long after the announcement if enough bids arrived.
+    /// With fewer than n bids this long after the announcement, the job counts as queued
+    /// (workers that could run it are busy) or runs with what there is.
     pub bid_window: Duration,
-    /// Bids beyond n to wait for before closing the window early (reserves).
+    /// Bids beyond n taken as reserves as they come; each holds a worker's attention, so a
+    /// batch drains fastest with none (see `jobflow::FlowConfig::reserve_bids`).
     pub reserve_bids: usize,
-    /// With at least n bids, close the window once no bid arrived for this long.
+    /// With n bids not spread over as many operators as could bid, wait this long after the
+    /// n-th for a better spread.
     pub bid_quiet: Duration,
     /// After this long with fewer than n bids, run with what there is (at least k) or fail.
     pub bid_wait_max: Duration,
@@ -91,8 +94,8 @@ impl Default for JobsConfig {
             worker: true,
             max_concurrent: 2,
             bid_window: Duration::from_secs(3),
-            reserve_bids: 2,
-            bid_quiet: Duration::from_millis(750),
+            reserve_bids: 0,
+            bid_quiet: Duration::from_millis(150),
             bid_wait_max: Duration::from_secs(60),
             deadline_grace: Duration::from_secs(60),
             max_reassignments: 4,

@@ -121,6 +121,8 @@ pub struct JobView {
     pub verdict: Option<VerdictView>,
     /// Why it failed.
     pub failure_reason: Option<String>,
+    /// Why it waits, while `status` is `queued`: every worker that can run it is busy.
+    pub queued_reason: Option<String>,
     /// Phase durations.
     pub timings: Timings,
 }
@@ -240,6 +242,7 @@ impl ViewJob for Job {
                 .collect(),
             verdict,
             failure_reason: self.failure_reason.clone(),
+            queued_reason: self.queued_because(),
             timings: Timings {
                 bidding_ms: span(Some(self.submitted_at), t.assigned_at),
                 execution_ms: span(t.assigned_at, t.committed_at),

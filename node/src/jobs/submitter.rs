@@ -16,6 +16,7 @@ pub(super) fn answer_of(result: Result<VerifiedResponse, NetworkError>) -> Answe
     match result {
         Ok(VerifiedResponse::Ack) => Answer::Ack,
         Ok(VerifiedResponse::Refused(reason)) => Answer::Refused(reason),
+        Ok(VerifiedResponse::Busy) => Answer::Busy,
         Ok(other) => Answer::Refused(format!("unexpected answer {other:?}")),
         Err(e @ NetworkError::InvalidResponse { .. }) => Answer::Refused(e.to_string()),
         Err(e) => Answer::Unreachable(e.to_string()),
@@ -93,7 +94,9 @@ impl JobManager {
                             other => match answer_of(other) {
                                 Answer::Unreachable(e) => RevealAnswer::Unreachable(e),
                                 Answer::Refused(e) => RevealAnswer::Refused(e),
-                                Answer::Ack => RevealAnswer::Refused("an ack, not a reveal".into()),
+                                Answer::Ack | Answer::Busy => {
+                                    RevealAnswer::Refused("an ack, not a reveal".into())
+                                }
                             },
                         };
                         let input = flow::Input::RevealAnswer { worker, answer };

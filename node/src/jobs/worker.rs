@@ -50,7 +50,7 @@ impl JobManager {
             ledger: &self.ledger,
         };
         let credits = directory.credits(&job.signer);
-        if let Err(reason) = bid_decision(&job.message.spec, self.free_slots(), credits) {
+        if let Err(reason) = bid_decision(&job.message.spec, credits) {
             debug!(job_id = %id.short(), %reason, "not bidding");
             return;
         }
@@ -180,6 +180,7 @@ impl JobManager {
                     };
                     let expires_at = item.expires_at;
                     let network = self.network.clone();
+                    let tx = self.tx.clone();
                     tokio::spawn(async move {
                         // The job reached us by gossip, which can outrun the submitter's
                         // announcement of its addresses; a bid that cannot be delivered yet is
@@ -194,6 +195,12 @@ impl JobManager {
                                 }
                                 Ok(other) => {
                                     debug!(job_id = %id.short(), ?other, "bid not accepted");
+                                    let reason = match other {
+                                        VerifiedResponse::Refused(reason) => reason,
+                                        other => format!("unexpected answer {other:?}"),
+                                    };
+                                    let input = work::Input::BidAnswer(Answer::Refused(reason));
+                                    let _ = tx.send(JobMsg::Work { job: id, input }).await;
                                     return;
                                 }
                                 Err(e) => {
@@ -213,6 +220,8 @@ impl JobManager {
                             // Said at the default level: otherwise a node behind NAT only ever
                             // sees that it ran nothing, and the submitter that "0 workers bid".
                             warn!(job_id = %id.short(), submitter = %author, error = %e, "could not deliver our bid to the job's submitter");
+                            let input = work::Input::BidAnswer(Answer::Unreachable(e.to_string()));
+                            let _ = tx.send(JobMsg::Work { job: id, input }).await;
                         }
                     });
                 }

@@ -1336,6 +1336,7 @@ fn verify_response(peer: &PeerId, response: Response) -> Result<VerifiedResponse
     Ok(match response {
         Response::Ack => VerifiedResponse::Ack,
         Response::Refused(reason) => VerifiedResponse::Refused(reason),
+        Response::Busy => VerifiedResponse::Busy,
         Response::Reveal(m) => {
             let v = m.open(&ValidationContext::live())?;
             if !signer_is(&v.signer, peer) {

@@ -267,6 +267,8 @@ pub enum VerifiedResponse {
     Ack,
     /// Refused, with the peer's reason.
     Refused(String),
+    /// Not now: every slot of the worker is busy.
+    Busy,
     /// A reveal signed by the peer.
     Reveal(Box<Verified<ResultReveal>>),
     /// A piece of output.
