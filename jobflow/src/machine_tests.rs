@@ -1049,7 +1049,10 @@ fn a_busy_worker_keeps_its_assignment_and_gets_it_again_when_a_slot_frees() {
     assert_eq!(w.state(&worker), Some(ExecutionState::Assigned));
     let resent = resent.expect("the assignment goes again");
     // A slot frees: it runs, and the job completes as usual.
-    assert!(w.job.verdict.is_none(), "the quorum needs it: the job waited");
+    assert!(
+        w.job.verdict.is_none(),
+        "the quorum needs it: the job waited"
+    );
     let fx = w.run(first, &resent, completed("ok"));
     let fx = w.reveal_all(fx);
     assert!(fetch_of(&fx).is_some(), "{fx:?}");

@@ -386,6 +386,11 @@ struct Node {
     standings: std::collections::HashMap<PublicKey, Standing>,
     ledger: BTreeMap<JobId, Digest>,
     running: BTreeSet<JobId>,
+    /// Assignments it answered busy, oldest first, started as slots free (in memory only,
+    /// like the node's).
+    deferred: std::collections::VecDeque<
+        distributeai_protocol::Verified<distributeai_protocol::Assignment>,
+    >,
     /// Jobs it held when it crashed: its runs of them are not counted as done correctly.
     crashed_holding: BTreeSet<JobId>,
     down_since: Option<u64>,
@@ -491,6 +496,7 @@ impl Sim {
                     standings: Default::default(),
                     ledger: BTreeMap::new(),
                     running: BTreeSet::new(),
+                    deferred: Default::default(),
                     crashed_holding: BTreeSet::new(),
                     down_since: None,
                     downtime: Vec::new(),
@@ -671,6 +677,7 @@ impl Sim {
                     for id in ids {
                         self.step_work(node, id, work::Input::Tick);
                     }
+                    self.start_deferred(node);
                 }
                 self.schedule(self.now + TICK_MS, Event::Tick(node));
             }
@@ -706,6 +713,7 @@ impl Sim {
                 }
                 self.note(|| format!("node {node} executed {}: {executed:?}", job.short()));
                 self.step_work(node, job, work::Input::Executed(executed));
+                self.start_deferred(node);
             }
             Event::Crash { node, down_for } => self.crash(node, down_for),
             Event::Restart(node) => self.restart(node),
@@ -1090,6 +1098,7 @@ impl Sim {
         n.running.clear();
         n.jobs.clear();
         n.work.clear();
+        n.deferred.clear();
         n.down_since = Some(self.now);
         self.note(|| format!("node {node} crashes for {down_for} ms"));
         self.schedule(self.now + down_for, Event::Restart(node));
@@ -1284,6 +1293,29 @@ impl Sim {
         }
     }
 
+    /// Starts assignments the node answered busy, oldest first, while it has free slots, as
+    /// the node's driver does.
+    fn start_deferred(&mut self, node: usize) {
+        while self.nodes[node].up && self.free_slots(node) > 0 {
+            let Some(assignment) = self.nodes[node].deferred.pop_front() else {
+                return;
+            };
+            let job = assignment.message.job_id;
+            if !self.nodes[node].work.get(&job).is_some_and(|w| w.is_bid()) {
+                continue;
+            }
+            let free_slots = self.free_slots(node);
+            self.step_work(
+                node,
+                job,
+                work::Input::Assigned {
+                    assignment,
+                    free_slots,
+                },
+            );
+        }
+    }
+
     /// Slots of `node` not running an execution.
     fn free_slots(&self, node: usize) -> usize {
         let busy = self.nodes[node]
@@ -1363,15 +1395,23 @@ impl Sim {
                         return Response::Refused("this node did not bid on this job".into());
                     }
                     let free_slots = self.free_slots(to);
-                    self.step_work(
-                        to,
-                        job,
-                        work::Input::Assigned {
-                            assignment,
-                            free_slots,
-                        },
-                    )
-                    .unwrap_or_else(|| Response::Refused("unknown job".into()))
+                    let response = self
+                        .step_work(
+                            to,
+                            job,
+                            work::Input::Assigned {
+                                assignment: assignment.clone(),
+                                free_slots,
+                            },
+                        )
+                        .unwrap_or_else(|| Response::Refused("unknown job".into()));
+                    let n = &mut self.nodes[to];
+                    if response == Response::Busy
+                        && !n.deferred.iter().any(|d| d.message.job_id == job)
+                    {
+                        n.deferred.push_back(assignment);
+                    }
+                    response
                 }
                 Err(e) => Response::Refused(e.to_string()),
             },

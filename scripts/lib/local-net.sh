@@ -1,6 +1,7 @@
-# Shared by demo.sh and bench-job-flow.sh: starts a bootstrap peer and four nodes on
-# 127.0.0.1 (node 0 submits and runs no jobs; node 3 lies on purpose) and stops them on exit.
-# Expects `say` and `bin` to be set; sets `work`, `api` (node 0's API) and `ids`.
+# Shared by demo.sh and the bench scripts: starts a bootstrap peer and four nodes on
+# 127.0.0.1 (node 0 submits and runs no jobs; node 3 lies on purpose unless HONEST_NET=1) and
+# stops them on exit. Expects `say` and `bin` to be set; sets `work`, `api` (node 0's API) and
+# `ids`.
 
 work=$(mktemp -d)
 pids=()
@@ -37,11 +38,12 @@ echo "bootstrap peer: $boot"
 
 declare -a apis ids
 roles=("submitter (runs no jobs)" "honest worker" "honest worker" "LYING worker (--simulate-fault wrong-result)")
+[[ ${HONEST_NET:-0} == 1 ]] && roles[3]="honest worker"
 for i in 0 1 2 3; do
   args=(node --no-mdns --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0 --bootstrap "$boot"
         --data-dir "$work/node$i" --cpus 1 --memory-mb 512 --region "demo-$i")
   [[ $i == 0 ]] && args+=(--no-worker)
-  [[ $i == 3 ]] && args+=(--simulate-fault wrong-result)
+  [[ $i == 3 && ${HONEST_NET:-0} != 1 ]] && args+=(--simulate-fault wrong-result)
   "$bin/distributeai" "${args[@]}" >"$work/node$i.out" 2>"$work/node$i.log" &
   pids+=($!)
   ids[i]=$(wait_line "$work/node$i.out" "peer_id: ")

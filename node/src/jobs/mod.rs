@@ -332,6 +332,9 @@ pub struct JobManager {
     unsaved: std::collections::HashSet<(Table, JobId)>,
     /// Workers that disconnected while running our jobs, being probed.
     probing: std::collections::HashSet<PeerId>,
+    /// Assignments answered busy, oldest first: started as soon as a slot frees, so a slot
+    /// never idles until the submitter asks again (in memory only: the submitter re-sends).
+    deferred: std::collections::VecDeque<Verified<distributeai_protocol::Assignment>>,
 }
 
 /// The node's view of its peers, as the machines ask for it: reputation from the ledger,
@@ -486,6 +489,7 @@ impl JobManager {
                 running: HashMap::new(),
                 unsaved: Default::default(),
                 probing: Default::default(),
+                deferred: Default::default(),
             },
             handle,
         ))
@@ -570,6 +574,7 @@ impl JobManager {
             }
             JobMsg::ExecutionEnded { job } => {
                 self.running.remove(&job);
+                self.start_deferred();
             }
         }
     }
@@ -669,6 +674,7 @@ impl JobManager {
         for id in ids {
             self.step_work(id, work::Input::Tick);
         }
+        self.start_deferred();
     }
 
     /// The jobs in which `peer` holds a slot it has not answered yet, with its key.

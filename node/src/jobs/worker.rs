@@ -109,14 +109,45 @@ impl JobManager {
             return Response::Refused("this node did not bid on this job".into());
         }
         let free_slots = self.free_slots();
-        self.step_work(
-            job,
-            work::Input::Assigned {
-                assignment,
-                free_slots,
-            },
-        )
-        .unwrap_or_else(|| Response::Refused("unknown job".into()))
+        let response = self
+            .step_work(
+                job,
+                work::Input::Assigned {
+                    assignment: assignment.clone(),
+                    free_slots,
+                },
+            )
+            .unwrap_or_else(|| Response::Refused("unknown job".into()));
+        if response == Response::Busy
+            && self.deferred.len() < MAX_DEFERRED
+            && !self.deferred.iter().any(|d| d.message.job_id == job)
+        {
+            self.deferred.push_back(assignment);
+        }
+        response
+    }
+
+    /// Starts assignments answered busy, oldest first, while slots are free. One whose job
+    /// is no longer waiting for us (decided, cancelled, replaced) is dropped.
+    pub(super) fn start_deferred(&mut self) {
+        while self.free_slots() > 0 {
+            let Some(assignment) = self.deferred.pop_front() else {
+                return;
+            };
+            let job = assignment.message.job_id;
+            if !self.work.get(&job).is_some_and(|w| w.is_bid()) {
+                continue;
+            }
+            let free_slots = self.free_slots();
+            let response = self.step_work(
+                job,
+                work::Input::Assigned {
+                    assignment,
+                    free_slots,
+                },
+            );
+            debug!(job_id = %job.short(), ?response, "started an assignment that waited for a slot");
+        }
     }
 
     /// The submitter of our work on `job_id`, if `peer` is it.
@@ -306,6 +337,9 @@ impl JobManager {
         }
     }
 }
+
+/// Most assignments kept waiting for a slot.
+const MAX_DEFERRED: usize = 4096;
 
 /// What an execution's outcome means to the worker machine; keeps the output on disk.
 fn executed(outcome: Result<ExecutionOutcome, ExecutorError>, wrong_result: bool) -> Executed {
