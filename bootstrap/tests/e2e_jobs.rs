@@ -259,10 +259,13 @@ fn a_jobs_own_failures_are_agreed_results_and_no_agreement_blames_nobody() {
         "the engine's message: {stdout}"
     );
 
-    // A child killed for memory while the job's own process goes on: a normal result.
+    // A child killed for memory while the job's own process goes on: a normal result. (On
+    // half a CPU each: fractional CPUs reach Docker as nano_cpus.)
     let args = [
         &two_of_two[..],
         &[
+            "--cpus",
+            "0.5",
             "--memory-mb",
             "64",
             "distributeai/toolbox:local",

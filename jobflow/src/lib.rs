@@ -149,7 +149,7 @@ pub(crate) fn test_spec(n: u8, k: u8) -> JobSpec {
         command: vec!["run".into()],
         env: Default::default(),
         resources: distributeai_protocol::Resources {
-            cpus: 1,
+            cpus: distributeai_protocol::Cpus::whole(1),
             memory_mb: 64,
             gpus: 0,
         },

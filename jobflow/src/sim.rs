@@ -177,7 +177,7 @@ impl Settings {
                         command: vec!["run".into(), i.to_string()],
                         env: Default::default(),
                         resources: Resources {
-                            cpus: 1,
+                            cpus: distributeai_protocol::Cpus::whole(1),
                             memory_mb: 64,
                             gpus: 0,
                         },

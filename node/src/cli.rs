@@ -142,9 +142,9 @@ pub struct SubmitArgs {
     /// How many of them must agree (k).
     #[arg(long)]
     pub consensus: Option<u8>,
-    /// CPUs each worker gives the job.
-    #[arg(long)]
-    pub cpus: Option<u32>,
+    /// CPUs each worker gives the job; fractions allowed (0.5).
+    #[arg(long, value_parser = distributeai_protocol::Cpus::parse)]
+    pub cpus: Option<distributeai_protocol::Cpus>,
     /// Memory limit in MiB.
     #[arg(long)]
     pub memory_mb: Option<u64>,

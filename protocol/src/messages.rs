@@ -67,12 +67,110 @@ pub struct NodeAnnouncement {
     pub sequence: u64,
 }
 
+/// A number of CPUs, fractions included (`0.5` is half a CPU's time), kept in thousandths so
+/// that specs compare exactly and sign the same on every node. Written and read as a plain
+/// number: `1`, `0.5`, `2.25` (issue 12). Docker gets it as `nano_cpus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cpus(u32);
+
+impl Cpus {
+    /// `n` whole CPUs.
+    pub const fn whole(n: u32) -> Self {
+        Self(n.saturating_mul(1000))
+    }
+
+    /// `millis` thousandths of a CPU.
+    pub const fn from_millis(millis: u32) -> Self {
+        Self(millis)
+    }
+
+    /// In thousandths of a CPU.
+    pub const fn millis(self) -> u32 {
+        self.0
+    }
+
+    /// In billionths of a CPU, as Docker's `nano_cpus` takes it.
+    pub fn nano_cpus(self) -> i64 {
+        i64::from(self.0) * 1_000_000
+    }
+
+    /// Parses a decimal such as `0.5`: positive, at most three decimals.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let value: f64 = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not a number of CPUs, such as 1 or 0.5"))?;
+        Self::from_f64(value)
+    }
+
+    fn from_f64(value: f64) -> Result<Self, String> {
+        let millis = value * 1000.0;
+        if !millis.is_finite() || millis < 0.0 || millis > f64::from(u32::MAX) {
+            return Err(format!("{value} is not a number of CPUs"));
+        }
+        if (millis - millis.round()).abs() > 1e-6 {
+            return Err(format!("{value} has more than three decimals"));
+        }
+        Ok(Self(millis.round() as u32))
+    }
+}
+
+impl std::fmt::Display for Cpus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (whole, frac) = (self.0 / 1000, self.0 % 1000);
+        if frac == 0 {
+            write!(f, "{whole}")
+        } else {
+            let frac = format!("{frac:03}");
+            write!(f, "{whole}.{}", frac.trim_end_matches('0'))
+        }
+    }
+}
+
+impl Serialize for Cpus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_multiple_of(1000) {
+            serializer.serialize_u32(self.0 / 1000)
+        } else {
+            serializer.serialize_f64(f64::from(self.0) / 1000.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Cpus {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Cpus;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of CPUs, such as 1 or 0.5")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Cpus, E> {
+                u32::try_from(v)
+                    .ok()
+                    .and_then(|v| v.checked_mul(1000))
+                    .map(Cpus)
+                    .ok_or_else(|| E::custom(format!("{v} CPUs is too many")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Cpus, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("{v} is not a number of CPUs")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Cpus, E> {
+                Cpus::from_f64(v).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// Resources a job needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Resources {
-    /// Whole CPUs.
-    pub cpus: u32,
+    /// CPUs, fractions included (`0.5`).
+    pub cpus: Cpus,
     /// Memory limit in MiB.
     pub memory_mb: u64,
     /// GPUs.
@@ -82,7 +180,7 @@ pub struct Resources {
 impl Default for Resources {
     fn default() -> Self {
         Self {
-            cpus: 1,
+            cpus: Cpus::whole(1),
             memory_mb: 256,
             gpus: 0,
         }

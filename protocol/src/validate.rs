@@ -427,12 +427,13 @@ impl JobSpec {
                 return Err(invalid("env", format!("value of {key} contains NUL")));
             }
         }
-        check_range(
-            "resources.cpus",
-            self.resources.cpus.into(),
-            1,
-            MAX_CPUS.into(),
-        )?;
+        let cpus = self.resources.cpus;
+        if cpus.millis() == 0 || cpus > Cpus::whole(MAX_CPUS) {
+            return Err(invalid(
+                "resources.cpus",
+                format!("{cpus} is out of range: from 0.001 to {MAX_CPUS}"),
+            ));
+        }
         check_range(
             "resources.memory_mb",
             self.resources.memory_mb,

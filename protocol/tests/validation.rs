@@ -68,7 +68,10 @@ fn spec_errors_name_the_field() {
                     .collect();
             }),
         ),
-        ("resources.cpus", Box::new(|s| s.resources.cpus = 0)),
+        (
+            "resources.cpus",
+            Box::new(|s| s.resources.cpus = Cpus::whole(0)),
+        ),
         (
             "resources.memory_mb",
             Box::new(|s| s.resources.memory_mb = 1),
@@ -126,6 +129,41 @@ fn json_spec_uses_defaults_and_refuses_unknown_fields() {
     assert_eq!(spec.timeout_s, JobSpec::DEFAULT_TIMEOUT_S);
     spec.check().expect("valid");
     assert!(serde_json::from_str::<JobSpec>(r#"{"image": "busybox", "redundnacy": 3}"#).is_err());
+}
+
+#[test]
+fn cpus_are_decimal_in_specs_and_exact_on_the_wire() {
+    // Issue 12: `"cpus": 0.5` was refused by serde with a message that did not name the field.
+    let half: JobSpec = serde_json::from_str(
+        r#"{"image": "busybox", "command": ["true"], "resources": {"cpus": 0.5}}"#,
+    )
+    .expect("a fractional CPU count parses");
+    assert_eq!(half.resources.cpus, Cpus::from_millis(500));
+    assert_eq!(half.resources.cpus.nano_cpus(), 500_000_000);
+    half.check().expect("valid");
+    let two: JobSpec = serde_json::from_str(
+        r#"{"image": "busybox", "command": ["true"], "resources": {"cpus": 2}}"#,
+    )
+    .expect("a whole count parses");
+    assert_eq!(two.resources.cpus, Cpus::whole(2));
+    // Written back as it was given, and the same through CBOR.
+    let json = serde_json::to_value(&half).expect("json");
+    assert_eq!(json["resources"]["cpus"], serde_json::json!(0.5));
+    assert_eq!(
+        serde_json::to_value(&two).expect("json")["resources"]["cpus"],
+        2
+    );
+    let bytes = codec::encode(&half).expect("cbor");
+    let back: JobSpec = codec::decode(&bytes).expect("decode");
+    assert_eq!(back, half);
+    assert_eq!(Cpus::from_millis(2250).to_string(), "2.25");
+    assert_eq!(Cpus::parse("0.25"), Ok(Cpus::from_millis(250)));
+    // More than three decimals, negative, or not a number: refused, saying why.
+    for bad in [r#"0.0001"#, r#"-1"#, r#""one""#] {
+        let text = format!(r#"{{"image": "busybox", "resources": {{"cpus": {bad}}}}}"#);
+        assert!(serde_json::from_str::<JobSpec>(&text).is_err(), "{bad}");
+    }
+    assert!(Cpus::parse("1e-4").is_err());
 }
 
 #[test]

@@ -11,7 +11,7 @@
 //!   while the job runs and stopped at `max_output_bytes`, and a **`/tmp`** tmpfs of
 //!   `tmp_size_mb` (kernel-enforced);
 //! - **memory** limited to the job's request with swap disabled, and **CPUs** limited to the
-//!   job's request, both capped by what the worker offers;
+//!   job's request (fractions included, as `nano_cpus`), both capped by what the worker offers;
 //! - a **pids limit** (`pids_limit`), so a fork bomb cannot exhaust the host;
 //! - **all capabilities dropped** and **`no-new-privileges`**;
 //! - a **non-root user** (65534 when the node runs as root, else the node's own uid);
@@ -38,7 +38,7 @@ use bollard::query_parameters::{
 use distributeai_protocol::limits::MAX_TIMEOUT_S;
 use distributeai_protocol::time::now_ms;
 use distributeai_protocol::validate::{check_image_digest, check_image_reference};
-use distributeai_protocol::{JobEnd, JobSpec, LocalImage};
+use distributeai_protocol::{Cpus, JobEnd, JobSpec, LocalImage};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -102,7 +102,7 @@ impl SandboxLimits {
     /// Whether a job fits what this worker offers and allows.
     pub fn admits(&self, spec: &JobSpec) -> Result<(), String> {
         let r = &spec.resources;
-        if r.cpus > self.max_cpus {
+        if r.cpus > Cpus::whole(self.max_cpus) {
             return Err(format!(
                 "job needs {} CPUs, this worker offers {}",
                 r.cpus, self.max_cpus
@@ -411,7 +411,11 @@ impl DockerExecutor {
         let memory_bytes =
             i64::try_from(spec.resources.memory_mb.min(limits.max_memory_mb) * 1024 * 1024)
                 .unwrap_or(i64::MAX);
-        let cpus = spec.resources.cpus.min(limits.max_cpus).max(1);
+        let cpus = spec
+            .resources
+            .cpus
+            .min(Cpus::whole(limits.max_cpus))
+            .max(Cpus::from_millis(1));
         let network = if spec.network && limits.allow_network {
             "bridge"
         } else {
@@ -451,7 +455,7 @@ impl DockerExecutor {
                 )])),
                 memory: Some(memory_bytes),
                 memory_swap: Some(memory_bytes),
-                nano_cpus: Some(i64::from(cpus) * 1_000_000_000),
+                nano_cpus: Some(cpus.nano_cpus()),
                 pids_limit: Some(limits.pids_limit),
                 cap_drop: Some(vec!["ALL".into()]),
                 security_opt: Some(vec!["no-new-privileges".into()]),

@@ -379,7 +379,7 @@ impl Directory for NodeDirectory<'_> {
             .filter(|p| {
                 p.accepts_jobs
                     && p.capabilities.as_ref().is_some_and(|c| {
-                        c.cpus >= resources.cpus
+                        distributeai_protocol::Cpus::whole(c.cpus) >= resources.cpus
                             && c.memory_mb >= resources.memory_mb
                             && c.gpus.len() >= resources.gpus as usize
                     })
@@ -894,13 +894,21 @@ mod tests {
 
     #[test]
     fn a_spec_that_does_not_parse_names_the_field() {
-        // Issue 12's input: a fractional CPU count in a spec file.
-        let err = spec_from_json(
+        // Issue 12's input: a fractional CPU count in a spec file is now a valid spec...
+        let spec = spec_from_json(
             br#"{"image": "distributeai/toolbox:local", "command": ["true"],
                  "resources": {"cpus": 0.5, "memory_mb": 64}}"#,
         )
-        .expect_err("0.5 is not a whole number of CPUs");
+        .expect("half a CPU");
+        assert_eq!(spec.resources.cpus.millis(), 500);
+        // ...and one it cannot read names the field and the line.
+        let err = spec_from_json(
+            br#"{"image": "distributeai/toolbox:local", "command": ["true"],
+                 "resources": {"cpus": 0.0001, "memory_mb": 64}}"#,
+        )
+        .expect_err("more than three decimals");
         assert!(err.starts_with("field `resources.cpus`:"), "{err}");
+        assert!(err.contains("three decimals"), "{err}");
         assert!(err.contains("line 2"), "{err}");
         let err = spec_from_json(br#"{"image": "x", "comand": []}"#).expect_err("a typo");
         assert!(err.contains("comand"), "{err}");
