@@ -63,6 +63,10 @@ pub enum Behaviour {
     Crashy,
     /// Reports the honest result but serves output that does not match it.
     BadOutput,
+    /// Runs the job faithfully, but its tag for the job's image points at another image
+    /// (issue 12): the same output from another image id, which must never agree with the
+    /// honest result. Counted with the liars: several of them agree with each other.
+    OtherImage,
 }
 
 impl Behaviour {
@@ -147,7 +151,8 @@ impl Settings {
                     group: if colluding { 0 } else { i as u8 + 1 },
                 },
                 70..76 => Behaviour::Silent,
-                76..80 => Behaviour::BadOutput,
+                76..78 => Behaviour::BadOutput,
+                78..80 => Behaviour::OtherImage,
                 80..89 => Behaviour::Slow,
                 _ => Behaviour::Crashy,
             })
@@ -454,6 +459,9 @@ pub fn run(settings: Settings, trace: bool) -> Report {
 
 /// The image id every simulated worker holds.
 const SIM_IMAGE: &str = "sha256:5151515151515151515151515151515151515151515151515151515151515151";
+
+/// The image id an [`Behaviour::OtherImage`] worker holds under the same reference.
+const OTHER_IMAGE: &str = "sha256:6262626262626262626262626262626262626262626262626262626262626262";
 
 /// The manifest of a run that exited with `code` after printing `stdout`.
 fn manifest_of(code: i64, stdout: &str) -> OutputManifest {
@@ -1048,6 +1056,10 @@ impl Sim {
             Behaviour::Liar { group } => {
                 manifest_of(0, &format!("{} lie {group}", plan.spec.image))
             }
+            Behaviour::OtherImage => OutputManifest {
+                image: OTHER_IMAGE.into(),
+                ..honest_manifest(&plan)
+            },
             _ => honest_manifest(&plan),
         };
         let dir = manifest.end.is_exit().then(|| format!("sim/{node}"));
@@ -1473,7 +1485,12 @@ impl Sim {
                 .filter_map(|(_, w, _)| self.node_of(w))
                 .collect::<BTreeSet<_>>()
                 .into_iter()
-                .filter(|n| matches!(self.nodes[*n].behaviour, Some(Behaviour::Liar { .. })))
+                .filter(|n| {
+                    matches!(
+                        self.nodes[*n].behaviour,
+                        Some(Behaviour::Liar { .. } | Behaviour::OtherImage)
+                    )
+                })
                 .count();
             // Honest runs: an honest worker that committed to the honest result and never
             // crashed holding the job.

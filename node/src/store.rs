@@ -10,6 +10,8 @@ use serde::de::DeserializeOwned;
 
 /// Folder of the sled database inside the data directory.
 pub const STORE_DIR: &str = "store";
+/// How long opening waits for the lock of a store that was just closed in this process.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,12 +86,30 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `data_dir`.
+    /// Opens (or creates) the store in `data_dir`. Errors (`StoreError::Open`, naming the
+    /// folder): the files are damaged, or the store is locked by another running node (a
+    /// store closed a moment ago in this process is waited for, up to 3 s).
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(STORE_DIR);
         // sled may panic on some kinds of damage instead of returning an error; a damaged
         // store must be a clear error naming the files, never a crash.
-        let opened = std::panic::catch_unwind(|| sled::open(&path));
+        let open = || std::panic::catch_unwind(|| sled::open(&path));
+        let mut opened = open();
+        // The lock of a store closed a moment ago in this process is released by sled's
+        // background thread shortly after; a store held by another running node stays
+        // locked, and says so.
+        let locked = |o: &std::thread::Result<sled::Result<sled::Db>>| matches!(o, Ok(Err(sled::Error::Io(e))) if e.kind() == std::io::ErrorKind::WouldBlock);
+        let give_up = std::time::Instant::now() + LOCK_WAIT;
+        while locked(&opened) && std::time::Instant::now() < give_up {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            opened = open();
+        }
+        if locked(&opened) {
+            return Err(StoreError::Open {
+                path,
+                reason: "it is locked: is another node running on this data directory?".into(),
+            });
+        }
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(e)) => {
@@ -283,5 +303,18 @@ mod tests {
         }
         let err = Store::open(dir.path()).expect_err("damaged");
         assert!(err.to_string().contains("store"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_store_in_use_is_refused_saying_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _held = Store::open(dir.path()).expect("open");
+        let err = Store::open(dir.path()).expect_err("locked");
+        assert!(err.to_string().contains("another node"), "{err}");
     }
 }
