@@ -290,7 +290,9 @@ fn print_summary(job: &JobView) -> Result<()> {
         if let Some(image) = &v.image {
             outln!("    image ran:   {image}");
         }
-        outln!("    agreeing:    {}", v.agreeing.join(", "));
+        if !v.agreeing.is_empty() {
+            outln!("    agreeing:    {}", v.agreeing.join(", "));
+        }
         if !v.disagreeing.is_empty() {
             outln!("    disagreeing: {}", v.disagreeing.join(", "));
         }
@@ -301,7 +303,12 @@ fn print_summary(job: &JobView) -> Result<()> {
             outln!("    silent:      {}", v.silent.join(", "));
         }
     }
-    if let Some(reason) = &job.failure_reason {
+    // Said once: a failed verdict already carries the reason.
+    let in_verdict = job
+        .verdict
+        .as_ref()
+        .is_some_and(|v| v.reason.is_some() && v.reason == job.failure_reason);
+    if let Some(reason) = job.failure_reason.as_ref().filter(|_| !in_verdict) {
         outln!("  failed: {reason}");
     }
     if let Some(reason) = &job.queued_reason {
