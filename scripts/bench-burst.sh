@@ -12,11 +12,8 @@ jobs=${1:-200}
 workers=3
 slots_per_worker=2
 
-say() { printf '\n== %s\n' "$*" >&2; }
-scripts/setup.sh >&2
-scripts/build-images.sh >&2
-cargo build --quiet --workspace --bins --locked
-bin=target/debug
+# shellcheck source=lib/prepare.sh
+source scripts/lib/prepare.sh
 HONEST_NET=1
 # shellcheck source=lib/local-net.sh
 source scripts/lib/local-net.sh >&2

@@ -6,11 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10}
 
-say() { printf '\n== %s\n' "$*" >&2; }
-scripts/setup.sh >&2
-scripts/build-images.sh >&2
-cargo build --quiet --workspace --bins
-bin=target/debug
+# shellcheck source=lib/prepare.sh
+source scripts/lib/prepare.sh
 # shellcheck source=lib/local-net.sh
 source scripts/lib/local-net.sh >&2
 

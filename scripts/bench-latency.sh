@@ -8,11 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
 
-say() { printf '\n== %s\n' "$*" >&2; }
-scripts/setup.sh >&2
-scripts/build-images.sh >&2
-cargo build --quiet --workspace --bins --locked
-bin=target/debug
+# shellcheck source=lib/prepare.sh
+source scripts/lib/prepare.sh
 HONEST_NET=1
 # shellcheck source=lib/local-net.sh
 source scripts/lib/local-net.sh >&2

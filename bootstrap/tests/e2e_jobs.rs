@@ -43,15 +43,7 @@ fn submit_wait_returns_the_verified_output_and_get_shows_the_verdict() {
         64,
         "the verified output is the job's sha256: {stdout}"
     );
-    let job_id = stdout
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("job ")
-                .and_then(|r| r.split_whitespace().next())
-        })
-        .expect("job id")
-        .trim_end_matches(':')
-        .to_string();
+    let job_id = job_id_of(&stdout);
 
     let mut cmd = Command::new(node_bin());
     cmd.args(["get", "--json", "--api", api, &job_id]);
