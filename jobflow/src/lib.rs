@@ -37,15 +37,15 @@ pub struct FlowConfig {
     /// How long after publishing to wait for n bids before the job counts as queued (when
     /// workers that could run it exist) or runs with what there is.
     pub bid_window_ms: u64,
-    /// Bids beyond n taken as reserves as they come. Each holds a slot on its worker (up to
-    /// `worker::BID_HOLD_MS`), so a batch runs fastest with none: replacements are then
-    /// invited when needed.
+    /// Bids beyond n taken as reserves as they come (0 by default: replacements are then
+    /// invited when needed, and bids not needed are refused at once).
     pub reserve_bids: usize,
     /// With n bids not yet spread over as many operators as could bid, wait this long after
     /// the n-th bid for a better spread before assigning.
     pub bid_quiet_ms: u64,
-    /// After this long with fewer than n bids, run with what there is (at least k); with
-    /// fewer than k, wait in the queue while workers that can run the job exist, else fail.
+    /// After this long with fewer than n bids, run with what there is (at least k), or fail
+    /// saying why; until then the job waits (`queued`) while peers that could run it have
+    /// not bid.
     pub bid_wait_max_ms: u64,
     /// Extra time on top of the job's timeout before a worker counts as silent; also how long
     /// reveals are asked for before an unanswered one counts as failed.

@@ -753,9 +753,9 @@ impl SubmittedJob {
             return Response::Refused("enough bids".into());
         }
         let bidding = matches!(self.phase, Phase::Announcing | Phase::Bidding { .. });
-        // A bid holds a slot on its worker: one that is not needed is let go at once, so
-        // the worker can bid for the next job of a batch (issue 12). Late bids are taken as
-        // reserves only up to the configured number, or while a replacement is wanted.
+        // A bid that is not needed is refused, so its worker forgets it (issue 12). Late bids
+        // are taken as reserves only up to the configured number, or while a replacement is
+        // wanted.
         if !bidding && self.reserves.len() >= reserve_bids && self.reopened_at.is_none() {
             return Response::Refused("not needed: the job has its workers".into());
         }
@@ -882,11 +882,12 @@ impl SubmittedJob {
             return;
         }
         let waited_out = now >= self.submitted_at + config.bid_wait_max_ms;
-        if now >= closes_at && !others.is_empty() && !(waited_out && self.bids.len() >= k) {
-            // Workers that can run it exist but have not bid: they are busy (or missed the
-            // gossip, hence one invitation). Wait in the queue rather than fail.
+        if now >= closes_at && !others.is_empty() && !waited_out {
+            // Workers that could run it exist but have not bid (busy workers do bid): they
+            // may have missed the gossip, hence one invitation. Wait in the queue for them
+            // until `bid_wait_max_ms`, then run with what there is or fail.
             let reason = format!(
-                "waiting for free workers: {} of {n} in, {} that can run it busy",
+                "waiting for bids: {} of {n} in; {} that could run it not heard from yet",
                 count(self.bids.len(), "bid", "bids"),
                 count(others.len(), "other worker", "other workers"),
             );

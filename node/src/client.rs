@@ -275,18 +275,25 @@ fn print_summary(job: &JobView) -> Result<()> {
         );
     }
     if let Some(v) = &job.verdict {
-        outln!(
-            "  verdict: {} {}{}",
-            v.outcome,
-            v.result_hash
-                .as_deref()
-                .or(v.reason.as_deref())
-                .unwrap_or(""),
-            v.end
-                .as_deref()
-                .map(|end| format!(" ({end})"))
-                .unwrap_or_default()
-        );
+        match (v.end.as_deref(), v.result_hash.as_deref()) {
+            // Agreed, but on the job's own failure: say that first, not "accepted".
+            (Some(end), Some(hash)) if !end.starts_with("exit code") => outln!(
+                "  verdict: the job's own failure, agreed: {end} (result {})",
+                &hash[..12.min(hash.len())]
+            ),
+            _ => outln!(
+                "  verdict: {} {}{}",
+                v.outcome,
+                v.result_hash
+                    .as_deref()
+                    .or(v.reason.as_deref())
+                    .unwrap_or(""),
+                v.end
+                    .as_deref()
+                    .map(|end| format!(" ({end})"))
+                    .unwrap_or_default()
+            ),
+        }
         if let Some(image) = &v.image {
             outln!("    image ran:   {image}");
         }

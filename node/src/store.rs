@@ -63,14 +63,19 @@ pub enum Table {
 impl Table {
     fn name(self) -> &'static str {
         match self {
-            // Version 2: the records of the job-flow machines (issue 11). Records of the
-            // first format stay on disk untouched under their old names.
-            Table::Jobs => "jobs.v2",
-            Table::Work => "work.v2",
-            Table::Ledger => "ledger",
+            // Version 3: wire version 2's manifests, faults and verdicts (issue 12); version
+            // 2 was the job-flow machines' first records (issue 11). Records of earlier
+            // formats stay on disk untouched under their old names (see
+            // `earlier_format_records`).
+            Table::Jobs => "jobs.v3",
+            Table::Work => "work.v3",
+            Table::Ledger => "ledger.v2",
         }
     }
 }
+
+/// Trees of earlier record formats, kept unread.
+const EARLIER_TREES: [&[u8]; 5] = [b"jobs", b"work", b"jobs.v2", b"work.v2", b"ledger"];
 
 /// The sled database.
 #[derive(Clone)]
@@ -211,13 +216,14 @@ impl Store {
         self.tree(table)?.contains_key(key).map_err(|e| self.io(e))
     }
 
-    /// Records kept in the trees of the first job-record format (`jobs`, `work`), which this
-    /// version no longer reads (issue 11): they stay on disk untouched.
+    /// Records kept in the trees of earlier record formats (`jobs`, `work`, `jobs.v2`,
+    /// `work.v2`, `ledger`), which this version no longer reads (issues 11 and 12): they stay
+    /// on disk untouched.
     pub fn earlier_format_records(&self) -> usize {
         self.db
             .tree_names()
             .iter()
-            .filter(|name| name.as_ref() == b"jobs" || name.as_ref() == b"work")
+            .filter(|name| EARLIER_TREES.contains(&name.as_ref()))
             .filter_map(|name| self.db.open_tree(name).ok())
             .map(|tree| tree.len())
             .sum()

@@ -458,19 +458,29 @@ async fn cancelling_stops_the_container() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn images_must_be_present_or_pullable_and_match_a_pinned_digest() {
+    // This worker does not pull (as on this machine, which reaches no registry): lacking an
+    // image is its own limit, not the job's end, so it is refused (and the worker does not
+    // bid for such a job: it says it holds no such image and does not pull).
     let h = Harness::default().await;
-    let missing = h
-        .run(JobSpec::new("distributeai/does-not-exist:1", vec![]))
-        .await;
-    assert_eq!(
-        missing.status,
-        ExecutionStatus::Ended(JobEnd::ImageUnavailable)
-    );
-    assert!(
-        missing.detail.contains("distributeai/does-not-exist:1"),
-        "{}",
-        missing.detail
-    );
+    assert!(!h.executor.pulls_images());
+    let run = |spec: JobSpec| {
+        h.executor.run(
+            ExecutionRequest {
+                job_id: JobId(rand_bytes()),
+                attempt: 0,
+                spec,
+            },
+            CancellationToken::new(),
+        )
+    };
+    let missing = JobSpec::new("distributeai/does-not-exist:1", vec![]);
+    assert_eq!(h.executor.image_id(&missing).await, None);
+    match run(missing).await {
+        Err(ExecutorError::Refused(reason)) => {
+            assert!(reason.contains("distributeai/does-not-exist:1"), "{reason}")
+        }
+        other => panic!("refused, not the job's end: {other:?}"),
+    }
 
     let id = h
         .executor
@@ -481,8 +491,10 @@ async fn images_must_be_present_or_pullable_and_match_a_pinned_digest() {
         .id
         .expect("id");
     let mut pinned = sh("echo pinned");
-    pinned.image_digest = Some(id);
-    assert_eq!(stdout(&h.run(pinned).await), "pinned\n");
+    pinned.image_digest = Some(id.clone());
+    let outcome = h.run(pinned).await;
+    assert_eq!(stdout(&outcome), "pinned\n");
+    assert_eq!(outcome.image, id);
 
     let mut wrong = sh("echo pinned");
     wrong.image_digest = Some(format!("sha256:{}", "0".repeat(64)));
@@ -491,16 +503,11 @@ async fn images_must_be_present_or_pullable_and_match_a_pinned_digest() {
         None,
         "a worker without the pinned image does not claim to hold it"
     );
-    let outcome = h.run(wrong).await;
-    assert_eq!(
-        outcome.status,
-        ExecutionStatus::Ended(JobEnd::ImageUnavailable)
-    );
-    assert!(
-        outcome.detail.contains("pinned digest"),
-        "{}",
-        outcome.detail
-    );
+    match run(wrong).await {
+        Err(ExecutorError::Refused(reason)) => assert!(reason.contains("@sha256:000"), "{reason}"),
+        other => panic!("refused: it would have to pull the pinned digest: {other:?}"),
+    }
+    h.assert_no_containers_left().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -41,6 +41,9 @@ pub const MAX_JOB_LIFETIME_MS: u64 = 2 * 24 * 60 * 60 * 1000;
 pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 /// Short free-text fields (region, version, reasons).
 pub const MAX_SHORT_TEXT_LEN: usize = 256;
+/// Smallest CPU share a job may ask for, in thousandths of a CPU: Docker refuses less than
+/// 0.01 CPUs.
+pub const MIN_CPU_MILLIS: u32 = 10;
 /// Reasons and engine messages (a worker's fault, a job's end): long enough for a whole
 /// engine error, which is never cut mid-word (issue 12).
 pub const MAX_REASON_LEN: usize = 2048;

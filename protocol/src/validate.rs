@@ -428,10 +428,11 @@ impl JobSpec {
             }
         }
         let cpus = self.resources.cpus;
-        if cpus.millis() == 0 || cpus > Cpus::whole(MAX_CPUS) {
+        // Docker takes no less than a hundredth of a CPU.
+        if cpus < Cpus::from_millis(MIN_CPU_MILLIS) || cpus > Cpus::whole(MAX_CPUS) {
             return Err(invalid(
                 "resources.cpus",
-                format!("{cpus} is out of range: from 0.001 to {MAX_CPUS}"),
+                format!("{cpus} is out of range: from 0.01 to {MAX_CPUS}"),
             ));
         }
         check_range(
@@ -480,10 +481,10 @@ impl OutputManifest {
     pub fn check_bounds(&self) -> Result<(), ValidationError> {
         check_count("manifest.files", self.files.len(), MAX_OUTPUT_FILES)?;
         check_image_id("manifest.image", &self.image)?;
-        if self.image.is_empty() && self.end != JobEnd::ImageUnavailable {
+        if self.image.is_empty() != (self.end == JobEnd::ImageUnavailable) {
             return Err(invalid(
                 "manifest.image",
-                "required unless the image was unavailable",
+                "required unless the image was unavailable, and empty then",
             ));
         }
         for file in &self.files {

@@ -164,6 +164,11 @@ fn cpus_are_decimal_in_specs_and_exact_on_the_wire() {
         assert!(serde_json::from_str::<JobSpec>(&text).is_err(), "{bad}");
     }
     assert!(Cpus::parse("1e-4").is_err());
+    // Parsed, but below what Docker takes: refused naming the field.
+    let mut tiny = half.clone();
+    tiny.resources.cpus = Cpus::from_millis(5);
+    let err = tiny.check().expect_err("0.005 CPUs");
+    assert!(err.to_string().contains("resources.cpus"), "{err}");
 }
 
 #[test]
@@ -284,6 +289,12 @@ fn a_reveal_names_the_bound_it_breaks() {
     let err = reveal_error(|r| r.manifest.image = "latest".into());
     assert_eq!(field_of(&err), "manifest.image", "{err}");
     let err = reveal_error(|r| r.manifest.image.clear());
+    assert_eq!(field_of(&err), "manifest.image", "{err}");
+    // An unavailable image has no id: one claimed anyway would make a verdict others refuse.
+    let err = reveal_error(|r| {
+        r.manifest = OutputManifest::without_output(JobEnd::ImageUnavailable, IMAGE);
+        r.result_hash = r.manifest.result_hash().unwrap_or(ResultHash([0; 32]));
+    });
     assert_eq!(field_of(&err), "manifest.image", "{err}");
     // Tails are bounded.
     let err = reveal_error(|r| r.diagnostics.stderr_tail = vec![b'x'; MAX_TAIL_BYTES + 1]);

@@ -204,8 +204,33 @@ fn is_command_error(e: &bollard::errors::Error) -> bool {
     }
 }
 
-/// An image that could not be had: the job's own end, with the reason.
+/// An image the registry says does not exist: the job's own end, with the reason.
 struct ImageUnavailable(String);
+
+/// Whether a pull failed because the registry has no such image or digest (the same for every
+/// worker), as opposed to this worker's network or engine.
+fn is_missing_in_registry(e: &bollard::errors::Error) -> bool {
+    let text = e.to_string();
+    is_not_found(e)
+        || [
+            "manifest unknown",
+            "not found",
+            "does not exist",
+            "pull access denied",
+        ]
+        .iter()
+        .any(|m| text.contains(m))
+}
+
+/// The repository part of an image reference: without its tag or digest.
+fn repository_of(reference: &str) -> &str {
+    let reference = reference.split('@').next().unwrap_or(reference);
+    match reference.rsplit_once(':') {
+        // A colon after the last slash is a tag; before it, a registry's port.
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => reference,
+    }
+}
 
 /// Connects to the local Docker engine, agreeing on an API version it speaks.
 pub async fn connect_engine() -> Result<Docker, ExecutorError> {
@@ -314,46 +339,68 @@ impl DockerExecutor {
 
     /// Finds the image locally (pulling it when allowed) and checks a pinned digest. Returns
     /// the image id to run, so the container runs exactly the content that was checked.
-    async fn resolve_image(&self, spec: &JobSpec) -> Result<String, ImageUnavailable> {
-        let image = match self.docker.inspect_image(&spec.image).await {
+    ///
+    /// Only the registry saying the image (or the pinned digest) does not exist is the job's
+    /// own end, `ImageUnavailable`, which every worker agrees on. Anything else is this
+    /// worker's trouble and an `ExecutorError`: an engine that fails, a pull that fails for
+    /// this worker's network, or a worker that does not pull and lacks the image (it does
+    /// not bid then; see `Executor::image_id`).
+    async fn resolve_image(
+        &self,
+        spec: &JobSpec,
+    ) -> Result<Result<String, ImageUnavailable>, ExecutorError> {
+        let reference = match &spec.image_digest {
+            Some(pinned) => match self.docker.inspect_image(&spec.image).await {
+                Ok(image)
+                    if image.id.as_deref().is_some_and(|id| {
+                        pinned_matches(pinned, id, image.repo_digests.iter().flatten())
+                    }) =>
+                {
+                    spec.image.clone()
+                }
+                // Not here under its tag: by its digest, from the registry.
+                _ => format!("{}@{pinned}", repository_of(&spec.image)),
+            },
+            None => spec.image.clone(),
+        };
+        let image = match self.docker.inspect_image(&reference).await {
             Ok(image) => image,
             Err(e) if is_not_found(&e) => {
                 if !self.config.limits.allow_pull {
-                    return Err(ImageUnavailable(format!(
-                        "{} is not present and this worker does not pull images",
-                        spec.image
+                    return Err(ExecutorError::Refused(format!(
+                        "{reference} is not present and this worker does not pull images"
                     )));
                 }
-                self.pull(&spec.image).await?;
+                if let Err(unavailable) = self.pull(&reference).await? {
+                    return Ok(Err(unavailable));
+                }
                 self.docker
-                    .inspect_image(&spec.image)
+                    .inspect_image(&reference)
                     .await
-                    .map_err(|e| ImageUnavailable(format!("{} after pulling: {e}", spec.image)))?
+                    .map_err(engine("inspecting the pulled image"))?
             }
-            Err(e) => return Err(ImageUnavailable(format!("{}: {e}", spec.image))),
+            Err(e) => return Err(engine("inspecting the image")(e)),
         };
         let id = image
             .id
             .clone()
             .filter(|id| check_image_digest("image", id).is_ok())
             .ok_or_else(|| {
-                ImageUnavailable(format!(
-                    "the engine reported no image id for {}",
-                    spec.image
-                ))
+                ExecutorError::Engine(format!("the engine reported no image id for {reference}"))
             })?;
         if let Some(pinned) = &spec.image_digest
             && !pinned_matches(pinned, &id, image.repo_digests.iter().flatten())
         {
-            return Err(ImageUnavailable(format!(
-                "the local image {} is {id}, not the pinned digest {pinned}",
-                spec.image
-            )));
+            return Ok(Err(ImageUnavailable(format!(
+                "{reference} is {id}, not the pinned digest {pinned}"
+            ))));
         }
-        Ok(id)
+        Ok(Ok(id))
     }
 
-    async fn pull(&self, image: &str) -> Result<(), ImageUnavailable> {
+    /// Pulls `image`. `Ok(Err(_))` when the registry says it does not exist (the job's own
+    /// end); `Err(_)` for anything else, such as this worker's network.
+    async fn pull(&self, image: &str) -> Result<Result<(), ImageUnavailable>, ExecutorError> {
         info!(image, "pulling image");
         let mut progress = self.docker.create_image(
             Some(CreateImageOptions {
@@ -365,7 +412,13 @@ impl DockerExecutor {
         );
         let mut last_status = String::new();
         while let Some(step) = progress.next().await {
-            let step = step.map_err(|e| ImageUnavailable(format!("pulling {image}: {e}")))?;
+            let step = match step {
+                Ok(step) => step,
+                Err(e) if is_missing_in_registry(&e) => {
+                    return Ok(Err(ImageUnavailable(format!("pulling {image}: {e}"))));
+                }
+                Err(e) => return Err(ExecutorError::Engine(format!("pulling {image}: {e}"))),
+            };
             if let Some(status) = step.status
                 && status != last_status
             {
@@ -373,7 +426,7 @@ impl DockerExecutor {
                 last_status = status;
             }
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// The user the job runs as: never root.
@@ -482,7 +535,7 @@ impl DockerExecutor {
             .limits
             .admits(&request.spec)
             .map_err(ExecutorError::Refused)?;
-        let image_id = match self.resolve_image(&request.spec).await {
+        let image_id = match self.resolve_image(&request.spec).await? {
             Ok(id) => id,
             Err(ImageUnavailable(detail)) => {
                 let mut outcome = ExecutionOutcome::ended(JobEnd::ImageUnavailable, "", started_at);
@@ -839,6 +892,10 @@ impl Executor for DockerExecutor {
         self.config.limits.admits(spec)
     }
 
+    fn pulls_images(&self) -> bool {
+        self.config.limits.allow_pull
+    }
+
     fn image_id<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
             let image = self.docker.inspect_image(&spec.image).await.ok()?;
@@ -863,5 +920,33 @@ impl Executor for DockerExecutor {
         cancel: CancellationToken,
     ) -> BoxFuture<'_, Result<ExecutionOutcome, ExecutorError>> {
         Box::pin(self.execute(request, cancel))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repository_of;
+
+    #[test]
+    fn a_reference_loses_its_tag_or_digest_but_keeps_a_registry_port() {
+        assert_eq!(
+            repository_of("distributeai/toolbox:local"),
+            "distributeai/toolbox"
+        );
+        assert_eq!(repository_of("busybox"), "busybox");
+        assert_eq!(
+            repository_of("reg.example:5000/app:1.2"),
+            "reg.example:5000/app"
+        );
+        assert_eq!(
+            repository_of("reg.example:5000/app"),
+            "reg.example:5000/app"
+        );
+        assert_eq!(
+            repository_of(
+                "app@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+            ),
+            "app"
+        );
     }
 }

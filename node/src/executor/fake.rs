@@ -42,6 +42,10 @@ impl Executor for FakeExecutor {
         Ok(())
     }
 
+    fn pulls_images(&self) -> bool {
+        true
+    }
+
     fn image_id<'a>(
         &'a self,
         _spec: &'a distributeai_protocol::JobSpec,

@@ -167,6 +167,10 @@ pub trait Executor: Send + Sync {
     /// (bids say so); `None` when it would have to pull it.
     fn image_id<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Option<String>>;
 
+    /// Whether this worker pulls images it does not hold; one that does not never bids
+    /// for a job whose image it lacks.
+    fn pulls_images(&self) -> bool;
+
     /// Runs the job to completion, timeout, failure or cancellation. The container is gone
     /// when this returns, whatever happened.
     fn run(

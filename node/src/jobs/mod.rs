@@ -70,8 +70,8 @@ pub struct JobsConfig {
     /// With fewer than n bids this long after the announcement, the job counts as queued
     /// (workers that could run it are busy) or runs with what there is.
     pub bid_window: Duration,
-    /// Bids beyond n taken as reserves as they come; each holds a worker's attention, so a
-    /// batch drains fastest with none (see `jobflow::FlowConfig::reserve_bids`).
+    /// Bids beyond n taken as reserves as they come (see
+    /// `jobflow::FlowConfig::reserve_bids`).
     pub reserve_bids: usize,
     /// With n bids not spread over as many operators as could bid, wait this long after the
     /// n-th for a better spread.
@@ -332,9 +332,13 @@ pub struct JobManager {
     unsaved: std::collections::HashSet<(Table, JobId)>,
     /// Workers that disconnected while running our jobs, being probed.
     probing: std::collections::HashSet<PeerId>,
-    /// Assignments answered busy, oldest first: started as soon as a slot frees, so a slot
-    /// never idles until the submitter asks again (in memory only: the submitter re-sends).
-    deferred: std::collections::VecDeque<Verified<distributeai_protocol::Assignment>>,
+    /// Assignments answered busy, oldest first, with when the submitter last asked: started
+    /// as soon as a slot frees, so a slot never idles until the submitter asks again (in
+    /// memory only: the submitter re-sends).
+    deferred: std::collections::VecDeque<(
+        tokio::time::Instant,
+        Verified<distributeai_protocol::Assignment>,
+    )>,
 }
 
 /// The node's view of its peers, as the machines ask for it: reputation from the ledger,
@@ -459,7 +463,7 @@ impl JobManager {
         if earlier > 0 {
             warn!(
                 records = earlier,
-                "jobs and assignments stored by a version before the job-flow machines are not resumed; they stay in the store's `jobs` and `work` trees"
+                "records stored by an earlier version (wire version 1) are not resumed; they stay in the store's older trees"
             );
         }
         let outputs_dir = data_dir.join("outputs");

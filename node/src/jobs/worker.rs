@@ -28,8 +28,11 @@ const BID_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(50
 impl JobManager {
     /// Executions this node could start now.
     fn free_slots(&self) -> usize {
+        // A cancelled or decided item leaves `Executing` before its container is gone.
         let busy = self.work.values().filter(|w| w.occupies_slot()).count();
-        self.config.max_concurrent.saturating_sub(busy)
+        self.config
+            .max_concurrent
+            .saturating_sub(busy.max(self.running.len()))
     }
 
     /// A job announced on the mesh: bid if we can run it.
@@ -57,6 +60,10 @@ impl JobManager {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let image = executor.image_id(&job.message.spec).await;
+            if image.is_none() && !executor.pulls_images() {
+                debug!(job_id = %id.short(), "not bidding: no such image here, and this worker does not pull");
+                return;
+            }
             let _ = tx.send(JobMsg::BidDecided { job, image }).await;
         });
     }
@@ -118,11 +125,19 @@ impl JobManager {
                 },
             )
             .unwrap_or_else(|| Response::Refused("unknown job".into()));
-        if response == Response::Busy
-            && self.deferred.len() < MAX_DEFERRED
-            && !self.deferred.iter().any(|d| d.message.job_id == job)
-        {
-            self.deferred.push_back(assignment);
+        if response == Response::Busy {
+            let now = tokio::time::Instant::now();
+            let room = self.deferred.len() < MAX_DEFERRED;
+            match self
+                .deferred
+                .iter_mut()
+                .find(|(_, d)| d.message.job_id == job)
+            {
+                // Asked again: the submitter still waits for us.
+                Some(entry) => entry.0 = now,
+                None if room => self.deferred.push_back((now, assignment)),
+                None => {}
+            }
         }
         response
     }
@@ -131,11 +146,14 @@ impl JobManager {
     /// is no longer waiting for us (decided, cancelled, replaced) is dropped.
     pub(super) fn start_deferred(&mut self) {
         while self.free_slots() > 0 {
-            let Some(assignment) = self.deferred.pop_front() else {
+            let Some((asked, assignment)) = self.deferred.pop_front() else {
                 return;
             };
             let job = assignment.message.job_id;
-            if !self.work.get(&job).is_some_and(|w| w.is_bid()) {
+            // A submitter that stopped asking has decided, or given the slot to another
+            // worker: running it would be wasted.
+            if asked.elapsed() > DEFERRED_FRESH || !self.work.get(&job).is_some_and(|w| w.is_bid())
+            {
                 continue;
             }
             let free_slots = self.free_slots();
@@ -340,6 +358,9 @@ impl JobManager {
 
 /// Most assignments kept waiting for a slot.
 const MAX_DEFERRED: usize = 4096;
+/// How long an assignment answered busy stays wanted without the submitter asking again:
+/// three of its re-send intervals (1 to 1.5 s).
+const DEFERRED_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What an execution's outcome means to the worker machine; keeps the output on disk.
 fn executed(outcome: Result<ExecutionOutcome, ExecutorError>, wrong_result: bool) -> Executed {
