@@ -553,4 +553,32 @@ async fn a_batch_larger_than_the_free_slots_drains_in_full() {
         waited > 0,
         "24 runs on 6 slots: some assignments waited for a slot"
     );
+
+    // The counters moved (issue 13): what a Prometheus scrape of /metrics sees.
+    let submitter = net.submitter.node.state.metrics.encode();
+    for line in [
+        "distributeai_jobs_submitted_total 12",
+        "distributeai_jobs_finished_total{outcome=\"completed\"} 12",
+        "distributeai_job_submit_to_verdict_seconds_count 12",
+        "distributeai_job_bidding_seconds_count 12",
+    ] {
+        assert!(
+            submitter.lines().any(|l| l == line),
+            "{line} in:\n{submitter}"
+        );
+    }
+    let executed: u64 = net
+        .workers
+        .iter()
+        .map(|w| w.node.state.metrics.encode())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| {
+                    l.strip_prefix("distributeai_executions_total{outcome=\"exited\"} ")
+                })
+                .filter_map(|n| n.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    assert_eq!(executed, 24, "12 jobs, 2 runs each");
 }

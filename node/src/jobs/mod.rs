@@ -768,9 +768,37 @@ impl JobManager {
     /// Feeds one input to a submitted job's machine and carries out its effects; returns the
     /// reply to the request the input carried, if any.
     fn step_job(&mut self, id: JobId, input: flow::Input) -> Option<Response> {
+        if matches!(input, flow::Input::Bid(_)) {
+            self.metrics.bid_received();
+        }
+        let before = self
+            .jobs
+            .get(&id)
+            .map(|j| (j.status(), j.times.assigned_at))?;
         let effects =
             self.with_ctx(|jobs, _, ctx| jobs.get_mut(&id).map(|job| job.handle(input, ctx)))?;
+        self.count_changes(id, before);
         self.carry_out_job(id, effects)
+    }
+
+    /// Metrics of a submitted job's step: bidding over, final status reached.
+    fn count_changes(&self, id: JobId, (status, assigned_at): (model::JobStatus, Option<u64>)) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        if assigned_at.is_none()
+            && let Some(at) = job.times.assigned_at
+        {
+            self.metrics
+                .job_bidding(at.saturating_sub(job.submitted_at));
+        }
+        if !status.is_final() && job.status().is_final() {
+            let took = job
+                .times
+                .finished_at
+                .map_or(0, |at| at.saturating_sub(job.submitted_at));
+            self.metrics.job_finished(&status_word(job.status()), took);
+        }
     }
 
     /// Feeds one input to a work item's machine; as [`Self::step_job`].

@@ -44,6 +44,7 @@ impl JobManager {
             return Err(SubmitError::Store(e));
         }
         info!(job_id = %id.short(), "job submitted");
+        self.metrics.job_submitted();
         let rest: Vec<Effect> = effects
             .into_iter()
             .skip_while(|e| matches!(e, Effect::Persist))

@@ -221,6 +221,7 @@ impl JobManager {
                     self.work.remove(&id);
                 }
                 Effect::SendBid(signed) => {
+                    self.metrics.bid_sent();
                     let Some(item) = self.work.get(&id) else {
                         continue;
                     };
@@ -337,8 +338,13 @@ impl JobManager {
             spec,
         };
         let wrong_result = self.config.fault == Some(Fault::WrongResult);
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let outcome = executor.run(request, token).await;
+            match &outcome {
+                Ok(o) => metrics.execution(outcome_word(&o.status), o.duration),
+                Err(_) => metrics.execution("worker_fault", std::time::Duration::ZERO),
+            }
             let executed = tokio::task::spawn_blocking(move || executed(outcome, wrong_result))
                 .await
                 .unwrap_or_else(|e| Executed::WorkerFault(format!("keeping the output: {e}")));
@@ -353,6 +359,21 @@ impl JobManager {
                 std::process::exit(70);
             });
         }
+    }
+}
+
+/// The `outcome` label of an execution's end.
+fn outcome_word(status: &ExecutionStatus) -> &'static str {
+    match status {
+        ExecutionStatus::Cancelled => "cancelled",
+        ExecutionStatus::Ended(end) => match end {
+            JobEnd::Exited { .. } => "exited",
+            JobEnd::TimedOut => "timed_out",
+            JobEnd::OutOfMemory => "out_of_memory",
+            JobEnd::OutputTooLarge => "output_too_large",
+            JobEnd::CannotStart => "cannot_start",
+            JobEnd::ImageUnavailable => "image_unavailable",
+        },
     }
 }
 
