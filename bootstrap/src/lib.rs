@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(name = "distributeai-bootstrap", version, about)]
 pub struct Args {
+    /// How log lines are written to stderr: `human`, or `json` (one object per line).
+    #[arg(long, value_enum, default_value_t = distributeai_node::cli::LogFormat::Human)]
+    pub log_format: distributeai_node::cli::LogFormat,
     /// Address to listen on (repeatable) [default: TCP and QUIC on port 4001].
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<Multiaddr>,

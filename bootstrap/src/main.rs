@@ -4,8 +4,9 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    distributeai_node::cli::init_logging();
-    match distributeai_bootstrap::run(distributeai_bootstrap::Args::parse()).await {
+    let args = distributeai_bootstrap::Args::parse();
+    distributeai_node::cli::init_logging(args.log_format);
+    match distributeai_bootstrap::run(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

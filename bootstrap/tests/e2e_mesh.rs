@@ -88,3 +88,34 @@ fn bad_flags_and_config_are_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is `distributeai node` running?"));
 }
+
+/// Issue 13: `--log-format json` writes one JSON object per line, for log collectors.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = std::process::Command::new(bootstrap_bin());
+    cmd.args([
+        "--log-format",
+        "json",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--data-dir",
+    ])
+    .arg(dir.path().join("boot"));
+    let log = dir.path().join("boot.log");
+    let mut boot = Proc::spawn("bootstrap", cmd, &log);
+    boot.wait_for_line("listening on /ip4/127.0.0.1/tcp/");
+    let logged =
+        wait_until(|| std::fs::read_to_string(&log).is_ok_and(|text| !text.trim().is_empty()));
+    assert!(logged, "the bootstrap peer logs at start");
+    boot.terminate();
+    let text = std::fs::read_to_string(&log).expect("log");
+    for line in text.lines() {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            entry["level"].is_string() && entry["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+}

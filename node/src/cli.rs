@@ -21,9 +21,22 @@ pub const DEFAULT_API: &str = "127.0.0.1:7070";
 #[derive(Debug, Parser)]
 #[command(name = "distributeai", version, about)]
 pub struct Cli {
+    /// How log lines are written to stderr: `human`, or `json` (one object per line) for
+    /// machines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines, with colour only on a terminal.
+    Human,
+    /// One JSON object per line (time, level, target, fields, spans).
+    Json,
 }
 
 /// The subcommands.
@@ -371,21 +384,26 @@ fn print_started(node: &RunningNode) -> Result<()> {
     Ok(())
 }
 
-/// Logs to stderr, filtered by `DISTRIBUTEAI_LOG` (default: info, libp2p's chatter quieter).
-pub fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("DISTRIBUTEAI_LOG").unwrap_or_else(|_| {
+/// Logs to stderr in `format`, filtered by `DISTRIBUTEAI_LOG`, else `RUST_LOG` (default:
+/// info, libp2p's chatter quieter).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DISTRIBUTEAI_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new(
                 "info,libp2p_mdns=warn,libp2p_gossipsub=warn,libp2p_kad=error",
             )
         });
-    // Colour codes only for a terminal: in a log file they are noise.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+        // Colour codes only for a terminal: in a log file they are noise.
+        LogFormat::Human => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -7,7 +7,7 @@ async fn main() -> std::process::ExitCode {
     let cli = distributeai_node::Cli::parse();
     // The TUI owns the screen: nothing may be written to it behind ratatui's back.
     if !matches!(cli.command, distributeai_node::cli::Command::Tui { .. }) {
-        distributeai_node::cli::init_logging();
+        distributeai_node::cli::init_logging(cli.log_format);
     }
     match distributeai_node::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
