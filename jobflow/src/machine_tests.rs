@@ -1057,3 +1057,30 @@ fn a_busy_worker_keeps_its_assignment_and_gets_it_again_when_a_slot_frees() {
     let fx = w.reveal_all(fx);
     assert!(fetch_of(&fx).is_some(), "{fx:?}");
 }
+
+#[test]
+fn deferred_assignments_run_oldest_first_only_while_their_submitter_still_asks() {
+    // Two jobs (specs differ, so their ids do).
+    let mut first = World::new(2, 2, 2);
+    let mut second = World::new(1, 1, 2);
+    let a = open(&first.assign()[0].1, first.now);
+    let b = open(&second.assign()[0].1, second.now);
+    assert_ne!(a.message.job_id, b.message.job_id);
+    let fresh = work::DeferredAssignments::FRESH_MS;
+    let mut deferred = work::DeferredAssignments::default();
+    deferred.busy(0, a.clone());
+    deferred.busy(10, b.clone());
+    // Asked again: kept once, its time refreshed.
+    deferred.busy(fresh, a.clone());
+    let waits = |_: &distributeai_protocol::JobId| true;
+    // `b` went stale (not asked again), `a` did not: only `a` is started.
+    let next = deferred.next(fresh + 20, waits).expect("a is still wanted");
+    assert_eq!(next.message.job_id, a.message.job_id);
+    assert!(
+        deferred.next(fresh + 20, waits).is_none(),
+        "b was dropped, a taken once"
+    );
+    // One whose job is no longer waiting for us is dropped too.
+    deferred.busy(0, b);
+    assert!(deferred.next(1, |_| false).is_none());
+}

@@ -393,10 +393,7 @@ struct Node {
     running: BTreeSet<JobId>,
     /// Assignments it answered busy, oldest first, started as slots free (in memory only,
     /// like the node's).
-    deferred: std::collections::VecDeque<(
-        u64,
-        distributeai_protocol::Verified<distributeai_protocol::Assignment>,
-    )>,
+    deferred: work::DeferredAssignments,
     /// Jobs it held when it crashed: its runs of them are not counted as done correctly.
     crashed_holding: BTreeSet<JobId>,
     down_since: Option<u64>,
@@ -460,9 +457,6 @@ pub fn run(settings: Settings, trace: bool) -> Report {
 
 /// The image id every simulated worker holds.
 const SIM_IMAGE: &str = "sha256:5151515151515151515151515151515151515151515151515151515151515151";
-
-/// How long a deferred assignment stays wanted without a re-send (ms), as in the node.
-const DEFERRED_FRESH_MS: u64 = 5_000;
 
 /// The image id an [`Behaviour::OtherImage`] worker holds under the same reference.
 const OTHER_IMAGE: &str = "sha256:6262626262626262626262626262626262626262626262626262626262626262";
@@ -1313,15 +1307,16 @@ impl Sim {
     /// the node's driver does.
     fn start_deferred(&mut self, node: usize) {
         while self.nodes[node].up && self.free_slots(node) > 0 {
-            let Some((asked, assignment)) = self.nodes[node].deferred.pop_front() else {
+            let now = self.local_now(node);
+            let n = &mut self.nodes[node];
+            let items = &n.work;
+            let Some(assignment) = n
+                .deferred
+                .next(now, |job| items.get(job).is_some_and(|w| w.is_bid()))
+            else {
                 return;
             };
             let job = assignment.message.job_id;
-            if self.now > asked + DEFERRED_FRESH_MS
-                || !self.nodes[node].work.get(&job).is_some_and(|w| w.is_bid())
-            {
-                continue;
-            }
             let free_slots = self.free_slots(node);
             self.step_work(
                 node,
@@ -1423,13 +1418,9 @@ impl Sim {
                             },
                         )
                         .unwrap_or_else(|| Response::Refused("unknown job".into()));
-                    let now = self.now;
-                    let n = &mut self.nodes[to];
                     if response == Response::Busy {
-                        match n.deferred.iter_mut().find(|(_, d)| d.message.job_id == job) {
-                            Some(entry) => entry.0 = now,
-                            None => n.deferred.push_back((now, assignment)),
-                        }
+                        let now = self.local_now(to);
+                        self.nodes[to].deferred.busy(now, assignment);
                     }
                     response
                 }

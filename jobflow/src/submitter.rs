@@ -510,6 +510,12 @@ impl SubmittedJob {
         }
     }
 
+    /// Every worker whose bid was recorded, in arrival order (bids refused as not needed
+    /// are not).
+    fn bidders(&self) -> Vec<PublicKey> {
+        self.bids.iter().map(|b| b.worker).collect()
+    }
+
     /// Active workers whose assignment waits for one of their slots to free.
     pub fn waiting_for_slots(&self) -> usize {
         self.executions
@@ -839,7 +845,7 @@ impl SubmittedJob {
         if stuck.is_empty() || self.reassignments >= ctx.config.max_reassignments {
             return false;
         }
-        let bidders: Vec<PublicKey> = self.bids.iter().map(|b| b.worker).collect();
+        let bidders = self.bidders();
         if self.reserves.is_empty() && ctx.directory.invitees(&self.spec, &bidders).is_empty() {
             return false;
         }
@@ -865,7 +871,7 @@ impl SubmittedJob {
         let config = ctx.config;
         let n = usize::from(self.spec.redundancy);
         let k = usize::from(self.spec.consensus);
-        let bidders: Vec<PublicKey> = self.bids.iter().map(|b| b.worker).collect();
+        let bidders = self.bidders();
         let others = ctx.directory.invitees(&self.spec, &bidders);
         if self.bids.len() >= n {
             let groups = |keys: &mut dyn Iterator<Item = &PublicKey>| {
@@ -1643,7 +1649,7 @@ impl SubmittedJob {
     fn reopen_bidding(&mut self, needed: usize, ctx: &mut Ctx<'_>, fx: &mut Effects) -> bool {
         let now = ctx.now;
         // Bidders turned away as not needed were never recorded: they may be invited now.
-        let bidders: Vec<PublicKey> = self.bids.iter().map(|b| b.worker).collect();
+        let bidders = self.bidders();
         let mut invitees = ctx.directory.invitees(&self.spec, &bidders);
         if invitees.is_empty() {
             return false;

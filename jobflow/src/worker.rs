@@ -203,6 +203,60 @@ pub enum Effect {
 
 type Effects = Vec<Effect>;
 
+/// Assignments a worker answered [`Response::Busy`], oldest first, to start the moment a slot
+/// frees rather than when the submitter next asks (issue 12). One the submitter stopped
+/// re-sending for [`DeferredAssignments::FRESH_MS`] is dropped: it has decided, or given the
+/// slot to another worker, and running it would be wasted. Kept by the driver, in memory only
+/// (the submitter re-sends after a restart); times are the driver's clock, in ms.
+#[derive(Debug, Clone, Default)]
+pub struct DeferredAssignments {
+    entries: std::collections::VecDeque<(TimestampMs, Verified<Assignment>)>,
+}
+
+impl DeferredAssignments {
+    /// How long an assignment answered busy stays wanted without a re-send (ms): three of
+    /// the submitter's re-send intervals (1 to 1.5 s).
+    pub const FRESH_MS: u64 = 5_000;
+    /// Most assignments kept.
+    pub const MAX: usize = 4096;
+
+    /// An assignment answered busy at `now`: kept, or its time refreshed if the submitter is
+    /// asking again.
+    pub fn busy(&mut self, now: TimestampMs, assignment: Verified<Assignment>) {
+        let job = assignment.message.job_id;
+        let room = self.entries.len() < Self::MAX;
+        match self
+            .entries
+            .iter_mut()
+            .find(|(_, a)| a.message.job_id == job)
+        {
+            Some(entry) => entry.0 = now,
+            None if room => self.entries.push_back((now, assignment)),
+            None => {}
+        }
+    }
+
+    /// The oldest assignment still wanted at `now` whose job `waits` says is still a bid,
+    /// dropping the stale ones before it.
+    pub fn next(
+        &mut self,
+        now: TimestampMs,
+        waits: impl Fn(&JobId) -> bool,
+    ) -> Option<Verified<Assignment>> {
+        while let Some((asked, assignment)) = self.entries.pop_front() {
+            if now <= asked.saturating_add(Self::FRESH_MS) && waits(&assignment.message.job_id) {
+                return Some(assignment);
+            }
+        }
+        None
+    }
+
+    /// Forgets everything (the node stopped).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
 /// Why a worker does not bid on a job, or `Ok` if it should.
 ///
 /// A worker bids even with every slot busy (its bid says how many jobs it runs): an

@@ -332,13 +332,8 @@ pub struct JobManager {
     unsaved: std::collections::HashSet<(Table, JobId)>,
     /// Workers that disconnected while running our jobs, being probed.
     probing: std::collections::HashSet<PeerId>,
-    /// Assignments answered busy, oldest first, with when the submitter last asked: started
-    /// as soon as a slot frees, so a slot never idles until the submitter asks again (in
-    /// memory only: the submitter re-sends).
-    deferred: std::collections::VecDeque<(
-        tokio::time::Instant,
-        Verified<distributeai_protocol::Assignment>,
-    )>,
+    /// Assignments answered busy, started as soon as a slot frees.
+    deferred: work::DeferredAssignments,
 }
 
 /// The node's view of its peers, as the machines ask for it: reputation from the ledger,

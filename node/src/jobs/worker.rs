@@ -126,18 +126,7 @@ impl JobManager {
             )
             .unwrap_or_else(|| Response::Refused("unknown job".into()));
         if response == Response::Busy {
-            let now = tokio::time::Instant::now();
-            let room = self.deferred.len() < MAX_DEFERRED;
-            match self
-                .deferred
-                .iter_mut()
-                .find(|(_, d)| d.message.job_id == job)
-            {
-                // Asked again: the submitter still waits for us.
-                Some(entry) => entry.0 = now,
-                None if room => self.deferred.push_back((now, assignment)),
-                None => {}
-            }
+            self.deferred.busy(now_ms(), assignment);
         }
         response
     }
@@ -146,16 +135,14 @@ impl JobManager {
     /// is no longer waiting for us (decided, cancelled, replaced) is dropped.
     pub(super) fn start_deferred(&mut self) {
         while self.free_slots() > 0 {
-            let Some((asked, assignment)) = self.deferred.pop_front() else {
+            let items = &self.work;
+            let Some(assignment) = self
+                .deferred
+                .next(now_ms(), |job| items.get(job).is_some_and(|w| w.is_bid()))
+            else {
                 return;
             };
             let job = assignment.message.job_id;
-            // A submitter that stopped asking has decided, or given the slot to another
-            // worker: running it would be wasted.
-            if asked.elapsed() > DEFERRED_FRESH || !self.work.get(&job).is_some_and(|w| w.is_bid())
-            {
-                continue;
-            }
             let free_slots = self.free_slots();
             let response = self.step_work(
                 job,
@@ -376,12 +363,6 @@ fn outcome_word(status: &ExecutionStatus) -> &'static str {
         },
     }
 }
-
-/// Most assignments kept waiting for a slot.
-const MAX_DEFERRED: usize = 4096;
-/// How long an assignment answered busy stays wanted without the submitter asking again:
-/// three of its re-send intervals (1 to 1.5 s).
-const DEFERRED_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What an execution's outcome means to the worker machine; keeps the output on disk.
 fn executed(outcome: Result<ExecutionOutcome, ExecutorError>, wrong_result: bool) -> Executed {
