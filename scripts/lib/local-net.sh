@@ -4,6 +4,7 @@
 # `ids`.
 
 work=$(mktemp -d)
+targets=""
 pids=()
 cleaned=false
 cleanup() {
@@ -12,6 +13,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait "${pids[@]}" 2>/dev/null || true
   rm -rf "$work"
+  [[ -n $targets ]] && rm -f "$targets"
 }
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
@@ -31,9 +33,10 @@ wait_line() {
 }
 
 say "Starting a bootstrap peer and four nodes on 127.0.0.1 (mDNS off: nothing leaves this machine)"
-"$bin/distributeai-bootstrap" --listen /ip4/127.0.0.1/tcp/0 --data-dir "$work/boot" >"$work/boot.out" 2>"$work/boot.log" &
+"$bin/distributeai-bootstrap" --listen /ip4/127.0.0.1/tcp/0 --metrics 127.0.0.1:0 --data-dir "$work/boot" >"$work/boot.out" 2>"$work/boot.log" &
 pids+=($!)
 boot=$(wait_line "$work/boot.out" "listening on ")
+boot_metrics=$(wait_line "$work/boot.out" "metrics: http://")
 echo "bootstrap peer: $boot"
 
 declare -a apis ids
@@ -51,6 +54,16 @@ for i in 0 1 2 3; do
   echo "node $i  ${ids[i]}  ${roles[i]}"
 done
 api=${apis[0]}
+
+# Prometheus with monitoring/prometheus.yml scrapes whatever is listed here (monitoring/README.md).
+targets="$(dirname "${BASH_SOURCE[0]}")/../../monitoring/targets/local-net.yml"
+{
+  printf -- '- targets: ["%s"]\n  labels: { instance: bootstrap, network: local, node_role: bootstrap }\n' "${boot_metrics%/metrics}"
+  for i in 0 1 2 3; do
+    printf -- '- targets: ["%s"]\n  labels: { instance: node%s, network: local, node_role: %s }\n' \
+      "${apis[i]}" "$i" "$([[ $i == 0 ]] && echo submitter || echo worker)"
+  done
+} >"$targets"
 
 say "Waiting for the mesh to form"
 for _ in $(seq 1 120); do
