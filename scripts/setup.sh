@@ -9,6 +9,12 @@ command -v g++ >/dev/null || need_apt+=(g++) # libfuzzer-sys, for building the f
 command -v ip >/dev/null || need_apt+=(iproute2) # the mDNS test builds its own LAN in namespaces
 command -v iptables >/dev/null || need_apt+=(iptables) # the NAT lab test builds home routers in namespaces
 command -v tmux >/dev/null || need_apt+=(tmux)    # the TUI test drives a real terminal
+# The observability tests: promtool checks /metrics, a real Prometheus scrapes a local network,
+# and the dashboard runs in a real headless browser driven over WebDriver.
+command -v prometheus >/dev/null || need_apt+=(prometheus)
+command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]]; then

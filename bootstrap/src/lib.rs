@@ -42,6 +42,10 @@ pub struct Args {
     /// Most bytes one relayed circuit carries, in KiB [default: 65536, i.e. 64 MiB].
     #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
     pub max_circuit_kib: Option<u64>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (e.g. `127.0.0.1:7069`; port 0 picks
+    /// a free one). Off when not given. The address is printed as `metrics: http://…`.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// A started bootstrap peer.
@@ -147,8 +151,30 @@ pub async fn run(args: Args) -> Result<()> {
     let relay_limits =
         RelayLimits::with_circuit_limits(args.max_circuit_secs, args.max_circuit_kib);
     let bootstrap = start(data_dir, listen, args.peer, relay_limits).await?;
+    let metrics_url = match args.metrics {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("--metrics: cannot listen on {address}"))?;
+            let bound = listener
+                .local_addr()
+                .context("--metrics: the bound address")?;
+            let router = distributeai_node::api::metrics_router(bootstrap.metrics.clone());
+            let stop = bootstrap.shutdown_token();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::warn!(error = %e, "the metrics server stopped");
+                }
+            });
+            Some(format!("http://{bound}/metrics"))
+        }
+        None => None,
+    };
     // Printed for whoever reads it; a closed stdout must not stop (or crash) the peer.
-    let _ = print_started(&bootstrap);
+    let _ = print_started(&bootstrap, metrics_url.as_deref());
     let shutdown = bootstrap.shutdown_token();
     tokio::spawn(async move {
         distributeai_node::cli::wait_for_signal().await;
@@ -158,12 +184,15 @@ pub async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn print_started(bootstrap: &Bootstrap) -> std::io::Result<()> {
+fn print_started(bootstrap: &Bootstrap, metrics_url: Option<&str>) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     writeln!(out, "peer_id: {}", bootstrap.peer_id)?;
     for address in &bootstrap.listen_addrs {
         writeln!(out, "listening on {address}")?;
+    }
+    if let Some(url) = metrics_url {
+        writeln!(out, "metrics: {url}")?;
     }
     writeln!(
         out,

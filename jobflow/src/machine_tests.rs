@@ -1074,8 +1074,13 @@ fn deferred_assignments_run_oldest_first_only_while_their_submitter_still_asks()
     deferred.busy(fresh, a.clone());
     let waits = |_: &distributeai_protocol::JobId| true;
     // `b` went stale (not asked again), `a` did not: only `a` is started.
-    let next = deferred.next(fresh + 20, waits).expect("a is still wanted");
+    let (next, waited_ms) = deferred.next(fresh + 20, waits).expect("a is still wanted");
     assert_eq!(next.message.job_id, a.message.job_id);
+    assert_eq!(
+        waited_ms,
+        fresh + 20,
+        "it waited since it was first answered busy"
+    );
     assert!(
         deferred.next(fresh + 20, waits).is_none(),
         "b was dropped, a taken once"

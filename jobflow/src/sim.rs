@@ -1310,7 +1310,7 @@ impl Sim {
             let now = self.local_now(node);
             let n = &mut self.nodes[node];
             let items = &n.work;
-            let Some(assignment) = n
+            let Some((assignment, _waited_ms)) = n
                 .deferred
                 .next(now, |job| items.get(job).is_some_and(|w| w.is_bid()))
             else {

@@ -210,7 +210,8 @@ type Effects = Vec<Effect>;
 /// (the submitter re-sends after a restart); times are the driver's clock, in ms.
 #[derive(Debug, Clone, Default)]
 pub struct DeferredAssignments {
-    entries: std::collections::VecDeque<(TimestampMs, Verified<Assignment>)>,
+    /// (first answered busy, last asked, the assignment).
+    entries: std::collections::VecDeque<(TimestampMs, TimestampMs, Verified<Assignment>)>,
 }
 
 impl DeferredAssignments {
@@ -228,27 +229,38 @@ impl DeferredAssignments {
         match self
             .entries
             .iter_mut()
-            .find(|(_, a)| a.message.job_id == job)
+            .find(|(_, _, a)| a.message.job_id == job)
         {
-            Some(entry) => entry.0 = now,
-            None if room => self.entries.push_back((now, assignment)),
+            Some(entry) => entry.1 = now,
+            None if room => self.entries.push_back((now, now, assignment)),
             None => {}
         }
     }
 
     /// The oldest assignment still wanted at `now` whose job `waits` says is still a bid,
-    /// dropping the stale ones before it.
+    /// dropping the stale ones before it, with how long it waited for a slot (ms since it
+    /// was first answered busy).
     pub fn next(
         &mut self,
         now: TimestampMs,
         waits: impl Fn(&JobId) -> bool,
-    ) -> Option<Verified<Assignment>> {
-        while let Some((asked, assignment)) = self.entries.pop_front() {
+    ) -> Option<(Verified<Assignment>, u64)> {
+        while let Some((first, asked, assignment)) = self.entries.pop_front() {
             if now <= asked.saturating_add(Self::FRESH_MS) && waits(&assignment.message.job_id) {
-                return Some(assignment);
+                return Some((assignment, now.saturating_sub(first)));
             }
         }
         None
+    }
+
+    /// How many assignments wait for a slot.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether none waits.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// Forgets everything (the node stopped).

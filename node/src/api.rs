@@ -1,84 +1,25 @@
-//! The node's local HTTP API (axum), bound to loopback by default. JSON, snake_case.
-//!
-//! - `GET /healthz`: `ok` while the node runs.
-//! - `GET /api/v1/node`: this node (PeerId, listen and announced addresses, version, uptime,
-//!   role, reachability and the relays it reserved on).
-//! - `GET /api/v1/peers`: known peers with addresses, capabilities, last seen, and for
-//!   connected ones each connection: direct or relayed, transport, address.
-//! - `POST /api/v1/jobs`: submit a job spec (400 naming the field when invalid).
-//! - `GET /api/v1/jobs`, `GET /api/v1/jobs/{id}`: jobs with bids, executions, verdict.
-//! - `GET /api/v1/jobs/{id}/logs`: the job's timeline.
-//! - `GET /api/v1/jobs/{id}/result`: the verified stdout, or `?format=tar` for the `/out` files.
-//! - `DELETE /api/v1/jobs/{id}`: cancel.
-//! - `GET /api/v1/stats`: counts.
-//! - `GET /api/v1/events`: server-sent events, one per change to a job or to the peers.
-//! - `GET /api/v1/ledger`: every identity's reputation and credits, the summary hash and count.
-//! - `GET /metrics`: Prometheus metrics.
+//! The node's local HTTP API (axum), bound to loopback by default: the routes and JSON of
+//! the `distributeai-api` crate (which lists them, with the typed client), the Prometheus
+//! metrics at `GET /metrics`, and the web dashboard at `GET /` (see [`crate::dashboard`]).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::jobs::SubmitError;
 use crate::jobs::model::{JobStatus, JobView};
-use crate::network::relays::Reachability;
-use crate::network::{ConnectionView, Role, Route};
-use crate::peers::PeerRecord;
+use crate::network::Role;
 use crate::service::{SharedState, with_peer_id};
+pub use distributeai_api::{ApiEvent, ErrorBody, LogLine, NodeInfo, PeerView, RelayStatus};
 use distributeai_protocol::{JobId, JobSpec};
-
-/// The answer of `GET /api/v1/node`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct NodeInfo {
-    /// Our PeerId.
-    pub peer_id: String,
-    /// Listen addresses, each ending in `/p2p/<PeerId>`.
-    pub listen_addrs: Vec<String>,
-    /// Software version.
-    pub version: String,
-    /// Seconds since start.
-    pub uptime_s: u64,
-    /// `node` or `bootstrap`.
-    pub role: String,
-    /// Whether this node bids for jobs.
-    pub worker: bool,
-    /// What it offers.
-    pub capabilities: distributeai_protocol::Capabilities,
-    /// Peers with an open connection.
-    pub connected_peers: usize,
-    /// Whether this node is publicly reachable (AutoNAT): `public`, `private` (behind NAT,
-    /// reachable through relays) or `unknown`.
-    pub reachability: Reachability,
-    /// Addresses confirmed reachable from outside (AutoNAT, relay circuits).
-    #[serde(default)]
-    pub external_addrs: Vec<String>,
-    /// The addresses this node tells peers in its announcements.
-    #[serde(default)]
-    pub announced_addrs: Vec<String>,
-    /// Relays this node holds (or is asking for) a reservation on.
-    #[serde(default)]
-    pub relays: Vec<RelayStatus>,
-}
-
-/// A relay reservation, as `GET /api/v1/node` shows it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct RelayStatus {
-    /// The relay's PeerId.
-    pub peer_id: String,
-    /// The circuit address others reach this node at through the relay.
-    pub address: String,
-    /// Whether the relay accepted the reservation.
-    pub reserved: bool,
-}
 
 /// An error answer: `{"error": "..."}` with a status code.
 #[derive(Debug)]
@@ -100,7 +41,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(serde_json::json!({ "error": self.message })),
+            Json(ErrorBody {
+                error: self.message,
+            }),
         )
             .into_response()
     }
@@ -120,6 +63,7 @@ pub fn router(state: Arc<SharedState>) -> Router {
         .route("/api/v1/ledger", get(ledger))
         .route("/api/v1/events", get(events))
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
 }
@@ -173,22 +117,6 @@ async fn node_info(State(state): State<Arc<SharedState>>) -> Result<Json<NodeInf
     }))
 }
 
-/// A peer as `GET /api/v1/peers` shows it: the peer table's record plus its ledger standing.
-#[derive(Debug, Clone, Serialize)]
-pub struct PeerView {
-    /// What the peer table knows.
-    #[serde(flatten)]
-    pub record: PeerRecord,
-    /// Reputation from the ledger.
-    pub reputation: f64,
-    /// Credits from the ledger.
-    pub credits: i64,
-    /// For a connected peer: `direct` when any connection is direct, else `relayed`.
-    pub route: Option<Route>,
-    /// Its open connections: direct or relayed, transport, address, hole-punched.
-    pub connections: Vec<ConnectionView>,
-}
-
 async fn peers(State(state): State<Arc<SharedState>>) -> Json<Vec<PeerView>> {
     // Before the tables' locks: the network answers from its own task.
     let mut connected: std::collections::HashMap<_, _> = state
@@ -224,7 +152,15 @@ async fn peers(State(state): State<Arc<SharedState>>) -> Json<Vec<PeerView>> {
                     .map(|(route, connections)| (Some(route), connections))
                     .unwrap_or_default();
                 PeerView {
-                    record,
+                    peer_id: record.peer_id.to_string(),
+                    public_key: record.public_key,
+                    addresses: record.addresses.iter().map(|a| a.to_string()).collect(),
+                    capabilities: record.capabilities,
+                    accepts_jobs: record.accepts_jobs,
+                    last_seen: record.last_seen,
+                    connected: record.connected,
+                    source: record.source,
+                    started_at: record.started_at,
                     reputation: (standing.reputation * 100.0).round() / 100.0,
                     credits: standing.credits,
                     route,
@@ -245,15 +181,98 @@ async fn ledger(State(state): State<Arc<SharedState>>) -> Json<crate::ledger::Le
     )
 }
 
-async fn metrics(State(state): State<Arc<SharedState>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
+/// Every status the jobs gauge reports, so one that emptied reads 0.
+const SUBMITTED_STATUSES: &[&str] = &[
+    "pending",
+    "bidding",
+    "queued",
+    "running",
+    "verifying",
+    "completed",
+    "failed",
+    "cancelled",
+];
+/// Every phase of executed work the jobs gauge reports.
+const EXECUTED_PHASES: &[&str] = &[
+    "bid",
+    "queued",
+    "running",
+    "waiting",
+    "committed",
+    "cancelled",
+    "done",
+];
+
+/// Sets the gauges read from state on every scrape: jobs by status, the ledger, our
+/// standing. Reading them when asked keeps them exact without hooking every change.
+async fn refresh_gauges(state: &SharedState) {
+    let stats = state.jobs.stats().await;
+    state
+        .metrics
+        .set_jobs("submitted", SUBMITTED_STATUSES, &stats.jobs);
+    state
+        .metrics
+        .set_jobs("executed", EXECUTED_PHASES, &stats.work);
+    let ledger = state
+        .ledger
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let own = ledger
+        .standings()
+        .iter()
+        .find(|(key, _)| key.peer_id().is_ok_and(|p| p == state.peer_id))
+        .map(|(_, standing)| *standing)
+        .unwrap_or_default();
+    state
+        .metrics
+        .set_ledger(ledger.len(), own.reputation, own.credits);
+}
+
+async fn metrics(State(state): State<Arc<SharedState>>, headers: HeaderMap) -> Response {
+    refresh_gauges(&state).await;
+    metrics_response(&state.metrics, &headers)
+}
+
+/// `metrics` as `GET /metrics` answers it: OpenMetrics to a scraper that asks for it (as
+/// Prometheus does), else the Prometheus text format (version 0.0.4), which every tool reads.
+pub fn metrics_response(metrics: &crate::metrics::Metrics, headers: &HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            metrics.encode(),
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            metrics.encode_prometheus_text(),
+        )
+            .into_response()
+    }
+}
+
+/// `GET /metrics` and `GET /healthz` alone, for the bootstrap peer (`--metrics`).
+pub fn metrics_router(metrics: crate::metrics::Metrics) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move |headers: HeaderMap| {
+                let metrics = metrics.clone();
+                async move { metrics_response(&metrics, &headers) }
+            }),
+        )
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
 }
 
 fn parse_id(id: &str) -> Result<JobId, ApiError> {
@@ -309,15 +328,6 @@ async fn cancel_job(
             e.to_string(),
         )),
     }
-}
-
-/// One line of a job's timeline.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct LogLine {
-    /// When (ms since the epoch).
-    pub at: u64,
-    /// What happened.
-    pub message: String,
 }
 
 async fn job_logs(
@@ -383,21 +393,6 @@ async fn stats(State(state): State<Arc<SharedState>>) -> Json<crate::jobs::Stats
     Json(state.jobs.stats().await)
 }
 
-/// A change worth redrawing for, sent on `GET /api/v1/events`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ApiEvent {
-    /// A job changed.
-    Job {
-        /// Job id.
-        id: String,
-        /// Its status now.
-        status: JobStatus,
-    },
-    /// The peer table changed.
-    Peers,
-}
-
 async fn events(
     State(state): State<Arc<SharedState>>,
 ) -> axum::response::Sse<
@@ -408,7 +403,9 @@ async fn events(
         let data = match rx.recv().await {
             Ok(event) => serde_json::to_string(&event).unwrap_or_default(),
             // A client that fell behind is told to fetch everything again.
-            Err(RecvError::Lagged(_)) => r#"{"type":"resync"}"#.to_string(),
+            Err(RecvError::Lagged(_)) => {
+                serde_json::to_string(&ApiEvent::Resync).unwrap_or_default()
+            }
             Err(RecvError::Closed) => return None,
         };
         Some((Ok(axum::response::sse::Event::default().data(data)), rx))

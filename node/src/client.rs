@@ -5,72 +5,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use distributeai_api::{ApiClient, JobStatus, JobView, Reachability};
 use distributeai_protocol::JobSpec;
-use serde::de::DeserializeOwned;
 
-use crate::api::LogLine;
 use crate::cli::{ApiArgs, SubmitArgs, api_base};
-use crate::jobs::model::{JobStatus, JobView};
 
-/// A thin JSON client of the node's API.
-struct Api {
-    base: String,
-    http: reqwest::Client,
+/// The typed client of the node the flags point at.
+fn client(args: &ApiArgs) -> ApiClient {
+    ApiClient::new(&api_base(&args.api))
 }
 
-impl Api {
-    fn new(args: &ApiArgs) -> Self {
-        Self {
-            base: api_base(&args.api),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-        what: &str,
-    ) -> Result<reqwest::Response> {
-        let response = request.send().await.with_context(|| {
-            format!(
-                "cannot reach the node's API at {}; is `distributeai node` running?",
-                self.base
-            )
-        })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let body = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or(body);
-        bail!("{what}: {message} ({status})")
-    }
-
-    async fn get_text(&self, path: &str, what: &str) -> Result<String> {
-        let response = self
-            .send(self.http.get(format!("{}{path}", self.base)), what)
-            .await?;
-        response.text().await.context("reading the API's answer")
-    }
-
-    async fn get<T: DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {
-        let text = self.get_text(path, what).await?;
-        serde_json::from_str(&text).context("the API's answer is not what this CLI expects")
-    }
-
-    async fn get_bytes(&self, path: &str, what: &str) -> Result<Vec<u8>> {
-        let response = self
-            .send(self.http.get(format!("{}{path}", self.base)), what)
-            .await?;
-        Ok(response
-            .bytes()
-            .await
-            .context("reading the output")?
-            .to_vec())
-    }
+/// Prints `value` as pretty JSON (`--json`).
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    outln!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
 }
 
 /// Builds the spec from the file and flags.
@@ -124,16 +72,8 @@ fn spec_from(args: &SubmitArgs) -> Result<JobSpec> {
 /// `distributeai submit`.
 pub async fn submit(args: SubmitArgs) -> Result<()> {
     let spec = spec_from(&args)?;
-    let api = Api::new(&args.api);
-    let response = api
-        .send(
-            api.http
-                .post(format!("{}/api/v1/jobs", api.base))
-                .json(&spec),
-            "submitting",
-        )
-        .await?;
-    let job: JobView = response.json().await.context("reading the submitted job")?;
+    let api = client(&args.api);
+    let job = api.submit(&spec).await.context("submitting")?;
     if !args.wait {
         if args.api.json {
             outln!("{}", serde_json::to_string_pretty(&job)?);
@@ -157,11 +97,9 @@ pub async fn submit(args: SubmitArgs) -> Result<()> {
         print_summary(&final_job)?;
         if final_job.status == JobStatus::Completed {
             let output = api
-                .get_bytes(
-                    &format!("/api/v1/jobs/{}/result", job.id),
-                    "fetching the result",
-                )
-                .await?;
+                .result_stdout(&job.id)
+                .await
+                .context("fetching the result")?;
             match shown_output(&output) {
                 Some(text) => {
                     outln!("verified output ({}):", bytes(output.len()));
@@ -223,17 +161,13 @@ fn out_bytes(bytes: &[u8]) -> Result<()> {
 }
 
 /// Polls a job until it is final, printing its timeline as it grows.
-async fn follow(api: &Api, id: &str, print: bool) -> Result<JobView> {
+async fn follow(api: &ApiClient, id: &str, print: bool) -> Result<JobView> {
     let mut shown = 0usize;
     let mut start: Option<u64> = None;
     loop {
-        let job: JobView = api
-            .get(&format!("/api/v1/jobs/{id}"), "following the job")
-            .await?;
+        let job = api.job(id).await.context("following the job")?;
         if print {
-            let lines: Vec<LogLine> = api
-                .get(&format!("/api/v1/jobs/{id}/logs"), "reading the timeline")
-                .await?;
+            let lines = api.logs(id).await.context("reading the timeline")?;
             let t0 = *start.get_or_insert(job.submitted_at);
             for line in lines.iter().skip(shown) {
                 let secs = line.at.saturating_sub(t0) as f64 / 1000.0;
@@ -365,30 +299,20 @@ fn print_tails(job: &JobView) -> Result<()> {
 
 /// `distributeai get`.
 pub async fn get(id: &str, args: &ApiArgs) -> Result<()> {
-    let api = Api::new(args);
+    let job = client(args).job(id).await.context("getting the job")?;
     if args.json {
-        outln!(
-            "{}",
-            api.get_text(&format!("/api/v1/jobs/{id}"), "getting the job")
-                .await?
-        );
-        return Ok(());
+        return print_json(&job);
     }
-    let job: JobView = api
-        .get(&format!("/api/v1/jobs/{id}"), "getting the job")
-        .await?;
     print_summary(&job)?;
     Ok(())
 }
 
 /// `distributeai list`.
 pub async fn list(args: &ApiArgs) -> Result<()> {
-    let api = Api::new(args);
+    let jobs = client(args).jobs().await.context("listing jobs")?;
     if args.json {
-        outln!("{}", api.get_text("/api/v1/jobs", "listing jobs").await?);
-        return Ok(());
+        return print_json(&jobs);
     }
-    let jobs: Vec<JobView> = api.get("/api/v1/jobs", "listing jobs").await?;
     outln!("{:<66} {:<10} {:<5} IMAGE", "JOB ID", "STATUS", "N/K");
     for job in &jobs {
         outln!(
@@ -407,18 +331,13 @@ pub async fn list(args: &ApiArgs) -> Result<()> {
 
 /// `distributeai logs`.
 pub async fn logs(id: &str, args: &ApiArgs) -> Result<()> {
-    let api = Api::new(args);
+    let lines = client(args)
+        .logs(id)
+        .await
+        .context("reading the timeline")?;
     if args.json {
-        outln!(
-            "{}",
-            api.get_text(&format!("/api/v1/jobs/{id}/logs"), "reading the timeline")
-                .await?
-        );
-        return Ok(());
+        return print_json(&lines);
     }
-    let lines: Vec<LogLine> = api
-        .get(&format!("/api/v1/jobs/{id}/logs"), "reading the timeline")
-        .await?;
     let t0 = lines.first().map(|l| l.at).unwrap_or(0);
     for line in lines {
         outln!(
@@ -432,10 +351,8 @@ pub async fn logs(id: &str, args: &ApiArgs) -> Result<()> {
 
 /// `distributeai result`.
 pub async fn result(id: &str, output: Option<PathBuf>, args: &ApiArgs) -> Result<()> {
-    let api = Api::new(args);
-    let job: JobView = api
-        .get(&format!("/api/v1/jobs/{id}"), "getting the job")
-        .await?;
+    let api = client(args);
+    let job = api.job(id).await.context("getting the job")?;
     if job.status == JobStatus::Failed {
         // No verified output, but what the workers saw before the end is kept: show it.
         let reason = job.failure_reason.as_deref().unwrap_or("no reason given");
@@ -454,9 +371,7 @@ pub async fn result(id: &str, output: Option<PathBuf>, args: &ApiArgs) -> Result
     }
     match output {
         None => {
-            let output = api
-                .get_bytes(&format!("/api/v1/jobs/{id}/result"), "fetching the result")
-                .await?;
+            let output = api.result_stdout(id).await.context("fetching the result")?;
             if args.json {
                 let text = std::str::from_utf8(&output).ok();
                 let view = serde_json::json!({
@@ -470,12 +385,7 @@ pub async fn result(id: &str, output: Option<PathBuf>, args: &ApiArgs) -> Result
             }
         }
         Some(dir) => {
-            let tar = api
-                .get_bytes(
-                    &format!("/api/v1/jobs/{id}/result?format=tar"),
-                    "fetching the result",
-                )
-                .await?;
+            let tar = api.result_tar(id).await.context("fetching the result")?;
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             // tar refuses entries that would land outside `dir` (absolute or `..` paths).
             tar::Archive::new(tar.as_slice())
@@ -489,16 +399,9 @@ pub async fn result(id: &str, output: Option<PathBuf>, args: &ApiArgs) -> Result
 
 /// `distributeai cancel`.
 pub async fn cancel(id: &str, args: &ApiArgs) -> Result<()> {
-    let api = Api::new(args);
-    let response = api
-        .send(
-            api.http.delete(format!("{}/api/v1/jobs/{id}", api.base)),
-            "cancelling",
-        )
-        .await?;
-    let job: JobView = response.json().await.context("reading the answer")?;
+    let job = client(args).cancel(id).await.context("cancelling")?;
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&job)?);
+        print_json(&job)?;
     } else {
         outln!(
             "job {}: {}",
@@ -511,13 +414,10 @@ pub async fn cancel(id: &str, args: &ApiArgs) -> Result<()> {
 
 /// `distributeai stats`.
 pub async fn stats(args: &ApiArgs) -> Result<()> {
-    let api = Api::new(args);
-    let text = api.get_text("/api/v1/stats", "reading stats").await?;
+    let stats = client(args).stats().await.context("reading stats")?;
     if args.json {
-        outln!("{text}");
-        return Ok(());
+        return print_json(&stats);
     }
-    let stats: crate::jobs::Stats = serde_json::from_str(&text)?;
     let mut statuses: Vec<_> = stats.jobs.iter().collect();
     statuses.sort();
     outln!("submitted jobs:");
@@ -534,19 +434,16 @@ pub async fn stats(args: &ApiArgs) -> Result<()> {
 
 /// `distributeai status`.
 pub async fn status(args: &ApiArgs) -> Result<()> {
-    let api = Api::new(args);
-    let text = api.get_text("/api/v1/node", "reading the node").await?;
+    let node = client(args).node().await.context("reading the node")?;
     if args.json {
-        outln!("{text}");
-        return Ok(());
+        return print_json(&node);
     }
-    let node: crate::api::NodeInfo = serde_json::from_str(&text)?;
     let reach = match node.reachability {
-        crate::network::relays::Reachability::Public => "public (reachable from the internet)",
-        crate::network::relays::Reachability::Private => {
+        Reachability::Public => "public (reachable from the internet)",
+        Reachability::Private => {
             "behind NAT (peers reach this node through relays, or directly once hole punching succeeds)"
         }
-        crate::network::relays::Reachability::Unknown => "unknown (not judged yet)",
+        Reachability::Unknown => "unknown (not judged yet)",
     };
     outln!("peer_id:       {}", node.peer_id);
     outln!(
@@ -574,13 +471,10 @@ pub async fn status(args: &ApiArgs) -> Result<()> {
 
 /// `distributeai ledger`.
 pub async fn ledger(args: &ApiArgs) -> Result<()> {
-    let api = Api::new(args);
-    let text = api.get_text("/api/v1/ledger", "reading the ledger").await?;
+    let view = client(args).ledger().await.context("reading the ledger")?;
     if args.json {
-        outln!("{text}");
-        return Ok(());
+        return print_json(&view);
     }
-    let view: crate::ledger::LedgerView = serde_json::from_str(&text)?;
     outln!("ledger: {} entries, summary {}", view.entries, view.summary);
     outln!(
         "{:<54} {:>10} {:>8} {:>7} {:>10} {:>7} {:>7}",

@@ -192,37 +192,7 @@ impl Ledger {
     }
 }
 
-/// The ledger's JSON view for `GET /api/v1/ledger`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct LedgerView {
-    /// The summary hash.
-    pub summary: String,
-    /// Number of entries.
-    pub entries: usize,
-    /// Every identity in the ledger, best reputation first.
-    pub peers: Vec<StandingView>,
-}
-
-/// One identity's standing.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct StandingView {
-    /// PeerId.
-    pub peer_id: String,
-    /// Reputation.
-    pub reputation: f64,
-    /// Credits.
-    pub credits: i64,
-    /// Results that agreed.
-    pub agreed: u64,
-    /// Results that disagreed.
-    pub disagreed: u64,
-    /// Reported failures.
-    pub failed: u64,
-    /// Assignments gone silent on.
-    pub silent: u64,
-    /// Selection weight.
-    pub weight: f64,
-}
+pub use distributeai_api::{LedgerView, StandingView};
 
 /// A standing as JSON.
 pub fn standing_view(key: &PublicKey, s: &Standing) -> StandingView {
@@ -288,6 +258,7 @@ pub async fn sync_from(
         let ctx = ValidationContext::live().archived();
         let mut ledger = ledger.write().unwrap_or_else(|p| p.into_inner());
         if batch.summary == ledger.summary() {
+            metrics.ledger_matched(distributeai_protocol::time::now_ms());
             return Ok(added);
         }
         for signed in &batch.entries {
@@ -313,6 +284,9 @@ pub async fn sync_from(
             );
         }
         if !batch.more || batch.entries.is_empty() {
+            if batch.summary == ledger.summary() {
+                metrics.ledger_matched(distributeai_protocol::time::now_ms());
+            }
             return Ok(added);
         }
     }

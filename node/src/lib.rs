@@ -44,6 +44,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod executor;
 pub mod host;
 pub mod jobs;

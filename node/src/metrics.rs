@@ -1,4 +1,8 @@
-//! The node's Prometheus metrics (prometheus-client), served at `/metrics`.
+//! The node's Prometheus metrics (prometheus-client), served at `/metrics`: the node's own,
+//! under `distributeai_`, and libp2p's (connections, gossipsub, Kademlia, identify, ping,
+//! relay, DCUtR), under `libp2p_`, from libp2p's `metrics` feature. Names follow Prometheus'
+//! conventions: counters end in `_total`, durations are histograms in `_seconds`.
+//! `monitoring/README.md` lists every series with its labels.
 
 use std::sync::Arc;
 
@@ -43,6 +47,16 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Labels of the jobs-by-status gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobsLabels {
+    /// `submitted` (jobs this node submitted) or `executed` (work it took on as a worker).
+    pub role: String,
+    /// The job's status (`bidding`, `queued`, `running`, `completed`...) or, for executed
+    /// work, its phase (`bid`, `queued`, `running`, `committed`, `done`...).
+    pub status: String,
+}
+
 /// Buckets of the latency histograms, in seconds: 50 ms doubling to about 30 min.
 fn latency_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.05, 2.0, 16)
@@ -70,6 +84,15 @@ struct Inner {
     bidding_seconds: Histogram,
     submit_to_verdict_seconds: Histogram,
     execution_seconds: Histogram,
+    first_bid_seconds: Histogram,
+    queue_wait_seconds: Histogram,
+    verdicts: Family<OutcomeLabels, Counter>,
+    jobs: Family<JobsLabels, Gauge>,
+    ledger_entries: Gauge,
+    ledger_matched: Gauge,
+    reputation: Gauge<f64, std::sync::atomic::AtomicU64>,
+    credits: Gauge,
+    libp2p: libp2p::metrics::Metrics,
 }
 
 impl Default for Metrics {
@@ -87,7 +110,9 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("distributeai");
+        let mut root = Registry::default();
+        let libp2p = libp2p::metrics::Metrics::new(&mut root);
+        let registry = root.sub_registry_with_prefix("distributeai");
         let dropped = Family::<DropLabels, Counter>::default();
         registry.register(
             "messages_dropped",
@@ -176,9 +201,72 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             execution_seconds.clone(),
         );
+        let first_bid_seconds = Histogram::new(latency_buckets());
+        registry.register_with_unit(
+            "job_first_bid",
+            "From submission to the first bid, for jobs this node submitted",
+            prometheus_client::registry::Unit::Seconds,
+            first_bid_seconds.clone(),
+        );
+        let queue_wait_seconds = Histogram::new(latency_buckets());
+        registry.register_with_unit(
+            "job_queue_wait",
+            "How long assignments waited for a free slot on this worker (0 when one was free)",
+            prometheus_client::registry::Unit::Seconds,
+            queue_wait_seconds.clone(),
+        );
+        let verdicts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "verdicts",
+            "Verdicts this node signed as a submitter: `agreed` (k results agreed, on an output \
+             or on the job's own failure) or `failed` (no agreement)",
+            verdicts.clone(),
+        );
+        let jobs = Family::<JobsLabels, Gauge>::default();
+        registry.register(
+            "jobs",
+            "Jobs this node holds by status: role `submitted` for its own jobs, `executed` for \
+             work it took on as a worker",
+            jobs.clone(),
+        );
+        let ledger_entries = Gauge::default();
+        registry.register(
+            "ledger_entries",
+            "Verdicts in this node's copy of the ledger",
+            ledger_entries.clone(),
+        );
+        let ledger_matched = Gauge::default();
+        registry.register_with_unit(
+            "ledger_last_match_timestamp",
+            "When this node's ledger last matched a peer's, by their summary hashes (Unix time; \
+             0: never)",
+            prometheus_client::registry::Unit::Seconds,
+            ledger_matched.clone(),
+        );
+        let reputation = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "reputation",
+            "This node's reputation in its own copy of the ledger, 0 to 1000 (100 at the start)",
+            reputation.clone(),
+        );
+        let credits = Gauge::default();
+        registry.register(
+            "credits",
+            "This node's credits in its own copy of the ledger",
+            credits.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
-                registry,
+                registry: root,
+                first_bid_seconds,
+                queue_wait_seconds,
+                verdicts,
+                jobs,
+                ledger_entries,
+                ledger_matched,
+                reputation,
+                credits,
+                libp2p,
                 dropped,
                 accepted,
                 connected_peers,
@@ -314,6 +402,76 @@ impl Metrics {
         self.inner.execution_seconds.observe(duration.as_secs_f64());
     }
 
+    /// Records how long a submitted job waited for its first bid (ms).
+    pub fn first_bid(&self, ms: u64) {
+        self.inner.first_bid_seconds.observe(seconds(ms));
+    }
+
+    /// Records how long an assignment waited for a free slot on this worker (ms).
+    pub fn queue_wait(&self, ms: u64) {
+        self.inner.queue_wait_seconds.observe(seconds(ms));
+    }
+
+    /// Counts a verdict this node signed: `agreed` or `failed`.
+    pub fn verdict(&self, outcome: &str) {
+        self.inner
+            .verdicts
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets the jobs-by-status gauge of `role` (`submitted` or `executed`) to `counts`;
+    /// statuses of `all` missing from `counts` are set to 0, so a status that emptied reads 0
+    /// rather than its last count.
+    pub fn set_jobs(
+        &self,
+        role: &str,
+        all: &[&str],
+        counts: &std::collections::HashMap<String, usize>,
+    ) {
+        let known = all.iter().map(|s| s.to_string());
+        let seen = counts.keys().cloned();
+        for status in known.chain(seen) {
+            let n = counts.get(&status).copied().unwrap_or(0);
+            self.inner
+                .jobs
+                .get_or_create(&JobsLabels {
+                    role: role.to_string(),
+                    status,
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Sets the ledger's gauges: its entries, and this node's reputation and credits.
+    pub fn set_ledger(&self, entries: usize, reputation: f64, credits: i64) {
+        self.inner
+            .ledger_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.inner.reputation.set(reputation);
+        self.inner.credits.set(credits);
+    }
+
+    /// Notes that this node's ledger summary matched a peer's at `now_ms` (ms since the
+    /// epoch).
+    pub fn ledger_matched(&self, now_ms: u64) {
+        self.inner
+            .ledger_matched
+            .set(i64::try_from(now_ms / 1000).unwrap_or(i64::MAX));
+    }
+
+    /// libp2p's own metrics, to record swarm and behaviour events into.
+    pub fn libp2p(&self) -> &libp2p::metrics::Metrics {
+        &self.inner.libp2p
+    }
+
+    /// The Prometheus text exposition (version 0.0.4); see [`prometheus_text`].
+    pub fn encode_prometheus_text(&self) -> String {
+        prometheus_text(&self.encode())
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -324,6 +482,84 @@ impl Metrics {
     }
 }
 
+/// The Prometheus text format (version 0.0.4) of an OpenMetrics exposition, for scrapers that
+/// do not ask for OpenMetrics (`promtool check metrics`, older tools). The samples are the
+/// same; what differs is that a counter's family is named with its `_total` suffix, and that
+/// there are no `# UNIT` or `# EOF` lines.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            // Written after the TYPE line is read, which says whether the name changes.
+            help = Some(rest);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let family = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            if let Some(help) = help.take() {
+                let text = help.split_once(' ').map_or("", |(_, text)| text);
+                out.push_str(&format!("# HELP {family} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {family} {kind}\n"));
+            continue;
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 fn seconds(ms: u64) -> f64 {
     ms as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prometheus_text_names_counter_families_with_total_and_drops_openmetrics_lines() {
+        let metrics = Metrics::new();
+        metrics.job_submitted();
+        metrics.first_bid(250);
+        let text = metrics.encode_prometheus_text();
+        assert!(
+            text.contains(
+                "# HELP distributeai_jobs_submitted_total Jobs submitted through this node\n\
+                 # TYPE distributeai_jobs_submitted_total counter\n\
+                 distributeai_jobs_submitted_total 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE distributeai_job_first_bid_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(text.contains("distributeai_job_first_bid_seconds_count 1\n"));
+        assert!(
+            !text.contains("# UNIT") && !text.contains("# EOF"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE libp2p_swarm_connections_established_total counter"),
+            "libp2p's own metrics are served too:\n{text}"
+        );
+        // The same samples as the OpenMetrics exposition.
+        let samples = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(samples(&text), samples(&metrics.encode()));
+    }
 }

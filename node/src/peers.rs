@@ -124,13 +124,13 @@ impl PeerTable {
         let record = self.entry(peer, now);
         record.connected = true;
         record.last_seen = now;
-        record.source = Some(DiscoverySource::prefer(record.source, source));
+        record.source = Some(crate::network::prefer_source(record.source, source));
     }
 
     /// Records that a known peer was met again through `source`.
     pub fn on_source(&mut self, peer: PeerId, source: DiscoverySource) {
         if let Some(record) = self.peers.get_mut(&peer) {
-            record.source = Some(DiscoverySource::prefer(record.source, source));
+            record.source = Some(crate::network::prefer_source(record.source, source));
         }
     }
 

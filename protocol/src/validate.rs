@@ -129,6 +129,19 @@ pub enum ValidationError {
 }
 
 impl ValidationError {
+    /// The field at fault, as the error names it (`resources.cpus`, `consensus`...), when one
+    /// field is: forms use it to mark the field.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            ValidationError::TooLong { field, .. }
+            | ValidationError::TooMany { field, .. }
+            | ValidationError::OutOfRange { field, .. }
+            | ValidationError::Invalid { field, .. } => Some(field),
+            ValidationError::Consensus { .. } => Some("consensus"),
+            _ => None,
+        }
+    }
+
     /// A short stable label of the cause, for counting dropped messages.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -1,10 +1,11 @@
 //! The TUI's state and how keys change it, apart from drawing and I/O so both are tested on
-//! their own. Data from the node's API is kept as JSON values: the TUI shows what the API says.
+//! their own. Data from the node's API is kept in the API's own types (`distributeai-api`).
 
 use std::collections::VecDeque;
 
+use distributeai_api::{JobView, LedgerView, LogLine, NodeInfo, PeerView, Stats};
+use distributeai_protocol::{Cpus, JobSpec};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use serde_json::{Value, json};
 
 /// The views, reachable with 1-4 or Tab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,15 +50,45 @@ pub enum Connection {
 #[derive(Debug, Clone, Default)]
 pub struct Data {
     /// `GET /api/v1/node`.
-    pub node: Option<Value>,
+    pub node: Option<NodeInfo>,
     /// `GET /api/v1/peers`.
-    pub peers: Vec<Value>,
+    pub peers: Vec<PeerView>,
     /// `GET /api/v1/jobs`.
-    pub jobs: Vec<Value>,
+    pub jobs: Vec<JobView>,
     /// `GET /api/v1/stats`.
-    pub stats: Option<Value>,
+    pub stats: Option<Stats>,
     /// `GET /api/v1/ledger`.
-    pub ledger: Option<Value>,
+    pub ledger: Option<LedgerView>,
+}
+
+/// One fetch of everything the TUI shows, from the fetching task.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// `GET /api/v1/node`.
+    pub node: NodeInfo,
+    /// `GET /api/v1/peers`.
+    pub peers: Vec<PeerView>,
+    /// `GET /api/v1/jobs`.
+    pub jobs: Vec<JobView>,
+    /// `GET /api/v1/stats`.
+    pub stats: Stats,
+    /// `GET /api/v1/ledger`.
+    pub ledger: LedgerView,
+    /// The open job, when one was open as the fetch began.
+    pub detail: Option<DetailData>,
+}
+
+/// What was fetched of the open job.
+#[derive(Debug, Clone)]
+pub struct DetailData {
+    /// Its id.
+    pub id: String,
+    /// `GET /api/v1/jobs/{id}`.
+    pub job: JobView,
+    /// `GET /api/v1/jobs/{id}/logs`.
+    pub logs: Vec<LogLine>,
+    /// The verified stdout, when it was asked for and the job completed.
+    pub output: Option<String>,
 }
 
 /// The job opened in the detail view.
@@ -66,9 +97,9 @@ pub struct Detail {
     /// Its id.
     pub id: String,
     /// `GET /api/v1/jobs/{id}`.
-    pub job: Option<Value>,
+    pub job: Option<JobView>,
     /// `GET /api/v1/jobs/{id}/logs`.
-    pub logs: Vec<Value>,
+    pub logs: Vec<LogLine>,
     /// The verified stdout, once completed.
     pub output: Option<String>,
     /// Lines the timeline is scrolled back from its newest line.
@@ -103,16 +134,20 @@ impl Default for Form {
             error: None,
         };
         Self {
-            fields: vec![
-                field("image", "distributeai/toolbox:local"),
-                field("command", "sh -c 'seq 1 100000 | sha256sum'"),
-                field("redundancy n", "3"),
-                field("consensus k", "2"),
-                field("cpus", "1"),
-                field("memory MiB", "64"),
-                field("timeout s", "60"),
-                field("reward", "0"),
-            ],
+            fields: FIELDS
+                .iter()
+                .zip([
+                    "distributeai/toolbox:local",
+                    "sh -c 'seq 1 100000 | sha256sum'",
+                    "3",
+                    "2",
+                    "1",
+                    "64",
+                    "60",
+                    "0",
+                ])
+                .map(|((label, _), value)| field(label, value))
+                .collect(),
             focus: 0,
         }
     }
@@ -162,7 +197,7 @@ pub enum Action {
     /// Fetch everything again.
     Refresh,
     /// Submit this spec.
-    Submit(Value),
+    Submit(Box<JobSpec>),
     /// Cancel this job.
     Cancel(String),
 }
@@ -230,6 +265,52 @@ impl App {
         }
     }
 
+    /// Takes in a fetch: the data, or the error that made the node unreachable. Jobs whose
+    /// status changed since the last fetch are noted as events.
+    pub fn apply(&mut self, fetched: Result<Snapshot, String>) {
+        let snapshot = match fetched {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                if !matches!(self.connection, Connection::Unreachable(_)) {
+                    self.push_event(format!("lost the node: {error}"));
+                }
+                self.connection = Connection::Unreachable(error);
+                return;
+            }
+        };
+        if self.connection != Connection::Connected {
+            self.push_event(format!("connected to {}", self.api));
+        }
+        self.connection = Connection::Connected;
+        for job in &snapshot.jobs {
+            let before = self.data.jobs.iter().find(|j| j.id == job.id);
+            if before.map(|j| j.status) != Some(job.status) {
+                self.push_event(format!(
+                    "job {} {}",
+                    App::short(&job.id),
+                    status_name(job.status)
+                ));
+            }
+        }
+        self.data = Data {
+            node: Some(snapshot.node),
+            peers: snapshot.peers,
+            jobs: snapshot.jobs,
+            stats: Some(snapshot.stats),
+            ledger: Some(snapshot.ledger),
+        };
+        // A detail fetched for a job the user has since left is dropped.
+        if let (Some(detail), Some(fetched)) = (&mut self.detail, snapshot.detail)
+            && detail.id == fetched.id
+        {
+            detail.job = Some(fetched.job);
+            detail.logs = fetched.logs;
+            if fetched.output.is_some() {
+                detail.output = fetched.output;
+            }
+        }
+    }
+
     /// Records an event for the overview.
     pub fn push_event(&mut self, text: impl Into<String>) {
         self.events.push_front(text.into());
@@ -237,40 +318,28 @@ impl App {
     }
 
     /// Jobs matching the filter (id, image or status contain it).
-    pub fn visible_jobs(&self) -> Vec<&Value> {
+    pub fn visible_jobs(&self) -> Vec<&JobView> {
         let filter = self.filter.to_lowercase();
         self.data
             .jobs
             .iter()
             .filter(|j| {
                 filter.is_empty()
-                    || ["id", "status"].iter().any(|k| {
-                        j[*k]
-                            .as_str()
-                            .is_some_and(|v| v.to_lowercase().contains(&filter))
-                    })
-                    || j["spec"]["image"]
-                        .as_str()
-                        .is_some_and(|v| v.to_lowercase().contains(&filter))
+                    || [j.id.as_str(), status_name(j.status), j.spec.image.as_str()]
+                        .iter()
+                        .any(|v| v.to_lowercase().contains(&filter))
             })
             .collect()
     }
 
     /// Peers in the chosen order.
-    pub fn sorted_peers(&self) -> Vec<&Value> {
-        let mut peers: Vec<&Value> = self.data.peers.iter().collect();
-        let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::MIN);
+    pub fn sorted_peers(&self) -> Vec<&PeerView> {
+        let mut peers: Vec<&PeerView> = self.data.peers.iter().collect();
         match self.peer_sort {
-            PeerSort::Reputation => {
-                peers.sort_by(|a, b| f(b, "reputation").total_cmp(&f(a, "reputation")))
-            }
-            PeerSort::Credits => peers.sort_by(|a, b| f(b, "credits").total_cmp(&f(a, "credits"))),
-            PeerSort::LastSeen => {
-                peers.sort_by(|a, b| f(b, "last_seen").total_cmp(&f(a, "last_seen")))
-            }
-            PeerSort::PeerId => {
-                peers.sort_by(|a, b| a["peer_id"].as_str().cmp(&b["peer_id"].as_str()))
-            }
+            PeerSort::Reputation => peers.sort_by(|a, b| b.reputation.total_cmp(&a.reputation)),
+            PeerSort::Credits => peers.sort_by_key(|p| std::cmp::Reverse(p.credits)),
+            PeerSort::LastSeen => peers.sort_by_key(|p| std::cmp::Reverse(p.last_seen)),
+            PeerSort::PeerId => peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id)),
         }
         peers
     }
@@ -288,7 +357,7 @@ impl App {
     pub fn selected_job_id(&self) -> Option<String> {
         self.visible_jobs()
             .get(self.job_selected)
-            .and_then(|j| j["id"].as_str().map(str::to_string))
+            .map(|j| j.id.clone())
     }
 
     /// Handles one key.
@@ -406,7 +475,7 @@ impl App {
             KeyCode::Enter => match self.form.validate() {
                 Some(spec) => {
                     self.status = Some("submitting…".into());
-                    return Action::Submit(spec);
+                    return Action::Submit(Box::new(spec));
                 }
                 None => self.status = Some("fix the fields marked in red".into()),
             },
@@ -456,26 +525,50 @@ pub fn split_command(line: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
+/// A job status as the API spells it: `completed`, `queued`...
+pub fn status_name(status: distributeai_api::JobStatus) -> &'static str {
+    use distributeai_api::JobStatus as S;
+    match status {
+        S::Pending => "pending",
+        S::Bidding => "bidding",
+        S::Queued => "queued",
+        S::Running => "running",
+        S::Verifying => "verifying",
+        S::Completed => "completed",
+        S::Failed => "failed",
+        S::Cancelled => "cancelled",
+    }
+}
+
+/// The form's fields, in order, and the spec field each one fills (as the protocol's
+/// validation names it).
+const FIELDS: [(&str, &str); 8] = [
+    ("image", "image"),
+    ("command", "command"),
+    ("redundancy n", "redundancy"),
+    ("consensus k", "consensus"),
+    ("cpus", "resources.cpus"),
+    ("memory MiB", "resources.memory_mb"),
+    ("timeout s", "timeout_s"),
+    ("reward", "reward"),
+];
+
 impl Form {
-    /// Checks every field, marking errors in place; returns the job spec JSON when all are
-    /// valid, `None` when some field shows an error.
-    pub fn validate(&mut self) -> Option<Value> {
+    /// Checks every field, marking errors in place: first that each parses as its type, then
+    /// the whole spec with the protocol's own validation ([`JobSpec::check`]), whose limits
+    /// are the node's. Returns the spec when it is valid, `None` when a field shows an error.
+    pub fn validate(&mut self) -> Option<JobSpec> {
         for f in &mut self.fields {
             f.error = None;
         }
-        let number = |f: &mut Field, min: u64, max: u64| -> Option<u64> {
-            match f.value.trim().parse::<u64>() {
-                Ok(v) if (min..=max).contains(&v) => Some(v),
-                _ => {
-                    f.error = Some(format!("a whole number from {min} to {max}"));
-                    None
-                }
+        fn parse<T: std::str::FromStr>(f: &mut Field, what: &str) -> Option<T> {
+            let parsed = f.value.trim().parse().ok();
+            if parsed.is_none() {
+                f.error = Some(format!("not {what}"));
             }
-        };
-        let image = self.fields[0].value.trim().to_string();
-        if image.is_empty() {
-            self.fields[0].error = Some("required".into());
+            parsed
         }
+        let image = self.fields[0].value.trim().to_string();
         let command = match split_command(&self.fields[1].value) {
             Ok(words) => Some(words),
             Err(e) => {
@@ -483,34 +576,53 @@ impl Form {
                 None
             }
         };
-        let n = number(&mut self.fields[2], 1, 16);
-        let k = number(&mut self.fields[3], 1, 16);
-        if let (Some(n), Some(k)) = (n, k)
-            && k > n
-        {
-            self.fields[3].error = Some("k must not exceed n".into());
-        }
-        let cpus = number(&mut self.fields[4], 1, 1024);
-        let memory = number(&mut self.fields[5], 16, 16 * 1024 * 1024);
-        let timeout = number(&mut self.fields[6], 1, 86_400);
-        let reward = number(&mut self.fields[7], 0, u64::from(u32::MAX));
-        if self.fields.iter().any(|f| f.error.is_some()) {
+        let n = parse::<u8>(&mut self.fields[2], "a whole number up to 255");
+        let k = parse::<u8>(&mut self.fields[3], "a whole number up to 255");
+        let cpus = match Cpus::parse(&self.fields[4].value) {
+            Ok(cpus) => Some(cpus),
+            Err(e) => {
+                self.fields[4].error = Some(e);
+                None
+            }
+        };
+        let memory = parse::<u64>(&mut self.fields[5], "a whole number of MiB");
+        let timeout = parse::<u32>(&mut self.fields[6], "a whole number of seconds");
+        let reward = parse::<u64>(&mut self.fields[7], "a whole number");
+        let (
+            Some(command),
+            Some(n),
+            Some(k),
+            Some(cpus),
+            Some(memory),
+            Some(timeout),
+            Some(reward),
+        ) = (command, n, k, cpus, memory, timeout, reward)
+        else {
+            return None;
+        };
+        let mut spec = JobSpec::new(image, command);
+        spec.redundancy = n;
+        spec.consensus = k;
+        spec.resources.cpus = cpus;
+        spec.resources.memory_mb = memory;
+        spec.timeout_s = timeout;
+        spec.reward = reward;
+        if let Err(e) = spec.check() {
+            let field = e.field().unwrap_or("image");
+            let at = FIELDS
+                .iter()
+                .position(|(_, name)| *name == field)
+                .unwrap_or(0);
+            self.fields[at].error = Some(e.to_string());
             return None;
         }
-        Some(json!({
-            "image": image,
-            "command": command,
-            "redundancy": n,
-            "consensus": k,
-            "resources": { "cpus": cpus, "memory_mb": memory, "gpus": 0 },
-            "timeout_s": timeout,
-            "reward": reward,
-        }))
+        Some(spec)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use distributeai_api::JobStatus;
     use ratatui::crossterm::event::{KeyEventKind, KeyEventState};
 
     use super::*;
@@ -524,12 +636,45 @@ mod tests {
         }
     }
 
+    fn job(id: &str, status: JobStatus, image: &str) -> JobView {
+        JobView {
+            id: id.into(),
+            status,
+            spec: JobSpec::new(image, vec![]),
+            submitted_at: 0,
+            bids: vec![],
+            executions: vec![],
+            verdict: None,
+            failure_reason: None,
+            queued_reason: None,
+            timings: Default::default(),
+        }
+    }
+
+    fn peer(id: &str, reputation: f64, credits: i64, last_seen: u64) -> PeerView {
+        PeerView {
+            peer_id: id.into(),
+            public_key: None,
+            addresses: vec![],
+            capabilities: None,
+            accepts_jobs: true,
+            last_seen,
+            connected: true,
+            source: None,
+            started_at: 0,
+            reputation,
+            credits,
+            route: None,
+            connections: vec![],
+        }
+    }
+
     fn with_jobs() -> App {
         let mut app = App::new("127.0.0.1:7070");
         app.data.jobs = vec![
-            json!({"id": "aaaa1111", "status": "completed", "spec": {"image": "busybox"}}),
-            json!({"id": "bbbb2222", "status": "running", "spec": {"image": "python"}}),
-            json!({"id": "cccc3333", "status": "failed", "spec": {"image": "busybox"}}),
+            job("aaaa1111", JobStatus::Completed, "busybox"),
+            job("bbbb2222", JobStatus::Running, "python"),
+            job("cccc3333", JobStatus::Failed, "busybox"),
         ];
         app
     }
@@ -595,35 +740,57 @@ mod tests {
         app.on_key(key(KeyCode::Backspace));
         app.on_key(key(KeyCode::Char('9')));
         assert_eq!(app.on_key(key(KeyCode::Enter)), Action::None);
-        assert_eq!(
-            app.form.fields[3].error.as_deref(),
-            Some("k must not exceed n")
+        let error = app.form.fields[3].error.clone().expect("k is marked");
+        assert!(
+            error.contains("consensus (k = 9)"),
+            "the protocol's own message: {error}"
         );
         app.on_key(key(KeyCode::Backspace));
         app.on_key(key(KeyCode::Char('2')));
         let Action::Submit(spec) = app.on_key(key(KeyCode::Enter)) else {
             panic!("expected a submission");
         };
-        assert_eq!(spec["consensus"], 2);
-        assert_eq!(
-            spec["command"],
-            json!(["sh", "-c", "seq 1 100000 | sha256sum"])
-        );
+        assert_eq!(spec.consensus, 2);
+        assert_eq!(spec.command, vec!["sh", "-c", "seq 1 100000 | sha256sum"]);
         assert!(app.form.fields.iter().all(|f| f.error.is_none()));
+    }
+
+    #[test]
+    fn the_form_takes_fractional_cpus_and_the_protocols_limits() {
+        let mut form = Form::default();
+        form.fields[4].value = "0.5".into();
+        let spec = form.validate().expect("half a CPU is a valid job");
+        assert_eq!(spec.resources.cpus, Cpus::from_millis(500));
+
+        form.fields[4].value = "0.001".into();
+        assert!(form.validate().is_none());
+        let error = form.fields[4].error.clone().expect("cpus is marked");
+        assert!(error.contains("resources.cpus"), "{error}");
+
+        form.fields[4].value = "1".into();
+        form.fields[5].value = "8".into();
+        assert!(form.validate().is_none());
+        let error = form.fields[5].error.clone().expect("memory is marked");
+        assert!(error.contains("resources.memory_mb"), "{error}");
+
+        form.fields[5].value = "64".into();
+        form.fields[2].value = "300".into();
+        assert!(form.validate().is_none());
+        assert_eq!(
+            form.fields[2].error.as_deref(),
+            Some("not a whole number up to 255")
+        );
     }
 
     #[test]
     fn peers_sort_cycles_and_help_closes_on_any_key() {
         let mut app = App::new("x");
-        app.data.peers = vec![
-            json!({"peer_id": "b", "reputation": 90.0, "credits": 70, "last_seen": 5}),
-            json!({"peer_id": "a", "reputation": 120.0, "credits": 10, "last_seen": 9}),
-        ];
+        app.data.peers = vec![peer("b", 0.7, 70, 5), peer("a", 0.9, 10, 9)];
         app.on_key(key(KeyCode::Char('4')));
-        assert_eq!(app.sorted_peers()[0]["peer_id"], "a");
+        assert_eq!(app.sorted_peers()[0].peer_id, "a");
         app.on_key(key(KeyCode::Char('s')));
         assert_eq!(app.peer_sort, PeerSort::Credits);
-        assert_eq!(app.sorted_peers()[0]["peer_id"], "b");
+        assert_eq!(app.sorted_peers()[0].peer_id, "b");
         app.on_key(key(KeyCode::Char('?')));
         assert!(app.help);
         app.on_key(key(KeyCode::Char('x')));

@@ -4,9 +4,11 @@
 //! - [`ui`]: drawing the state with ratatui.
 //!
 //! [`run`] owns the terminal: it draws on every change, reads keys on a thread of its own,
-//! follows the node's server-sent events (`GET /api/v1/events`) to refresh at once when a job or
-//! peer changes, polls every two seconds besides, and keeps retrying while the node is
-//! unreachable. The terminal is restored on exit, panic included.
+//! fetches through the typed client (`distributeai_api::ApiClient`) on a task of its own so a
+//! slow node never holds up drawing, follows the node's server-sent events
+//! (`GET /api/v1/events`) to refresh at once when a job or peer changes, polls every two
+//! seconds besides, and keeps retrying while the node is unreachable. The terminal is restored
+//! on exit, panic included.
 
 pub mod app;
 pub mod ui;
@@ -14,16 +16,21 @@ pub mod ui;
 use std::time::Duration;
 
 use anyhow::Result;
+use distributeai_api::ApiClient;
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
-use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use app::{Action, App, Connection};
+use app::{Action, App, DetailData, Snapshot};
 
 /// What wakes the loop.
 enum Wake {
     Key(ratatui::crossterm::event::KeyEvent),
+    /// The node's data changed: fetch again.
     Changed,
+    /// A fetch finished.
+    Fetched(Box<Result<Snapshot, String>>),
+    /// A submit or cancel finished: its status line, and a job to open.
+    Done(String, Option<String>),
     Resize,
 }
 
@@ -34,125 +41,73 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A JSON client of the node's API.
-#[derive(Clone)]
-struct Api {
-    base: String,
-    http: reqwest::Client,
+/// What to fetch: everything, plus the open job's detail (and its output once completed,
+/// unless already held).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Want {
+    detail: Option<(String, bool)>,
+    /// Bumped on every request, so an equal request still wakes the fetcher.
+    generation: u64,
 }
 
-impl Api {
-    async fn fetch(&self, path: &str) -> Result<reqwest::Response, String> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or_default();
-        Err(body["error"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| status.to_string()))
+/// Fetches everything the current view needs.
+async fn fetch(api: &ApiClient, want: &Want) -> Result<Snapshot, String> {
+    let text = |e: distributeai_api::ClientError| e.to_string();
+    let node = api.node().await.map_err(text)?;
+    let peers = api.peers().await.map_err(text)?;
+    let jobs = api.jobs().await.map_err(text)?;
+    let stats = api.stats().await.map_err(text)?;
+    let ledger = api.ledger().await.map_err(text)?;
+    let mut detail = None;
+    if let Some((id, want_output)) = &want.detail
+        && let Ok(job) = api.job(id).await
+    {
+        let logs = api.logs(id).await.unwrap_or_default();
+        let output = if *want_output && job.status == distributeai_api::JobStatus::Completed {
+            api.result_stdout(id)
+                .await
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        } else {
+            None
+        };
+        detail = Some(DetailData {
+            id: id.clone(),
+            job,
+            logs,
+            output,
+        });
     }
-
-    async fn get(&self, path: &str) -> Result<Value, String> {
-        self.fetch(path)
-            .await?
-            .json()
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn text(&self, path: &str) -> Result<String, String> {
-        self.fetch(path)
-            .await?
-            .text()
-            .await
-            .map_err(|e| e.to_string())
-    }
+    Ok(Snapshot {
+        node,
+        peers,
+        jobs,
+        stats,
+        ledger,
+        detail,
+    })
 }
 
-/// Fetches everything the current view needs into `app`.
-async fn refresh(api: &Api, app: &mut App) {
-    let fetched = async {
-        let node = api.get("/api/v1/node").await?;
-        let peers = api.get("/api/v1/peers").await?;
-        let jobs = api.get("/api/v1/jobs").await?;
-        let stats = api.get("/api/v1/stats").await?;
-        let ledger = api.get("/api/v1/ledger").await?;
-        Ok::<_, String>((node, peers, jobs, stats, ledger))
-    }
-    .await;
-    match fetched {
-        Ok((node, peers, jobs, stats, ledger)) => {
-            if app.connection != Connection::Connected {
-                app.push_event(format!("connected to {}", app.api));
-            }
-            app.connection = Connection::Connected;
-            app.data.node = Some(node);
-            app.data.peers = peers.as_array().cloned().unwrap_or_default();
-            for job in jobs.as_array().into_iter().flatten() {
-                let id = job["id"].as_str().unwrap_or_default();
-                let before = app
-                    .data
-                    .jobs
-                    .iter()
-                    .find(|j| j["id"] == id)
-                    .map(|j| j["status"].clone());
-                if before.as_ref() != Some(&job["status"]) {
-                    app.push_event(format!(
-                        "job {} {}",
-                        App::short(id),
-                        job["status"].as_str().unwrap_or("?")
-                    ));
-                }
-            }
-            app.data.jobs = jobs.as_array().cloned().unwrap_or_default();
-            app.data.stats = Some(stats);
-            app.data.ledger = Some(ledger);
-        }
-        Err(error) => {
-            if !matches!(app.connection, Connection::Unreachable(_)) {
-                app.push_event(format!("lost the node: {error}"));
-            }
-            app.connection = Connection::Unreachable(error);
+/// Fetches whenever asked, off the draw loop, so a slow node never freezes the screen.
+async fn fetcher(api: ApiClient, mut want: watch::Receiver<Want>, wake: mpsc::Sender<Wake>) {
+    loop {
+        let asked = want.borrow_and_update().clone();
+        let fetched = fetch(&api, &asked).await;
+        if wake.send(Wake::Fetched(Box::new(fetched))).await.is_err() {
             return;
         }
-    }
-    if let Some(detail) = &mut app.detail {
-        let id = detail.id.clone();
-        if let Ok(job) = api.get(&format!("/api/v1/jobs/{id}")).await {
-            let completed = job["status"] == "completed";
-            detail.job = Some(job);
-            if let Ok(logs) = api.get(&format!("/api/v1/jobs/{id}/logs")).await {
-                detail.logs = logs.as_array().cloned().unwrap_or_default();
-            }
-            if completed && detail.output.is_none() {
-                detail.output = api.text(&format!("/api/v1/jobs/{id}/result")).await.ok();
-            }
+        if want.changed().await.is_err() {
+            return;
         }
     }
 }
 
 /// Follows the node's event stream, waking the loop on every change; reconnects forever.
-async fn follow_events(api: Api, wake: mpsc::Sender<Wake>) {
+async fn follow_events(api: ApiClient, wake: mpsc::Sender<Wake>) {
     loop {
-        if let Ok(mut response) = api
-            .http
-            .get(format!("{}/api/v1/events", api.base))
-            .send()
-            .await
-        {
-            while let Ok(Some(chunk)) = response.chunk().await {
-                if chunk.windows(5).any(|w| w == b"data:")
-                    && wake.send(Wake::Changed).await.is_err()
-                {
+        if let Ok(mut events) = api.events().await {
+            while let Ok(Some(_event)) = events.next().await {
+                if wake.send(Wake::Changed).await.is_err() {
                     return;
                 }
             }
@@ -166,15 +121,7 @@ async fn follow_events(api: Api, wake: mpsc::Sender<Wake>) {
 
 /// Runs the TUI against the node API at `api` (`host:port` or a URL) until the user quits.
 pub async fn run(api: &str) -> Result<()> {
-    let base = if api.starts_with("http") {
-        api.trim_end_matches('/').to_string()
-    } else {
-        format!("http://{}", api.trim_end_matches('/'))
-    };
-    let client = Api {
-        base,
-        http: reqwest::Client::new(),
-    };
+    let client = ApiClient::new(api).with_timeout(Duration::from_secs(5));
     let mut app = App::new(api);
     // ratatui::init enters the alternate screen and installs a panic hook that restores the
     // terminal before the panic message is printed.
@@ -196,8 +143,18 @@ pub async fn run(api: &str) -> Result<()> {
         }
     });
     tokio::spawn(follow_events(client.clone(), wake_tx.clone()));
+    let (want_tx, want_rx) = watch::channel(Want::default());
+    tokio::spawn(fetcher(client.clone(), want_rx, wake_tx.clone()));
+    let refresh = |app: &App| {
+        want_tx.send_modify(|w| {
+            w.detail = app
+                .detail
+                .as_ref()
+                .map(|d| (d.id.clone(), d.output.is_none()));
+            w.generation += 1;
+        })
+    };
 
-    refresh(&client, &mut app).await;
     let mut poll = tokio::time::interval(Duration::from_secs(2));
     let result = loop {
         if let Err(e) = terminal.draw(|frame| ui::draw(frame, &app, now_ms())) {
@@ -210,43 +167,42 @@ pub async fn run(api: &str) -> Result<()> {
         match woke {
             None => break Ok(()),
             Some(Wake::Resize) => {}
-            Some(Wake::Changed) => refresh(&client, &mut app).await,
+            Some(Wake::Changed) => refresh(&app),
+            Some(Wake::Fetched(fetched)) => app.apply(*fetched),
+            Some(Wake::Done(status, open)) => {
+                app.status = Some(status.clone());
+                app.push_event(status);
+                if let Some(id) = open {
+                    app.open_job(id);
+                }
+                refresh(&app);
+            }
             Some(Wake::Key(key)) => match app.on_key(key) {
                 Action::None => {}
                 Action::Quit => break Ok(()),
-                Action::Refresh => refresh(&client, &mut app).await,
+                Action::Refresh => refresh(&app),
                 Action::Cancel(id) => {
-                    let url = format!("{}/api/v1/jobs/{id}", client.base);
-                    app.status = Some(match client.http.delete(url).send().await {
-                        Ok(r) if r.status().is_success() => {
-                            format!("cancelled {}", App::short(&id))
-                        }
-                        Ok(r) => format!("cancel refused: {}", r.status()),
-                        Err(e) => format!("cancel failed: {e}"),
+                    let (api, done) = (client.clone(), wake_tx.clone());
+                    tokio::spawn(async move {
+                        let status = match api.cancel(&id).await {
+                            Ok(_) => format!("cancelled {}", App::short(&id)),
+                            Err(e) => format!("cancel refused: {e}"),
+                        };
+                        let _ = done.send(Wake::Done(status, None)).await;
                     });
-                    refresh(&client, &mut app).await;
                 }
                 Action::Submit(spec) => {
-                    let url = format!("{}/api/v1/jobs", client.base);
-                    match client.http.post(url).json(&spec).send().await {
-                        Ok(r) => {
-                            let ok = r.status().is_success();
-                            let body: Value = r.json().await.unwrap_or_default();
-                            if ok {
-                                let id = body["id"].as_str().unwrap_or_default().to_string();
-                                app.status = Some(format!("submitted {}", App::short(&id)));
-                                app.push_event(format!("submitted job {}", App::short(&id)));
-                                app.open_job(id);
-                            } else {
-                                app.status = Some(format!(
-                                    "refused: {}",
-                                    body["error"].as_str().unwrap_or("?")
-                                ));
-                            }
-                        }
-                        Err(e) => app.status = Some(format!("cannot submit: {e}")),
-                    }
-                    refresh(&client, &mut app).await;
+                    let (api, done) = (client.clone(), wake_tx.clone());
+                    tokio::spawn(async move {
+                        let woke = match api.submit(&spec).await {
+                            Ok(job) => Wake::Done(
+                                format!("submitted job {}", App::short(&job.id)),
+                                Some(job.id),
+                            ),
+                            Err(e) => Wake::Done(format!("refused: {e}"), None),
+                        };
+                        let _ = done.send(woke).await;
+                    });
                 }
             },
         }

@@ -5,35 +5,55 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Tabs, Wrap};
-use serde_json::Value;
 
-use crate::app::{App, Connection, View};
+use distributeai_api::{DiscoverySource, ExecutionState, NodeInfo, Reachability, Route};
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
+use crate::app::{App, Connection, View, status_name};
+
+fn short(text: &str) -> String {
+    App::short(text)
+}
+
+/// The first 12 hex digits of a hash, or `-`.
+fn hash12(hash: Option<&str>) -> String {
+    hash.map(|h| h.chars().take(12).collect())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn ago(now_ms: u64, at: u64) -> String {
+    let secs = now_ms.saturating_sub(at) / 1000;
+    if secs < 120 {
+        format!("{secs}s")
+    } else if secs < 7200 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{}h", secs / 3600)
     }
 }
 
-fn short(v: &Value) -> String {
-    App::short(&s(v))
+fn source_name(source: Option<DiscoverySource>) -> &'static str {
+    match source {
+        Some(DiscoverySource::Bootstrap) => "bootstrap",
+        Some(DiscoverySource::Mdns) => "mdns",
+        Some(DiscoverySource::Dht) => "dht",
+        Some(DiscoverySource::Gossip) => "gossip",
+        Some(DiscoverySource::Inbound) => "inbound",
+        Some(DiscoverySource::Dialed) => "dialed",
+        None => "-",
+    }
 }
 
-fn ago(now_ms: u64, at: &Value) -> String {
-    match at.as_u64() {
-        Some(at) => {
-            let secs = now_ms.saturating_sub(at) / 1000;
-            if secs < 120 {
-                format!("{secs}s")
-            } else if secs < 7200 {
-                format!("{}m", secs / 60)
-            } else {
-                format!("{}h", secs / 3600)
-            }
-        }
-        None => "-".into(),
+fn execution_name(state: ExecutionState) -> &'static str {
+    match state {
+        ExecutionState::Assigned => "assigned",
+        ExecutionState::Refused => "refused",
+        ExecutionState::Unreachable => "unreachable",
+        ExecutionState::Committed => "committed",
+        ExecutionState::Failed => "failed",
+        ExecutionState::Silent => "silent",
+        ExecutionState::Revealed => "revealed",
+        ExecutionState::Invalid => "invalid",
+        ExecutionState::Cancelled => "cancelled",
     }
 }
 
@@ -140,39 +160,29 @@ fn draw_overview(frame: &mut Frame, app: &App, area: Rect, _now_ms: u64) {
         ));
     }
     if let Some(node) = &app.data.node {
-        let uptime = node["uptime_s"].as_u64().unwrap_or(0);
-        let own = app.data.ledger.as_ref().and_then(|l| {
-            l["peers"]
-                .as_array()
-                .and_then(|p| p.iter().find(|p| p["peer_id"] == node["peer_id"]).cloned())
-        });
-        let (rep, credits) = own
-            .map(|p| (s(&p["reputation"]), s(&p["credits"])))
-            .unwrap_or_else(|| ("100".into(), "50".into()));
-        lines.push(Line::raw(format!("peer id   {}", s(&node["peer_id"]))));
+        let uptime = node.uptime_s;
+        let own = app
+            .data
+            .ledger
+            .as_ref()
+            .and_then(|l| l.peers.iter().find(|p| p.peer_id == node.peer_id));
+        let standing = match own {
+            Some(p) => format!("reputation {} · credits {}", p.reputation, p.credits),
+            None => "not in the ledger yet".to_string(),
+        };
+        lines.push(Line::raw(format!("peer id   {}", node.peer_id)));
         lines.push(Line::raw(format!(
             "role      {}{}   up {}h{:02}m{:02}s",
-            s(&node["role"]),
-            if node["worker"] == true {
-                " + worker"
-            } else {
-                ""
-            },
+            node.role,
+            if node.worker { " + worker" } else { "" },
             uptime / 3600,
             uptime / 60 % 60,
             uptime % 60
         )));
-        lines.push(Line::raw(format!(
-            "standing  reputation {rep} · credits {credits}"
-        )));
+        lines.push(Line::raw(format!("standing  {standing}")));
         lines.push(Line::raw(format!("reach     {}", reachability_text(node))));
-        for addr in node["listen_addrs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .take(1)
-        {
-            lines.push(Line::raw(format!("listen    {}", s(addr))));
+        for addr in node.listen_addrs.iter().take(1) {
+            lines.push(Line::raw(format!("listen    {addr}")));
         }
     }
     frame.render_widget(
@@ -180,22 +190,16 @@ fn draw_overview(frame: &mut Frame, app: &App, area: Rect, _now_ms: u64) {
         node_area,
     );
 
-    let connected = app
-        .data
-        .peers
-        .iter()
-        .filter(|p| p["connected"] == true)
-        .count();
+    let connected = app.data.peers.iter().filter(|p| p.connected).count();
     let relayed = app
         .data
         .peers
         .iter()
-        .filter(|p| p["route"] == "relayed")
+        .filter(|p| p.route == Some(Route::Relayed))
         .count();
-    let mut by_source: std::collections::BTreeMap<String, usize> =
-        std::collections::BTreeMap::new();
+    let mut by_source: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
     for p in &app.data.peers {
-        *by_source.entry(s(&p["source"])).or_default() += 1;
+        *by_source.entry(source_name(p.source)).or_default() += 1;
     }
     let mut mesh = vec![Line::raw(format!(
         "{} peers known, {connected} connected{}",
@@ -216,16 +220,11 @@ fn draw_overview(frame: &mut Frame, app: &App, area: Rect, _now_ms: u64) {
         mesh_area,
     );
 
-    let mut statuses: Vec<(String, u64)> = app
+    let mut statuses: Vec<(String, usize)> = app
         .data
         .stats
         .as_ref()
-        .and_then(|st| st["jobs"].as_object())
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect()
-        })
+        .map(|st| st.jobs.iter().map(|(k, v)| (k.clone(), *v)).collect())
         .unwrap_or_default();
     statuses.sort();
     let mut work = Vec::new();
@@ -239,10 +238,7 @@ fn draw_overview(frame: &mut Frame, app: &App, area: Rect, _now_ms: u64) {
         ]));
     }
     if let Some(ledger) = &app.data.ledger {
-        work.push(Line::raw(format!(
-            "ledger: {} entries",
-            s(&ledger["entries"])
-        )));
+        work.push(Line::raw(format!("ledger: {} entries", ledger.entries)));
     }
     frame.render_widget(
         Paragraph::new(work).wrap(Wrap { trim: true }).block(
@@ -267,22 +263,18 @@ fn draw_overview(frame: &mut Frame, app: &App, area: Rect, _now_ms: u64) {
 fn draw_jobs(frame: &mut Frame, app: &App, area: Rect, now_ms: u64) {
     let jobs = app.visible_jobs();
     let rows = jobs.iter().enumerate().map(|(i, j)| {
-        let status = s(&j["status"]);
+        let status = status_name(j.status);
         let style = if i == app.job_selected {
             Style::default().add_modifier(Modifier::REVERSED)
         } else {
             Style::default()
         };
         Row::new(vec![
-            Cell::from(short(&j["id"])),
-            Cell::from(status.clone()).style(status_style(&status)),
-            Cell::from(s(&j["spec"]["image"])),
-            Cell::from(format!(
-                "{}/{}",
-                s(&j["spec"]["redundancy"]),
-                s(&j["spec"]["consensus"])
-            )),
-            Cell::from(ago(now_ms, &j["submitted_at"])),
+            Cell::from(short(&j.id)),
+            Cell::from(status).style(status_style(status)),
+            Cell::from(j.spec.image.clone()),
+            Cell::from(format!("{}/{}", j.spec.redundancy, j.spec.consensus)),
+            Cell::from(ago(now_ms, j.submitted_at)),
         ])
         .style(style)
     });
@@ -320,51 +312,49 @@ fn draw_jobs(frame: &mut Frame, app: &App, area: Rect, now_ms: u64) {
 
 fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
     let Some(detail) = &app.detail else { return };
-    let job = detail.job.clone().unwrap_or(Value::Null);
-    let executions: Vec<&Value> = job["executions"]
-        .as_array()
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
+    let Some(job) = &detail.job else {
+        frame.render_widget(
+            Paragraph::new(format!("job {}: loading…", short(&detail.id)))
+                .block(Block::default().borders(Borders::ALL)),
+            area,
+        );
+        return;
+    };
+    let executions = &job.executions;
     let [head, table_area, lower] = Layout::vertical([
         Constraint::Length(4),
         Constraint::Length(executions.len() as u16 + 3),
         Constraint::Min(3),
     ])
     .areas(area);
-    let status = s(&job["status"]);
-    let verdict = &job["verdict"];
+    let status = status_name(job.status);
     let mut head_lines = vec![Line::from(vec![
-        Span::raw(format!(
-            "job {}  ",
-            short(&Value::String(detail.id.clone()))
-        )),
-        Span::styled(
-            status.clone(),
-            status_style(&status).add_modifier(Modifier::BOLD),
-        ),
+        Span::raw(format!("job {}  ", short(&detail.id))),
+        Span::styled(status, status_style(status).add_modifier(Modifier::BOLD)),
         Span::raw(format!(
             "  {}  n={} k={}  bids {}",
-            s(&job["spec"]["image"]),
-            s(&job["spec"]["redundancy"]),
-            s(&job["spec"]["consensus"]),
-            job["bids"].as_array().map(Vec::len).unwrap_or(0)
+            job.spec.image,
+            job.spec.redundancy,
+            job.spec.consensus,
+            job.bids.len()
         )),
     ])];
-    if verdict.is_object() {
+    if let Some(verdict) = &job.verdict {
         head_lines.push(Line::raw(format!(
             "verdict {} {} · agree {} · disagree {} · failed {} · silent {}",
-            s(&verdict["outcome"]),
-            verdict["result_hash"]
-                .as_str()
-                .map(|h| h[..12.min(h.len())].to_string())
+            verdict.outcome,
+            verdict
+                .result_hash
+                .as_deref()
+                .map(|h| hash12(Some(h)))
                 .unwrap_or_default(),
-            verdict["agreeing"].as_array().map(Vec::len).unwrap_or(0),
-            verdict["disagreeing"].as_array().map(Vec::len).unwrap_or(0),
-            verdict["failed"].as_array().map(Vec::len).unwrap_or(0),
-            verdict["silent"].as_array().map(Vec::len).unwrap_or(0),
+            verdict.agreeing.len(),
+            verdict.disagreeing.len(),
+            verdict.failed.len(),
+            verdict.silent.len(),
         )));
     }
-    if let Some(reason) = job["failure_reason"].as_str() {
+    if let Some(reason) = &job.failure_reason {
         head_lines.push(Line::styled(
             format!("failed: {reason}"),
             Style::default().fg(Color::Red),
@@ -378,22 +368,20 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
     );
 
     let rows = executions.iter().map(|e| {
-        let status = s(&e["status"]);
+        let status = execution_name(e.status);
         Row::new(vec![
-            Cell::from(short(&e["peer_id"])),
-            Cell::from(status.clone()).style(status_style(&status)),
+            Cell::from(short(&e.peer_id)),
+            Cell::from(status).style(status_style(status)),
+            Cell::from(hash12(e.result_hash.as_deref())),
             Cell::from(
-                e["result_hash"]
-                    .as_str()
-                    .map(|h| h[..12.min(h.len())].to_string())
-                    .unwrap_or("-".into()),
+                e.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
             ),
-            Cell::from(s(&e["exit_code"])),
             Cell::from(
-                e["duration_ms"]
-                    .as_u64()
+                e.duration_ms
                     .map(|d| format!("{d}ms"))
-                    .unwrap_or("-".into()),
+                    .unwrap_or_else(|| "-".into()),
             ),
         ])
     });
@@ -443,7 +431,7 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
     let lines: Vec<Line> = detail
         .logs
         .iter()
-        .map(|l| Line::raw(s(&l["message"])))
+        .map(|l| Line::raw(l.message.clone()))
         .collect();
     let visible = lower.height.saturating_sub(2);
     let bottom = (lines.len() as u16).saturating_sub(visible);
@@ -496,15 +484,12 @@ fn draw_submit(frame: &mut Frame, app: &App, area: Rect) {
 }
 
 /// This node's reachability in a few words: `public`, `behind NAT · 2 relays`, `unknown`.
-fn reachability_text(node: &serde_json::Value) -> String {
-    let relays = node["relays"]
-        .as_array()
-        .map(|r| r.iter().filter(|r| r["reserved"] == true).count())
-        .unwrap_or(0);
-    let base = match node["reachability"].as_str() {
-        Some("public") => "public",
-        Some("private") => "behind NAT",
-        _ => "unknown",
+fn reachability_text(node: &NodeInfo) -> String {
+    let relays = node.relays.iter().filter(|r| r.reserved).count();
+    let base = match node.reachability {
+        Reachability::Public => "public",
+        Reachability::Private => "behind NAT",
+        Reachability::Unknown => "unknown",
     };
     match relays {
         0 => base.to_string(),
@@ -516,36 +501,32 @@ fn reachability_text(node: &serde_json::Value) -> String {
 fn draw_peers(frame: &mut Frame, app: &App, area: Rect, now_ms: u64) {
     let peers = app.sorted_peers();
     let rows = peers.iter().enumerate().map(|(i, p)| {
-        let caps = &p["capabilities"];
+        let caps = p.capabilities.as_ref();
         let style = if i == app.peer_selected {
             Style::default().add_modifier(Modifier::REVERSED)
         } else {
             Style::default()
         };
         Row::new(vec![
-            short(&p["peer_id"]),
-            match (p["connected"] == true, p["route"].as_str()) {
-                (true, Some(route)) => route.into(),
+            short(&p.peer_id),
+            match (p.connected, p.route) {
+                (true, Some(Route::Direct)) => "direct".into(),
+                (true, Some(Route::Relayed)) => "relayed".into(),
                 (true, None) => "yes".into(),
                 (false, _) => "no".into(),
             },
-            s(&p["source"]),
-            s(&caps["cpus"]),
-            caps["memory_mb"]
-                .as_u64()
-                .map(|m| format!("{m}M"))
-                .unwrap_or("-".into()),
-            caps["region"]
-                .as_str()
+            source_name(p.source).to_string(),
+            caps.map(|c| c.cpus.to_string())
+                .unwrap_or_else(|| "-".into()),
+            caps.map(|c| format!("{}M", c.memory_mb))
+                .unwrap_or_else(|| "-".into()),
+            caps.map(|c| c.region.as_str())
                 .filter(|r| !r.is_empty())
                 .unwrap_or("-")
                 .to_string(),
-            p["reputation"]
-                .as_f64()
-                .map(|r| format!("{r:.1}"))
-                .unwrap_or("-".into()),
-            s(&p["credits"]),
-            ago(now_ms, &p["last_seen"]),
+            format!("{:.2}", p.reputation),
+            p.credits.to_string(),
+            ago(now_ms, p.last_seen),
         ])
         .style(style)
     });

@@ -181,12 +181,15 @@ pub fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
 pub struct Network {
     pub _boot: Proc,
     pub boot_addr: String,
+    /// The bootstrap peer's metrics, `http://127.0.0.1:PORT/metrics`.
+    pub boot_metrics: String,
     pub nodes: Vec<(Proc, String, String)>,
 }
 
 /// Starts the network and waits until node 0 hears every worker.
 pub fn start_network(dir: &Path, faults: &[Option<&str>]) -> Network {
-    let (boot, boot_addr) = start_bootstrap(dir);
+    let (mut boot, boot_addr) = start_bootstrap(dir);
+    let boot_metrics = format!("http://{}", boot.wait_for_line("metrics: http://"));
     let nodes = faults
         .iter()
         .enumerate()
@@ -195,6 +198,7 @@ pub fn start_network(dir: &Path, faults: &[Option<&str>]) -> Network {
     let network = Network {
         _boot: boot,
         boot_addr,
+        boot_metrics,
         nodes,
     };
     let ids: Vec<String> = network.nodes.iter().map(|n| n.1.clone()).collect();
@@ -268,8 +272,14 @@ pub fn start_node(
 /// Starts a bootstrap peer on loopback; returns it and its `/ip4/…/p2p/…` address.
 pub fn start_bootstrap(dir: &Path) -> (Proc, String) {
     let mut cmd = Command::new(bootstrap_bin());
-    cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
-        .arg(dir.join("boot"));
+    cmd.args([
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(dir.join("boot"));
     let mut boot = Proc::spawn("bootstrap", cmd, &dir.join("boot.log"));
     let address = boot.wait_for_line("listening on /ip4/127.0.0.1/tcp/");
     (boot, format!("/ip4/127.0.0.1/tcp/{address}"))

@@ -38,10 +38,9 @@ use distributeai_protocol::{
 use libp2p::PeerId;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::executor::Executor;
 use crate::network::{Client, InboundRequest, InboundRequestId};
@@ -164,15 +163,40 @@ pub fn status_word(status: model::JobStatus) -> String {
         .unwrap_or_default()
 }
 
-/// Counts for `GET /api/v1/stats`.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-pub struct Stats {
-    /// Submitted jobs by status.
-    pub jobs: HashMap<String, usize>,
-    /// Assignments accepted as a worker.
-    pub work_accepted: usize,
-    /// Assignments running now.
-    pub work_running: usize,
+pub use distributeai_api::Stats;
+
+/// The word `GET /api/v1/stats` and the `distributeai_jobs{role="executed"}` gauge use for
+/// where a worker's job is: `bid`, `running`, `waiting` (accepted, not running: after a
+/// restart, until it runs again), `committed`, `cancelled` or `done`.
+fn work_phase_word(item: &WorkItem, running: bool) -> String {
+    match item.phase {
+        model::WorkPhase::Bid => "bid",
+        model::WorkPhase::Executing if running => "running",
+        model::WorkPhase::Executing => "waiting",
+        model::WorkPhase::Committed { .. } => "committed",
+        model::WorkPhase::Cancelled => "cancelled",
+        model::WorkPhase::Done => "done",
+    }
+    .to_string()
+}
+
+/// What a submitted job's metrics compare before and after a step.
+struct JobMarks {
+    status: model::JobStatus,
+    assigned_at: Option<u64>,
+    bids: usize,
+    verdict: bool,
+}
+
+impl JobMarks {
+    fn of(job: &Job) -> Self {
+        Self {
+            status: job.status(),
+            assigned_at: job.times.assigned_at,
+            bids: job.bids.len(),
+            verdict: job.verdict.is_some(),
+        }
+    }
 }
 
 /// Messages to the manager: API calls, network input and completions of its own tasks.
@@ -552,8 +576,14 @@ impl JobManager {
             JobMsg::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
-            JobMsg::Gossip { author, message } => self.on_gossip(author, message),
-            JobMsg::Request { peer, request, id } => self.on_request(peer, request, id).await,
+            JobMsg::Gossip { author, message } => {
+                let _span = tracing::info_span!("gossip", peer_id = %author).entered();
+                self.on_gossip(author, message)
+            }
+            JobMsg::Request { peer, request, id } => {
+                let span = tracing::info_span!("request", peer_id = %peer);
+                self.on_request(peer, request, id).instrument(span).await
+            }
             JobMsg::Job { job, input } => {
                 self.step_job(job, input);
             }
@@ -583,10 +613,20 @@ impl JobManager {
         for job in self.jobs.values() {
             *jobs.entry(status_word(job.status())).or_insert(0) += 1;
         }
+        let mut work = HashMap::new();
+        for (id, item) in &self.work {
+            *work
+                .entry(work_phase_word(item, self.running.contains_key(id)))
+                .or_insert(0) += 1;
+        }
+        if !self.deferred.is_empty() {
+            work.insert("queued".to_string(), self.deferred.len());
+        }
         Stats {
             jobs,
             work_accepted: self.work.values().filter(|w| !w.is_bid()).count(),
             work_running: self.running.len(),
+            work,
         }
     }
 
@@ -763,31 +803,47 @@ impl JobManager {
     /// Feeds one input to a submitted job's machine and carries out its effects; returns the
     /// reply to the request the input carried, if any.
     fn step_job(&mut self, id: JobId, input: flow::Input) -> Option<Response> {
+        // The full job id, on the submitter's lines and the workers' alike, so one job can be
+        // followed across nodes' logs.
+        let _span = tracing::info_span!("job", job_id = %id.to_hex(), role = "submitter").entered();
         if matches!(input, flow::Input::Bid(_)) {
             self.metrics.bid_received();
         }
-        let before = self
-            .jobs
-            .get(&id)
-            .map(|j| (j.status(), j.times.assigned_at))?;
+        let before = self.jobs.get(&id).map(JobMarks::of)?;
         let effects =
             self.with_ctx(|jobs, _, ctx| jobs.get_mut(&id).map(|job| job.handle(input, ctx)))?;
         self.count_changes(id, before);
         self.carry_out_job(id, effects)
     }
 
-    /// Metrics of a submitted job's step: bidding over, final status reached.
-    fn count_changes(&self, id: JobId, (status, assigned_at): (model::JobStatus, Option<u64>)) {
+    /// Metrics of a submitted job's step: first bid in, bidding over, verdict signed, final
+    /// status reached.
+    fn count_changes(&self, id: JobId, before: JobMarks) {
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
-        if assigned_at.is_none()
+        if before.bids == 0
+            && let Some(first) = job.bids.first()
+        {
+            self.metrics
+                .first_bid(first.received_at.saturating_sub(job.submitted_at));
+        }
+        if before.assigned_at.is_none()
             && let Some(at) = job.times.assigned_at
         {
             self.metrics
                 .job_bidding(at.saturating_sub(job.submitted_at));
         }
-        if !status.is_final() && job.status().is_final() {
+        if !before.verdict
+            && let Some(verdict) = &job.verdict
+            && let Ok(verdict) = verdict.decode_unchecked()
+        {
+            self.metrics.verdict(match verdict.outcome {
+                distributeai_protocol::VerdictOutcome::Accepted(_) => "agreed",
+                distributeai_protocol::VerdictOutcome::Failed(_) => "failed",
+            });
+        }
+        if !before.status.is_final() && job.status().is_final() {
             let took = job
                 .times
                 .finished_at
@@ -798,6 +854,7 @@ impl JobManager {
 
     /// Feeds one input to a work item's machine; as [`Self::step_job`].
     fn step_work(&mut self, id: JobId, input: work::Input) -> Option<Response> {
+        let _span = tracing::info_span!("job", job_id = %id.to_hex(), role = "worker").entered();
         let effects =
             self.with_ctx(|_, work, ctx| work.get_mut(&id).map(|item| item.handle(input, ctx)))?;
         self.carry_out_work(id, effects)

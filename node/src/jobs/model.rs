@@ -3,129 +3,14 @@
 //! from `distributeai-jobflow`).
 
 use distributeai_protocol::time::TimestampMs;
-use distributeai_protocol::{JobEnd, JobSpec, PublicKey, VerdictOutcome};
-use serde::{Deserialize, Serialize};
+use distributeai_protocol::{JobEnd, PublicKey, VerdictOutcome};
 
 pub use distributeai_jobflow::submitter::{
     BidEntry, Execution, ExecutionState, JobStatus, Outcome, Phase, PhaseTimes, SubmittedJob as Job,
 };
 pub use distributeai_jobflow::worker::{WorkItem, WorkPhase};
 
-/// JSON view of a bid.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BidView {
-    /// Bidder's PeerId.
-    pub peer_id: String,
-    /// When it arrived.
-    pub received_at: TimestampMs,
-    /// The image id the bidder holds and would run (`None`: it would pull the image).
-    pub image: Option<String>,
-}
-
-/// JSON view of one worker's execution.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExecutionView {
-    /// Worker's PeerId.
-    pub peer_id: String,
-    /// Assignment attempt.
-    pub attempt: u32,
-    /// `assigned`, `committed`, `revealed`, `failed`, `silent`, `refused`, `invalid`.
-    pub status: ExecutionState,
-    /// Whether it holds a slot.
-    pub active: bool,
-    /// Revealed result hash.
-    pub result_hash: Option<String>,
-    /// How the job ended on this worker, from its revealed manifest: `exit code 0`,
-    /// `timed out`, `ran out of memory`...
-    pub end: Option<String>,
-    /// Exit code from the revealed manifest, when the job exited.
-    pub exit_code: Option<i64>,
-    /// The image id it ran, from its revealed manifest.
-    pub image: Option<String>,
-    /// What it saw of the end: the engine's message, whole.
-    pub detail: Option<String>,
-    /// The last bytes of the job's stdout on this worker (lossy UTF-8), at most 4 KiB.
-    pub stdout_tail: Option<String>,
-    /// The last bytes of the job's stderr on this worker (lossy UTF-8), at most 4 KiB.
-    pub stderr_tail: Option<String>,
-    /// Failure, refusal or invalidity reason.
-    pub failure: Option<String>,
-    /// Commitment digest (hex) once committed.
-    pub commitment: Option<String>,
-    /// When assigned.
-    pub assigned_at: TimestampMs,
-    /// When committed.
-    pub committed_at: Option<TimestampMs>,
-    /// When revealed.
-    pub revealed_at: Option<TimestampMs>,
-    /// Assignment to commitment, in ms.
-    pub duration_ms: Option<u64>,
-}
-
-/// JSON view of a verdict.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VerdictView {
-    /// `accepted` or `failed`.
-    pub outcome: String,
-    /// The agreed hash when accepted.
-    pub result_hash: Option<String>,
-    /// How the job ended, as agreed (`exit code 0`, `timed out`...), when accepted.
-    pub end: Option<String>,
-    /// The image id that ran, as agreed, when accepted.
-    pub image: Option<String>,
-    /// Why it failed.
-    pub reason: Option<String>,
-    /// Workers whose hash agreed.
-    pub agreeing: Vec<String>,
-    /// Workers whose hash differed.
-    pub disagreeing: Vec<String>,
-    /// Workers that reported failure.
-    pub failed: Vec<String>,
-    /// Workers that never answered.
-    pub silent: Vec<String>,
-    /// Content id of the signed verdict (the ledger entry).
-    pub entry_id: String,
-}
-
-/// Phase durations in ms.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Timings {
-    /// Announcement to first assignment.
-    pub bidding_ms: Option<u64>,
-    /// First assignment to the last commitment.
-    pub execution_ms: Option<u64>,
-    /// Last commitment to the decision (reveals and comparison).
-    pub verification_ms: Option<u64>,
-    /// Decision to verified output.
-    pub fetch_ms: Option<u64>,
-    /// Submission to final status.
-    pub total_ms: Option<u64>,
-}
-
-/// JSON view of a job, as `GET /api/v1/jobs/{id}` returns it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobView {
-    /// Job id (hex).
-    pub id: String,
-    /// Status.
-    pub status: JobStatus,
-    /// The spec.
-    pub spec: JobSpec,
-    /// When submitted.
-    pub submitted_at: TimestampMs,
-    /// Bids.
-    pub bids: Vec<BidView>,
-    /// Per-worker executions.
-    pub executions: Vec<ExecutionView>,
-    /// The verdict, once decided.
-    pub verdict: Option<VerdictView>,
-    /// Why it failed.
-    pub failure_reason: Option<String>,
-    /// Why it waits, while `status` is `queued`: every worker that can run it is busy.
-    pub queued_reason: Option<String>,
-    /// Phase durations.
-    pub timings: Timings,
-}
+pub use distributeai_api::{BidView, ExecutionView, JobView, Timings, VerdictView};
 
 fn peer(key: &PublicKey) -> String {
     key.peer_id()

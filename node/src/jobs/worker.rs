@@ -116,6 +116,7 @@ impl JobManager {
             return Response::Refused("this node did not bid on this job".into());
         }
         let free_slots = self.free_slots();
+        let was_bid = self.work.get(&job).is_some_and(|w| w.is_bid());
         let response = self
             .step_work(
                 job,
@@ -125,8 +126,11 @@ impl JobManager {
                 },
             )
             .unwrap_or_else(|| Response::Refused("unknown job".into()));
-        if response == Response::Busy {
-            self.deferred.busy(now_ms(), assignment);
+        match response {
+            Response::Busy => self.deferred.busy(now_ms(), assignment),
+            // Started at once: no wait for a slot.
+            Response::Ack if was_bid => self.metrics.queue_wait(0),
+            _ => {}
         }
         response
     }
@@ -136,12 +140,13 @@ impl JobManager {
     pub(super) fn start_deferred(&mut self) {
         while self.free_slots() > 0 {
             let items = &self.work;
-            let Some(assignment) = self
+            let Some((assignment, waited_ms)) = self
                 .deferred
                 .next(now_ms(), |job| items.get(job).is_some_and(|w| w.is_bid()))
             else {
                 return;
             };
+            self.metrics.queue_wait(waited_ms);
             let job = assignment.message.job_id;
             let free_slots = self.free_slots();
             let response = self.step_work(

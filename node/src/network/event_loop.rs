@@ -668,7 +668,7 @@ impl EventLoop {
     /// the node when that changes what a connected peer shows.
     fn note_source(&mut self, peer: PeerId, source: DiscoverySource) {
         let current = self.sources.get(&peer).copied();
-        let kept = DiscoverySource::prefer(current, source);
+        let kept = crate::network::prefer_source(current, source);
         if current == Some(kept) {
             return;
         }
@@ -693,9 +693,9 @@ impl EventLoop {
                     .iter()
                     .map(|c| ConnectionView {
                         route: c.route(),
-                        transport: addresses::transport_name(&c.address),
-                        address: c.address.clone(),
-                        direction: if c.outbound { "outbound" } else { "inbound" },
+                        transport: addresses::transport_name(&c.address).to_string(),
+                        address: c.address.to_string(),
+                        direction: if c.outbound { "outbound" } else { "inbound" }.to_string(),
                         hole_punched: c.hole_punched,
                     })
                     .collect(),
@@ -729,7 +729,26 @@ impl EventLoop {
         }
     }
 
+    /// Counts the event in libp2p's own metrics (`libp2p_*`).
+    fn record_libp2p_metrics(&self, event: &SwarmEvent<BehaviourEvent>) {
+        use libp2p::metrics::Recorder;
+        let recorder = self.metrics.libp2p();
+        match event {
+            SwarmEvent::Behaviour(behaviour) => match behaviour {
+                BehaviourEvent::Gossipsub(e) => recorder.record(e),
+                BehaviourEvent::Kademlia(e) => recorder.record(e),
+                BehaviourEvent::Identify(e) => recorder.record(e),
+                BehaviourEvent::Ping(e) => recorder.record(e),
+                BehaviourEvent::RelayServer(e) => recorder.record(e),
+                BehaviourEvent::Dcutr(e) => recorder.record(e),
+                _ => {}
+            },
+            other => recorder.record(other),
+        }
+    }
+
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.record_libp2p_metrics(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");

@@ -183,44 +183,27 @@ pub fn default_listen_addrs(port: u16) -> Vec<Multiaddr> {
     .collect()
 }
 
-/// How we came to know a peer.
-///
-/// A peer can be met several ways; [`DiscoverySource::prefer`] keeps the most telling one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DiscoverySource {
-    /// It is one of our bootstrap peers.
-    Bootstrap,
-    /// Found on the LAN by mDNS.
-    Mdns,
-    /// Found through the Kademlia DHT.
-    Dht,
-    /// Learned from its signed node announcement on gossip.
-    Gossip,
-    /// It connected to us.
-    Inbound,
-    /// Dialed on request.
-    Dialed,
-}
+pub use distributeai_api::{ConnectionView, DiscoverySource, Route};
 
-impl DiscoverySource {
-    /// Being a bootstrap peer, or on the LAN, says where a peer is; the other sources only
-    /// say how we happened to meet it first. So those two win over whatever came earlier,
-    /// and otherwise the first source stays.
-    fn precedence(self) -> u8 {
-        match self {
-            Self::Bootstrap => 2,
-            Self::Mdns => 1,
-            Self::Dht | Self::Gossip | Self::Inbound | Self::Dialed => 0,
+/// The source to keep when a peer known through `current` is also met through `new`.
+///
+/// Being a bootstrap peer, or on the LAN, says where a peer is; the other sources only say
+/// how we happened to meet it first. So those two win over whatever came earlier, and
+/// otherwise the first source stays.
+pub fn prefer_source(current: Option<DiscoverySource>, new: DiscoverySource) -> DiscoverySource {
+    fn precedence(source: DiscoverySource) -> u8 {
+        match source {
+            DiscoverySource::Bootstrap => 2,
+            DiscoverySource::Mdns => 1,
+            DiscoverySource::Dht
+            | DiscoverySource::Gossip
+            | DiscoverySource::Inbound
+            | DiscoverySource::Dialed => 0,
         }
     }
-
-    /// The source to keep when a peer known through `current` is also met through `new`.
-    pub fn prefer(current: Option<Self>, new: Self) -> Self {
-        match current {
-            Some(current) if current.precedence() >= new.precedence() => current,
-            _ => new,
-        }
+    match current {
+        Some(current) if precedence(current) >= precedence(new) => current,
+        _ => new,
     }
 }
 
@@ -316,33 +299,6 @@ pub enum NetworkEvent {
         /// The peer.
         peer: PeerId,
     },
-}
-
-/// How a connection reaches its peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Route {
-    /// A direct connection (dialed, accepted, or hole-punched).
-    Direct,
-    /// Through a relay's circuit.
-    Relayed,
-}
-
-/// One open connection to a peer.
-#[derive(Debug, Clone, Serialize)]
-pub struct ConnectionView {
-    /// Direct or relayed.
-    pub route: Route,
-    /// `tcp` or `quic` (for a circuit, the transport to the relay).
-    pub transport: &'static str,
-    /// The peer's address on this connection (for a circuit, the relay's address with
-    /// `/p2p-circuit`).
-    #[serde(serialize_with = "crate::serde_display")]
-    pub address: Multiaddr,
-    /// Whether we dialed it (`outbound`) or the peer did (`inbound`).
-    pub direction: &'static str,
-    /// Whether it was opened by hole punching (DCUtR).
-    pub hole_punched: bool,
 }
 
 /// A connected peer, as the network sees it.

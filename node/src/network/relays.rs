@@ -22,17 +22,7 @@ pub const WANTED_RELAYS: usize = 2;
 /// How long a relay that refused or dropped our reservation is not asked again.
 pub const RELAY_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Whether this node can be dialed from the internet, as AutoNAT judges it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reachability {
-    /// Not decided yet.
-    Unknown,
-    /// Dial-backs to our address succeed.
-    Public,
-    /// Dial-backs fail: we are behind NAT or a firewall and reachable through relays.
-    Private,
-}
+pub use distributeai_api::Reachability;
 
 /// A peer that can relay for us.
 #[derive(Debug, Clone)]
