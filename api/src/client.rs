@@ -1,5 +1,4 @@
-//! [`ApiClient`]: the typed client of a node's local HTTP API, used by the CLI, the TUI and
-//! the tests. Every call returns the API's own types, or a [`ClientError`] that says whether
+//! [`ApiClient`]: the typed client of a node's local HTTP API, used by the CLI and the TUI. Every call returns the API's own types, or a [`ClientError`] that says whether
 //! the node could not be reached, refused the request (with its message), or answered
 //! something this client cannot read.
 

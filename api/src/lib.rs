@@ -16,11 +16,12 @@
 //!   files as a tar; 409 until the job completed.
 //! - `GET /api/v1/stats` → [`Stats`]; `GET /api/v1/ledger` → [`LedgerView`]
 //! - `GET /api/v1/events` → server-sent events, each an [`ApiEvent`] as JSON.
-//! - `GET /metrics` → Prometheus metrics (OpenMetrics text).
+//! - `GET /metrics` → Prometheus metrics: OpenMetrics text when the `Accept` header asks for
+//!   it (Prometheus does), else the Prometheus text format 0.0.4.
 //! - `GET /` → the web dashboard.
 
-pub mod client;
-pub mod types;
+mod client;
+mod types;
 
 pub use client::{ApiClient, ClientError, Events};
 pub use types::*;

@@ -1,5 +1,5 @@
-//! The JSON the node's API serves, as Rust types: the node builds them, [`ApiClient`]
-//! (crate::ApiClient) reads them, and the web dashboard reads the same JSON. Times are ms since
+//! The JSON the node's API serves, as Rust types: the node builds them,
+//! [`ApiClient`](crate::ApiClient) reads them, and the web dashboard reads the same JSON. Times are ms since
 //! the Unix epoch, durations are ms, ids are lowercase hex, PeerIds and multiaddrs are their
 //! usual text forms.
 
@@ -89,6 +89,20 @@ pub enum DiscoverySource {
     Inbound,
     /// Dialed on request.
     Dialed,
+}
+
+impl DiscoverySource {
+    /// The source as the API spells it: `bootstrap`, `mdns`...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscoverySource::Bootstrap => "bootstrap",
+            DiscoverySource::Mdns => "mdns",
+            DiscoverySource::Dht => "dht",
+            DiscoverySource::Gossip => "gossip",
+            DiscoverySource::Inbound => "inbound",
+            DiscoverySource::Dialed => "dialed",
+        }
+    }
 }
 
 /// How a connection reaches its peer.
@@ -283,8 +297,9 @@ pub struct Stats {
     pub work_accepted: usize,
     /// Assignments running now.
     pub work_running: usize,
-    /// Work this node took on as a worker, by phase: `executing`, `committed`, `cancelled`,
-    /// `done`.
+    /// Work this node took on as a worker, by phase: `bid` (bid, not assigned), `queued`
+    /// (assigned while every slot ran; starts when one frees), `running`, `waiting` (accepted,
+    /// to run again after a restart), `committed`, `cancelled`, `done`.
     #[serde(default)]
     pub work: HashMap<String, usize>,
 }
@@ -341,6 +356,52 @@ pub enum ApiEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_spelt_as_the_json_spells_them() {
+        let json = |v: &dyn erased::Name| v.json();
+        for status in JobStatus::ALL {
+            assert_eq!(json(&status), status.as_str());
+        }
+        for state in [
+            ExecutionState::Assigned,
+            ExecutionState::Refused,
+            ExecutionState::Unreachable,
+            ExecutionState::Committed,
+            ExecutionState::Failed,
+            ExecutionState::Silent,
+            ExecutionState::Revealed,
+            ExecutionState::Invalid,
+            ExecutionState::Cancelled,
+        ] {
+            assert_eq!(json(&state), state.as_str());
+        }
+        for source in [
+            DiscoverySource::Bootstrap,
+            DiscoverySource::Mdns,
+            DiscoverySource::Dht,
+            DiscoverySource::Gossip,
+            DiscoverySource::Inbound,
+            DiscoverySource::Dialed,
+        ] {
+            assert_eq!(json(&source), source.as_str());
+        }
+    }
+
+    mod erased {
+        /// A value's JSON spelling, for comparing with `as_str`.
+        pub(super) trait Name {
+            fn json(&self) -> String;
+        }
+        impl<T: serde::Serialize> Name for T {
+            fn json(&self) -> String {
+                serde_json::to_value(self)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            }
+        }
+    }
 
     #[test]
     fn events_read_as_the_node_writes_them() {

@@ -89,7 +89,7 @@ pub async fn start(
 ) -> Result<Bootstrap> {
     let (identity, _) = NodeIdentity::load_or_create(&data_dir)
         .with_context(|| format!("loading the identity from {}", data_dir.display()))?;
-    let metrics = Metrics::new();
+    let metrics = Metrics::for_bootstrap();
     let expected = listen.len();
     let config = NetworkConfig {
         listen,

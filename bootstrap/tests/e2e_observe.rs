@@ -165,7 +165,7 @@ fn metrics_pass_promtool_and_count_a_job_on_the_submitter_and_its_workers() {
             "distributeai_jobs_finished_total{outcome=\"completed\"}",
             1.0,
         ),
-        ("distributeai_verdicts_total{outcome=\"agreed\"}", 1.0),
+        ("distributeai_verdicts_total{outcome=\"accepted\"}", 1.0),
         (
             "distributeai_jobs{role=\"submitted\",status=\"completed\"}",
             1.0,
@@ -295,7 +295,7 @@ fn a_real_prometheus_scrapes_the_network_with_the_shipped_config_and_board() {
     );
     // Every target is up, the bootstrap peer included.
     assert!(wait_until(|| {
-        let up = query("up == 1");
+        let up = query("up{network=\"local\", instance=~\"node.*|bootstrap\"} == 1");
         up["data"]["result"].as_array().map(Vec::len) == Some(net.nodes.len() + 1)
     }));
 
@@ -616,7 +616,7 @@ fn the_dashboard_shows_the_mesh_and_jobs_live_in_a_real_browser() {
     browser.go(&format!("http://{api}/#/jobs/{id}"));
     browser.wait_for(
         "the verified output on the job's page",
-        "return document.querySelector('#job-detail')?.innerText.includes('done') ?? false",
+        "return document.querySelector('#job-detail pre.output')?.textContent === 'started\\ndone\\n'",
     );
     browser.screenshot("dashboard-phone-job");
     browser.resize(1280, 900);

@@ -1086,6 +1086,11 @@ fn deferred_assignments_run_oldest_first_only_while_their_submitter_still_asks()
         "b was dropped, a taken once"
     );
     // One whose job is no longer waiting for us is dropped too.
-    deferred.busy(0, b);
+    deferred.busy(0, b.clone());
     assert!(deferred.next(1, |_| false).is_none());
+    // One a re-send started first is taken out, with how long it waited.
+    deferred.busy(100, b.clone());
+    assert_eq!(deferred.take(&b.message.job_id, 350), Some(250));
+    assert!(deferred.is_empty());
+    assert_eq!(deferred.take(&b.message.job_id, 400), None);
 }

@@ -74,6 +74,32 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// Every status, in the order a job goes through them.
+    pub const ALL: [JobStatus; 8] = [
+        JobStatus::Pending,
+        JobStatus::Bidding,
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Verifying,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    /// The status as the API, the metrics and the CLI spell it: `completed`, `queued`...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Bidding => "bidding",
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Verifying => "verifying",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
     /// Whether nothing more will happen to the job.
     pub fn is_final(self) -> bool {
         matches!(
@@ -151,6 +177,23 @@ pub enum ExecutionState {
     Invalid,
     /// The submitter cancelled the job while this worker held it.
     Cancelled,
+}
+
+impl ExecutionState {
+    /// The state as the API spells it: `revealed`, `silent`...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionState::Assigned => "assigned",
+            ExecutionState::Refused => "refused",
+            ExecutionState::Unreachable => "unreachable",
+            ExecutionState::Committed => "committed",
+            ExecutionState::Failed => "failed",
+            ExecutionState::Silent => "silent",
+            ExecutionState::Revealed => "revealed",
+            ExecutionState::Invalid => "invalid",
+            ExecutionState::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// One worker's execution of a submitted job.

@@ -253,6 +253,22 @@ impl DeferredAssignments {
         None
     }
 
+    /// Takes `job`'s assignment out, if it waits here: the submitter's re-send found a free
+    /// slot first. Returns how long it waited (ms since it was first answered busy).
+    pub fn take(&mut self, job: &JobId, now: TimestampMs) -> Option<u64> {
+        let at = self
+            .entries
+            .iter()
+            .position(|(_, _, a)| a.message.job_id == *job)?;
+        let (first, _, _) = self.entries.remove(at)?;
+        Some(now.saturating_sub(first))
+    }
+
+    /// The jobs whose assignments wait for a slot.
+    pub fn jobs(&self) -> impl Iterator<Item = &JobId> {
+        self.entries.iter().map(|(_, _, a)| &a.message.job_id)
+    }
+
     /// How many assignments wait for a slot.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -65,7 +65,71 @@ pub fn router(state: Arc<SharedState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn(guard))
         .with_state(state)
+}
+
+/// Turns away what a web page elsewhere could make a browser send, since a browser on this
+/// machine reaches the API (the dashboard is served from it): requests naming another host
+/// (DNS rebinding), and cross-site writes (CSRF) that would submit or cancel jobs with the
+/// owner's credits. The CLI and the TUI send neither `Origin` nor `Sec-Fetch-Site`, and name the
+/// address they dial. Every answer also says `nosniff`, since job output is served as is.
+async fn guard(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if let Err(why) = check_request(request.method(), request.headers()) {
+        return ApiError::new(StatusCode::FORBIDDEN, why).into_response();
+    }
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// Why a request must be refused, if it must; see [`guard`].
+fn check_request(method: &axum::http::Method, headers: &HeaderMap) -> Result<(), String> {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let host = text(header::HOST).unwrap_or("");
+    let name = host_name(host);
+    if !host.is_empty() && name != "localhost" && name.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!(
+            "Host {host:?} is refused: the API answers requests addressed to an IP address or \
+             localhost"
+        ));
+    }
+    if matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD) {
+        return Ok(());
+    }
+    if let Some(site) = text(axum::http::HeaderName::from_static("sec-fetch-site"))
+        && site != "same-origin"
+        && site != "none"
+    {
+        return Err(format!("a {site} request may not change anything here"));
+    }
+    if let Some(origin) = text(header::ORIGIN)
+        && origin != format!("http://{host}")
+    {
+        return Err(format!(
+            "a request from {origin} may not change anything here"
+        ));
+    }
+    if *method == axum::http::Method::POST
+        && !text(header::CONTENT_TYPE).is_some_and(|t| t.starts_with("application/json"))
+    {
+        return Err("send the job spec as Content-Type: application/json".into());
+    }
+    Ok(())
+}
+
+/// The host part of a `Host` header: `127.0.0.1` of `127.0.0.1:7070`, `::1` of `[::1]:7070`.
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
 }
 
 /// Serves the API on `listener` until `shutdown`.
@@ -181,38 +245,16 @@ async fn ledger(State(state): State<Arc<SharedState>>) -> Json<crate::ledger::Le
     )
 }
 
-/// Every status the jobs gauge reports, so one that emptied reads 0.
-const SUBMITTED_STATUSES: &[&str] = &[
-    "pending",
-    "bidding",
-    "queued",
-    "running",
-    "verifying",
-    "completed",
-    "failed",
-    "cancelled",
-];
-/// Every phase of executed work the jobs gauge reports.
-const EXECUTED_PHASES: &[&str] = &[
-    "bid",
-    "queued",
-    "running",
-    "waiting",
-    "committed",
-    "cancelled",
-    "done",
-];
-
 /// Sets the gauges read from state on every scrape: jobs by status, the ledger, our
 /// standing. Reading them when asked keeps them exact without hooking every change.
 async fn refresh_gauges(state: &SharedState) {
     let stats = state.jobs.stats().await;
+    // Every status and phase is set, so one that emptied reads 0.
+    let statuses = JobStatus::ALL.map(JobStatus::as_str);
+    state.metrics.set_jobs("submitted", &statuses, &stats.jobs);
     state
         .metrics
-        .set_jobs("submitted", SUBMITTED_STATUSES, &stats.jobs);
-    state
-        .metrics
-        .set_jobs("executed", EXECUTED_PHASES, &stats.work);
+        .set_jobs("executed", &crate::jobs::WORK_PHASES, &stats.work);
     let ledger = state
         .ledger
         .read()
@@ -411,4 +453,61 @@ async fn events(
         Some((Ok(axum::response::sse::Event::default().data(data)), rx))
     });
     axum::response::Sse::new(stream).keep_alive(axum::response::sse::KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderValue, Method};
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    axum::http::HeaderName::from_static(k),
+                    HeaderValue::from_str(v).expect("header"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_cli_the_tui_and_the_page_itself_pass() {
+        let json = ("content-type", "application/json");
+        let host = ("host", "127.0.0.1:7070");
+        assert!(check_request(&Method::POST, &headers(&[host, json])).is_ok());
+        assert!(check_request(&Method::GET, &headers(&[("host", "localhost:7070")])).is_ok());
+        assert!(check_request(&Method::GET, &headers(&[("host", "[::1]:7070")])).is_ok());
+        let page = [
+            host,
+            json,
+            ("origin", "http://127.0.0.1:7070"),
+            ("sec-fetch-site", "same-origin"),
+        ];
+        assert!(check_request(&Method::POST, &headers(&page)).is_ok());
+        assert!(check_request(&Method::DELETE, &headers(&page[..3])).is_ok());
+    }
+
+    #[test]
+    fn other_sites_and_other_names_are_refused() {
+        let host = ("host", "127.0.0.1:7070");
+        let json = ("content-type", "application/json");
+        // A page elsewhere posting a job (as text/plain, which needs no preflight).
+        let csrf = [
+            host,
+            ("content-type", "text/plain"),
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ];
+        assert!(check_request(&Method::POST, &headers(&csrf)).is_err());
+        let from_elsewhere = [host, json, ("origin", "https://evil.example")];
+        assert!(check_request(&Method::DELETE, &headers(&from_elsewhere)).is_err());
+        assert!(check_request(&Method::POST, &headers(&[host])).is_err());
+        // DNS rebinding: a name that resolves to us, read from the attacker's page.
+        let rebound = headers(&[("host", "evil.example:7070")]);
+        let refused = check_request(&Method::GET, &rebound).expect_err("refused");
+        assert!(refused.contains("evil.example"), "{refused}");
+    }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use distributeai_api::{ApiClient, DiscoverySource, PeerView, Reachability, Route};
 use distributeai_protocol::{Capabilities, NodeIdentity};
 use libp2p::Multiaddr;
 
@@ -430,72 +431,52 @@ pub async fn wait_for_signal() {
     }
 }
 
-async fn get_json(url: &str) -> Result<serde_json::Value> {
-    let response = reqwest::get(url).await.with_context(|| {
-        format!("cannot reach the node's API at {url}; is `distributeai node` running?")
-    })?;
-    let status = response.status();
-    let body = response.text().await.context("reading the API's answer")?;
-    if !status.is_success() {
-        bail!("the node answered {status}: {body}");
-    }
-    serde_json::from_str(&body).with_context(|| format!("the answer of {url} is not JSON"))
-}
-
 /// How a peer is connected, in a few characters: `direct/tcp`, `punched/quic` (a direct
-/// connection opened by hole punching), `relayed/tcp`, or `no`.
-fn route_text(peer: &serde_json::Value) -> (String, String) {
-    let Some(connections) = peer["connections"].as_array().filter(|c| !c.is_empty()) else {
+/// connection opened by hole punching), `relayed/tcp`, or `no`; and the address it uses.
+fn route_text(peer: &PeerView) -> (String, String) {
+    // The connection the job flow uses: a direct one when there is one.
+    let Some(best) = peer
+        .connections
+        .iter()
+        .find(|c| c.route == Route::Direct)
+        .or(peer.connections.first())
+    else {
         return ("no".into(), "-".into());
     };
-    // The connection the job flow uses: a direct one when there is one.
-    let best = connections
-        .iter()
-        .find(|c| c["route"] == "direct")
-        .unwrap_or(&connections[0]);
-    let kind = match (best["route"].as_str(), best["hole_punched"].as_bool()) {
-        (Some("direct"), Some(true)) => "punched",
-        (Some(route), _) => route,
-        (None, _) => "?",
+    let kind = match (best.route, best.hole_punched) {
+        (Route::Direct, true) => "punched",
+        (Route::Direct, false) => "direct",
+        (Route::Relayed, _) => "relayed",
     };
-    (
-        format!("{kind}/{}", best["transport"].as_str().unwrap_or("?")),
-        best["address"].as_str().unwrap_or("-").to_string(),
-    )
+    (format!("{kind}/{}", best.transport), best.address.clone())
 }
 
 async fn peers(api: &str, json: bool) -> Result<()> {
-    let base = api_base(api);
-    let peers = get_json(&format!("{base}/api/v1/peers")).await?;
+    let client = ApiClient::new(api);
+    let peers = client.peers().await.context("listing peers")?;
     if json {
-        outln!("{peers}");
+        // One line: scripts grep it.
+        outln!("{}", serde_json::to_string(&peers)?);
         return Ok(());
     }
-    let node = get_json(&format!("{base}/api/v1/node")).await?;
-    let peers = peers
-        .as_array()
-        .context("the API's answer is not a peer list")?;
-    let relays: Vec<String> = node["relays"]
-        .as_array()
+    let node = client.node().await.context("reading the node")?;
+    let relays: Vec<String> = node
+        .relays
+        .iter()
         .map(|r| {
-            r.iter()
-                .map(|r| {
-                    let id = r["peer_id"].as_str().unwrap_or("?");
-                    let tail = &id[id.len().saturating_sub(8)..];
-                    let state = if r["reserved"] == true {
-                        ""
-                    } else {
-                        " (asking)"
-                    };
-                    format!("…{tail}{state}")
-                })
-                .collect()
+            let tail = &r.peer_id[r.peer_id.len().saturating_sub(8)..];
+            let state = if r.reserved { "" } else { " (asking)" };
+            format!("…{tail}{state}")
         })
-        .unwrap_or_default();
+        .collect();
+    let reachability = match node.reachability {
+        Reachability::Public => "public",
+        Reachability::Private => "private",
+        Reachability::Unknown => "unknown",
+    };
     outln!(
-        "this node: {}, reachability {}{}",
-        node["peer_id"].as_str().unwrap_or("?"),
-        node["reachability"].as_str().unwrap_or("unknown"),
+        "this node: {}, reachability {reachability}{}",
+        node.peer_id,
         if relays.is_empty() {
             String::new()
         } else {
@@ -515,35 +496,22 @@ async fn peers(api: &str, json: bool) -> Result<()> {
         "CREDITS",
         "LAST SEEN"
     );
-    for peer in peers {
-        let caps = &peer["capabilities"];
-        let ago = now.saturating_sub(peer["last_seen"].as_u64().unwrap_or(now)) / 1000;
+    for peer in &peers {
+        let caps = peer.capabilities.as_ref();
+        let ago = now.saturating_sub(peer.last_seen) / 1000;
         let (route, address) = route_text(peer);
         outln!(
-            "{:<54} {:<13} {:<9} {:>4} {:>9} {:<10} {:>6} {:>7} {:<10} {}",
-            peer["peer_id"].as_str().unwrap_or("?"),
+            "{:<54} {:<13} {:<9} {:>4} {:>9} {:<10} {:>6.1} {:>7} {:<10} {}",
+            peer.peer_id,
             route,
-            peer["source"].as_str().unwrap_or("-"),
-            caps["cpus"]
-                .as_u64()
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "-".into()),
-            caps["memory_mb"]
-                .as_u64()
-                .map(|m| format!("{m} MiB"))
-                .unwrap_or_else(|| "-".into()),
-            caps["region"]
-                .as_str()
+            peer.source.map_or("-", DiscoverySource::as_str),
+            caps.map_or_else(|| "-".into(), |c| c.cpus.to_string()),
+            caps.map_or_else(|| "-".into(), |c| format!("{} MiB", c.memory_mb)),
+            caps.map(|c| c.region.as_str())
                 .filter(|r| !r.is_empty())
                 .unwrap_or("-"),
-            peer["reputation"]
-                .as_f64()
-                .map(|r| format!("{r:.1}"))
-                .unwrap_or_else(|| "-".into()),
-            peer["credits"]
-                .as_i64()
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "-".into()),
+            peer.reputation,
+            peer.credits,
             format!("{ago}s ago"),
             address,
         );
@@ -552,14 +520,4 @@ async fn peers(api: &str, json: bool) -> Result<()> {
         outln!("(no peers yet)");
     }
     Ok(())
-}
-
-/// `host:port` or a full URL, as a base URL without a trailing slash.
-pub fn api_base(api: &str) -> String {
-    let trimmed = api.trim_end_matches('/');
-    if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
-        trimmed.to_string()
-    } else {
-        format!("http://{trimmed}")
-    }
 }

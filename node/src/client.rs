@@ -8,11 +8,11 @@ use anyhow::{Context, Result, bail};
 use distributeai_api::{ApiClient, JobStatus, JobView, Reachability};
 use distributeai_protocol::JobSpec;
 
-use crate::cli::{ApiArgs, SubmitArgs, api_base};
+use crate::cli::{ApiArgs, SubmitArgs};
 
 /// The typed client of the node the flags point at.
 fn client(args: &ApiArgs) -> ApiClient {
-    ApiClient::new(&api_base(&args.api))
+    ApiClient::new(&args.api)
 }
 
 /// Prints `value` as pretty JSON (`--json`).

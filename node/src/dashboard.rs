@@ -35,8 +35,8 @@ fn page(body: &'static str, content_type: &'static str) -> impl IntoResponse {
             // The page is served by the node it shows; nothing else may be loaded or framed.
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
-                 frame-ancestors 'none'",
+                "default-src 'self'; img-src 'self' data:; style-src 'self'; \
+                 base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
             ),
             (header::CACHE_CONTROL, "no-cache"),
         ],

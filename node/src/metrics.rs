@@ -34,7 +34,8 @@ pub struct KindLabels {
 pub struct NatLabels {
     /// `hole_punch`, `relay_reservation`, `pruned_address`.
     pub event: String,
-    /// `success` or `failure` (for pruned addresses, why: `wrong_peer`, `own_address`).
+    /// `success` or `failure`; a relay reservation also `lost`; for pruned addresses, why:
+    /// `wrong_peer`, `own_address`.
     pub result: String,
 }
 
@@ -43,7 +44,8 @@ pub struct NatLabels {
 pub struct OutcomeLabels {
     /// For jobs this node submitted: `completed`, `failed`, `cancelled`. For executions it
     /// ran: how the job ended (`exited`, `timed_out`, `out_of_memory`, `output_too_large`,
-    /// `cannot_start`, `image_unavailable`), `worker_fault` or `cancelled`.
+    /// `cannot_start`, `image_unavailable`), `worker_fault` or `cancelled`. For verdicts it
+    /// signed: `accepted` or `failed`.
     pub outcome: String,
 }
 
@@ -108,9 +110,22 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry with every metric registered.
+    /// A fresh registry with every metric of a node registered.
     pub fn new() -> Self {
+        Self::build(true)
+    }
+
+    /// A fresh registry for a bootstrap peer: libp2p's metrics and the network's (messages,
+    /// peers, NAT traversal), without the job and ledger families a bootstrap peer never
+    /// moves, which would otherwise read as a node with no jobs and no standing.
+    pub fn for_bootstrap() -> Self {
+        Self::build(false)
+    }
+
+    fn build(node: bool) -> Self {
         let mut root = Registry::default();
+        // What only a node counts is registered in a registry nobody reads on a bootstrap peer.
+        let mut unread = Registry::default();
         let libp2p = libp2p::metrics::Metrics::new(&mut root);
         let registry = root.sub_registry_with_prefix("distributeai");
         let dropped = Family::<DropLabels, Counter>::default();
@@ -150,6 +165,7 @@ impl Metrics {
             "Connected peers reached only through a relay",
             relayed_peers.clone(),
         );
+        let registry: &mut Registry = if node { registry } else { &mut unread };
         let jobs_submitted = Counter::default();
         registry.register(
             "jobs_submitted",
@@ -190,7 +206,7 @@ impl Metrics {
         let submit_to_verdict_seconds = Histogram::new(latency_buckets());
         registry.register_with_unit(
             "job_submit_to_verdict",
-            "From submission to the final status, for jobs this node submitted",
+            "From submission to the verdict, for jobs this node submitted",
             prometheus_client::registry::Unit::Seconds,
             submit_to_verdict_seconds.clone(),
         );
@@ -218,8 +234,8 @@ impl Metrics {
         let verdicts = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "verdicts",
-            "Verdicts this node signed as a submitter: `agreed` (k results agreed, on an output \
-             or on the job's own failure) or `failed` (no agreement)",
+            "Verdicts this node signed as a submitter: `accepted` (k results agreed, on an \
+             output or on the job's own failure) or `failed` (no agreement)",
             verdicts.clone(),
         );
         let jobs = Family::<JobsLabels, Gauge>::default();
@@ -363,17 +379,14 @@ impl Metrics {
         self.inner.jobs_submitted.inc();
     }
 
-    /// Counts a submitted job that reached a final status, with how long it took (ms).
-    pub fn job_finished(&self, outcome: &str, submit_to_verdict_ms: u64) {
+    /// Counts a submitted job that reached a final status.
+    pub fn job_finished(&self, outcome: &str) {
         self.inner
             .jobs_finished
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_string(),
             })
             .inc();
-        self.inner
-            .submit_to_verdict_seconds
-            .observe(seconds(submit_to_verdict_ms));
     }
 
     /// Records how long a submitted job's bidding took (ms).
@@ -386,20 +399,18 @@ impl Metrics {
         self.inner.bids_sent.inc();
     }
 
-    /// Counts a bid received for a job this node submitted.
-    pub fn bid_received(&self) {
-        self.inner.bids_received.inc();
-    }
-
-    /// Counts an execution that ended as `outcome`, after `duration`.
-    pub fn execution(&self, outcome: &str, duration: std::time::Duration) {
+    /// Counts an execution that ended as `outcome`, after `duration` when it ran (a worker
+    /// fault before or around the container has none, and is not timed).
+    pub fn execution(&self, outcome: &str, duration: Option<std::time::Duration>) {
         self.inner
             .executions
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_string(),
             })
             .inc();
-        self.inner.execution_seconds.observe(duration.as_secs_f64());
+        if let Some(duration) = duration {
+            self.inner.execution_seconds.observe(duration.as_secs_f64());
+        }
     }
 
     /// Records how long a submitted job waited for its first bid (ms).
@@ -412,14 +423,23 @@ impl Metrics {
         self.inner.queue_wait_seconds.observe(seconds(ms));
     }
 
-    /// Counts a verdict this node signed: `agreed` or `failed`.
-    pub fn verdict(&self, outcome: &str) {
+    /// Counts a verdict this node signed, `accepted` or `failed` (as the API's verdict
+    /// says), decided `submit_to_verdict_ms` after the job's submission.
+    pub fn verdict(&self, outcome: &str, submit_to_verdict_ms: u64) {
         self.inner
             .verdicts
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_string(),
             })
             .inc();
+        self.inner
+            .submit_to_verdict_seconds
+            .observe(seconds(submit_to_verdict_ms));
+    }
+
+    /// Counts `n` bids received for a job this node submitted.
+    pub fn bids_received(&self, n: usize) {
+        self.inner.bids_received.inc_by(n as u64);
     }
 
     /// Sets the jobs-by-status gauge of `role` (`submitted` or `executed`) to `counts`;
@@ -534,7 +554,7 @@ mod tests {
         let text = metrics.encode_prometheus_text();
         assert!(
             text.contains(
-                "# HELP distributeai_jobs_submitted_total Jobs submitted through this node\n\
+                "# HELP distributeai_jobs_submitted_total Jobs submitted through this node.\n\
                  # TYPE distributeai_jobs_submitted_total counter\n\
                  distributeai_jobs_submitted_total 1\n"
             ),
@@ -550,7 +570,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("# TYPE libp2p_swarm_connections_established_total counter"),
+            text.contains("# TYPE libp2p_identify_received_total counter"),
             "libp2p's own metrics are served too:\n{text}"
         );
         // The same samples as the OpenMetrics exposition.

@@ -137,6 +137,7 @@ impl ValidationError {
             | ValidationError::TooMany { field, .. }
             | ValidationError::OutOfRange { field, .. }
             | ValidationError::Invalid { field, .. } => Some(field),
+            ValidationError::Consensus { n, max, .. } if n > max => Some("redundancy"),
             ValidationError::Consensus { .. } => Some("consensus"),
             _ => None,
         }

@@ -288,7 +288,7 @@ impl App {
                 self.push_event(format!(
                     "job {} {}",
                     App::short(&job.id),
-                    status_name(job.status)
+                    job.status.as_str()
                 ));
             }
         }
@@ -325,7 +325,7 @@ impl App {
             .iter()
             .filter(|j| {
                 filter.is_empty()
-                    || [j.id.as_str(), status_name(j.status), j.spec.image.as_str()]
+                    || [j.id.as_str(), j.status.as_str(), j.spec.image.as_str()]
                         .iter()
                         .any(|v| v.to_lowercase().contains(&filter))
             })
@@ -523,21 +523,6 @@ pub fn split_command(line: &str) -> Result<Vec<String>, String> {
         words.push(current);
     }
     Ok(words)
-}
-
-/// A job status as the API spells it: `completed`, `queued`...
-pub fn status_name(status: distributeai_api::JobStatus) -> &'static str {
-    use distributeai_api::JobStatus as S;
-    match status {
-        S::Pending => "pending",
-        S::Bidding => "bidding",
-        S::Queued => "queued",
-        S::Running => "running",
-        S::Verifying => "verifying",
-        S::Completed => "completed",
-        S::Failed => "failed",
-        S::Cancelled => "cancelled",
-    }
 }
 
 /// The form's fields, in order, and the spec field each one fills (as the protocol's

@@ -22,6 +22,9 @@ use tokio::sync::{mpsc, watch};
 
 use app::{Action, App, DetailData, Snapshot};
 
+/// Most of a verified output the TUI keeps to show (bytes).
+const MAX_SHOWN_OUTPUT: usize = 64 * 1024;
+
 /// What wakes the loop.
 enum Wake {
     Key(ratatui::crossterm::event::KeyEvent),
@@ -53,21 +56,25 @@ struct Want {
 /// Fetches everything the current view needs.
 async fn fetch(api: &ApiClient, want: &Want) -> Result<Snapshot, String> {
     let text = |e: distributeai_api::ClientError| e.to_string();
-    let node = api.node().await.map_err(text)?;
-    let peers = api.peers().await.map_err(text)?;
-    let jobs = api.jobs().await.map_err(text)?;
-    let stats = api.stats().await.map_err(text)?;
-    let ledger = api.ledger().await.map_err(text)?;
+    let (node, peers, jobs, stats, ledger) = tokio::try_join!(
+        api.node(),
+        api.peers(),
+        api.jobs(),
+        api.stats(),
+        api.ledger()
+    )
+    .map_err(text)?;
     let mut detail = None;
     if let Some((id, want_output)) = &want.detail
         && let Ok(job) = api.job(id).await
     {
         let logs = api.logs(id).await.unwrap_or_default();
         let output = if *want_output && job.status == distributeai_api::JobStatus::Completed {
-            api.result_stdout(id)
-                .await
-                .ok()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
+            api.result_stdout(id).await.ok().map(|b| {
+                // The screen shows a few lines; a large output is cut, not kept whole.
+                let shown = &b[..b.len().min(MAX_SHOWN_OUTPUT)];
+                String::from_utf8_lossy(shown).into_owned()
+            })
         } else {
             None
         };

@@ -6,9 +6,9 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Tabs, Wrap};
 
-use distributeai_api::{DiscoverySource, ExecutionState, NodeInfo, Reachability, Route};
+use distributeai_api::{DiscoverySource, NodeInfo, Reachability, Route};
 
-use crate::app::{App, Connection, View, status_name};
+use crate::app::{App, Connection, View};
 
 fn short(text: &str) -> String {
     App::short(text)
@@ -28,32 +28,6 @@ fn ago(now_ms: u64, at: u64) -> String {
         format!("{}m", secs / 60)
     } else {
         format!("{}h", secs / 3600)
-    }
-}
-
-fn source_name(source: Option<DiscoverySource>) -> &'static str {
-    match source {
-        Some(DiscoverySource::Bootstrap) => "bootstrap",
-        Some(DiscoverySource::Mdns) => "mdns",
-        Some(DiscoverySource::Dht) => "dht",
-        Some(DiscoverySource::Gossip) => "gossip",
-        Some(DiscoverySource::Inbound) => "inbound",
-        Some(DiscoverySource::Dialed) => "dialed",
-        None => "-",
-    }
-}
-
-fn execution_name(state: ExecutionState) -> &'static str {
-    match state {
-        ExecutionState::Assigned => "assigned",
-        ExecutionState::Refused => "refused",
-        ExecutionState::Unreachable => "unreachable",
-        ExecutionState::Committed => "committed",
-        ExecutionState::Failed => "failed",
-        ExecutionState::Silent => "silent",
-        ExecutionState::Revealed => "revealed",
-        ExecutionState::Invalid => "invalid",
-        ExecutionState::Cancelled => "cancelled",
     }
 }
 
@@ -199,7 +173,9 @@ fn draw_overview(frame: &mut Frame, app: &App, area: Rect, _now_ms: u64) {
         .count();
     let mut by_source: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
     for p in &app.data.peers {
-        *by_source.entry(source_name(p.source)).or_default() += 1;
+        *by_source
+            .entry(p.source.map_or("-", DiscoverySource::as_str))
+            .or_default() += 1;
     }
     let mut mesh = vec![Line::raw(format!(
         "{} peers known, {connected} connected{}",
@@ -263,7 +239,7 @@ fn draw_overview(frame: &mut Frame, app: &App, area: Rect, _now_ms: u64) {
 fn draw_jobs(frame: &mut Frame, app: &App, area: Rect, now_ms: u64) {
     let jobs = app.visible_jobs();
     let rows = jobs.iter().enumerate().map(|(i, j)| {
-        let status = status_name(j.status);
+        let status = j.status.as_str();
         let style = if i == app.job_selected {
             Style::default().add_modifier(Modifier::REVERSED)
         } else {
@@ -327,7 +303,7 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
         Constraint::Min(3),
     ])
     .areas(area);
-    let status = status_name(job.status);
+    let status = job.status.as_str();
     let mut head_lines = vec![Line::from(vec![
         Span::raw(format!("job {}  ", short(&detail.id))),
         Span::styled(status, status_style(status).add_modifier(Modifier::BOLD)),
@@ -368,7 +344,7 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
     );
 
     let rows = executions.iter().map(|e| {
-        let status = execution_name(e.status);
+        let status = e.status.as_str();
         Row::new(vec![
             Cell::from(short(&e.peer_id)),
             Cell::from(status).style(status_style(status)),
@@ -515,7 +491,7 @@ fn draw_peers(frame: &mut Frame, app: &App, area: Rect, now_ms: u64) {
                 (true, None) => "yes".into(),
                 (false, _) => "no".into(),
             },
-            source_name(p.source).to_string(),
+            p.source.map_or("-", DiscoverySource::as_str).to_string(),
             caps.map(|c| c.cpus.to_string())
                 .unwrap_or_else(|| "-".into()),
             caps.map(|c| format!("{}M", c.memory_mb))

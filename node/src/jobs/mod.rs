@@ -148,28 +148,42 @@ pub enum CancelError {
     #[error("no such job")]
     Unknown,
     /// It had already ended; nothing was done.
-    #[error("the job is already {}", status_word(*.0))]
+    #[error("the job is already {}", .0.as_str())]
     Finished(model::JobStatus),
     /// The job manager has stopped.
     #[error("the node is shutting down")]
     Stopped,
 }
 
-/// A status as the API spells it (`completed`, `failed`, ...).
-pub fn status_word(status: model::JobStatus) -> String {
-    serde_json::to_value(status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 pub use distributeai_api::Stats;
 
+/// Spawns `task` in the current span, so what it logs carries the job's id too.
+pub(crate) fn spawn_traced<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(task.in_current_span())
+}
+
+/// Every word [`work_phase_word`] gives.
+pub const WORK_PHASES: [&str; 7] = [
+    "bid",
+    "queued",
+    "running",
+    "waiting",
+    "committed",
+    "cancelled",
+    "done",
+];
+
 /// The word `GET /api/v1/stats` and the `distributeai_jobs{role="executed"}` gauge use for
-/// where a worker's job is: `bid`, `running`, `waiting` (accepted, not running: after a
-/// restart, until it runs again), `committed`, `cancelled` or `done`.
-fn work_phase_word(item: &WorkItem, running: bool) -> String {
+/// where a worker's job is: `bid`, `queued` (assigned while every slot ran), `running`,
+/// `waiting` (accepted, not running: after a restart, until it runs again), `committed`,
+/// `cancelled` or `done`.
+fn work_phase_word(item: &WorkItem, running: bool, queued: bool) -> String {
     match item.phase {
+        model::WorkPhase::Bid if queued => "queued",
         model::WorkPhase::Bid => "bid",
         model::WorkPhase::Executing if running => "running",
         model::WorkPhase::Executing => "waiting",
@@ -611,16 +625,13 @@ impl JobManager {
     fn stats(&self) -> Stats {
         let mut jobs = HashMap::new();
         for job in self.jobs.values() {
-            *jobs.entry(status_word(job.status())).or_insert(0) += 1;
+            *jobs.entry(job.status().as_str().to_string()).or_insert(0) += 1;
         }
+        let queued: std::collections::HashSet<&JobId> = self.deferred.jobs().collect();
         let mut work = HashMap::new();
         for (id, item) in &self.work {
-            *work
-                .entry(work_phase_word(item, self.running.contains_key(id)))
-                .or_insert(0) += 1;
-        }
-        if !self.deferred.is_empty() {
-            work.insert("queued".to_string(), self.deferred.len());
+            let word = work_phase_word(item, self.running.contains_key(id), queued.contains(id));
+            *work.entry(word).or_insert(0) += 1;
         }
         Stats {
             jobs,
@@ -743,7 +754,7 @@ impl JobManager {
         }
         let network = self.network.clone();
         let tx = self.tx.clone();
-        tokio::spawn(async move {
+        spawn_traced(async move {
             let give_up = tokio::time::Instant::now() + LIVENESS_BOUND;
             let mut give_up = give_up;
             loop {
@@ -806,9 +817,6 @@ impl JobManager {
         // The full job id, on the submitter's lines and the workers' alike, so one job can be
         // followed across nodes' logs.
         let _span = tracing::info_span!("job", job_id = %id.to_hex(), role = "submitter").entered();
-        if matches!(input, flow::Input::Bid(_)) {
-            self.metrics.bid_received();
-        }
         let before = self.jobs.get(&id).map(JobMarks::of)?;
         let effects =
             self.with_ctx(|jobs, _, ctx| jobs.get_mut(&id).map(|job| job.handle(input, ctx)))?;
@@ -822,6 +830,8 @@ impl JobManager {
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
+        self.metrics
+            .bids_received(job.bids.len().saturating_sub(before.bids));
         if before.bids == 0
             && let Some(first) = job.bids.first()
         {
@@ -838,17 +848,17 @@ impl JobManager {
             && let Some(verdict) = &job.verdict
             && let Ok(verdict) = verdict.decode_unchecked()
         {
-            self.metrics.verdict(match verdict.outcome {
-                distributeai_protocol::VerdictOutcome::Accepted(_) => "agreed",
-                distributeai_protocol::VerdictOutcome::Failed(_) => "failed",
-            });
+            let decided = job.times.decided_at.unwrap_or_else(now_ms);
+            self.metrics.verdict(
+                match verdict.outcome {
+                    distributeai_protocol::VerdictOutcome::Accepted(_) => "accepted",
+                    distributeai_protocol::VerdictOutcome::Failed(_) => "failed",
+                },
+                decided.saturating_sub(job.submitted_at),
+            );
         }
         if !before.status.is_final() && job.status().is_final() {
-            let took = job
-                .times
-                .finished_at
-                .map_or(0, |at| at.saturating_sub(job.submitted_at));
-            self.metrics.job_finished(&status_word(job.status()), took);
+            self.metrics.job_finished(job.status().as_str());
         }
     }
 

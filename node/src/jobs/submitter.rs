@@ -1,5 +1,6 @@
 //! Carrying out the submitter machine's effects (see the parent module), and fetching outputs.
 
+use super::spawn_traced;
 use distributeai_jobflow::Answer;
 use distributeai_jobflow::submitter::{self as flow, Effect, FetchResult, RevealAnswer};
 use distributeai_protocol::{JobId, JobSpec, Request, Response};
@@ -62,7 +63,7 @@ impl JobManager {
                 Effect::Publish { what, message } => {
                     let network = self.network.clone();
                     let tx = self.tx.clone();
-                    tokio::spawn(async move {
+                    spawn_traced(async move {
                         let result = network.publish(message).await.map_err(|e| e.to_string());
                         let input = flow::Input::Published { what, result };
                         let _ = tx.send(JobMsg::Job { job: id, input }).await;
@@ -72,7 +73,7 @@ impl JobManager {
                     let Ok(peer) = worker.peer_id() else { continue };
                     let network = self.network.clone();
                     let tx = self.tx.clone();
-                    tokio::spawn(async move {
+                    spawn_traced(async move {
                         let result = network.request(peer, Request::Assign(assignment)).await;
                         let input = flow::Input::AssignAnswer {
                             worker,
@@ -85,7 +86,7 @@ impl JobManager {
                     let Ok(peer) = worker.peer_id() else { continue };
                     let network = self.network.clone();
                     let tx = self.tx.clone();
-                    tokio::spawn(async move {
+                    spawn_traced(async move {
                         let request = Request::Reveal {
                             job_id: id,
                             attempt,
@@ -107,7 +108,7 @@ impl JobManager {
                 Effect::Invite { peer, announcement } => {
                     let Ok(peer) = peer.peer_id() else { continue };
                     let network = self.network.clone();
-                    tokio::spawn(async move {
+                    spawn_traced(async move {
                         match network.request(peer, Request::Invite(announcement)).await {
                             Ok(response) => {
                                 debug!(job_id = %id.short(), %peer, ?response, "invited")
@@ -134,7 +135,7 @@ impl JobManager {
                         agreed,
                         dest: self.outputs_dir.join(id.to_hex()),
                     };
-                    tokio::spawn(async move {
+                    spawn_traced(async move {
                         let result = match fetch.run(&network).await {
                             Ok(()) => FetchResult::Verified,
                             Err(FetchError::Transport(e)) => FetchResult::Transport(e),

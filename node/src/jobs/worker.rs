@@ -1,6 +1,7 @@
 //! Carrying out the worker machine's effects (see the parent module): bids, executions,
 //! commitments, and serving reveals and outputs.
 
+use super::spawn_traced;
 use std::path::{Path, PathBuf};
 
 use distributeai_jobflow::worker::{self as work, Effect, Executed, WorkItem, bid_decision};
@@ -58,7 +59,7 @@ impl JobManager {
             return;
         }
         let tx = self.tx.clone();
-        tokio::spawn(async move {
+        spawn_traced(async move {
             let image = executor.image_id(&job.message.spec).await;
             if image.is_none() && !executor.pulls_images() {
                 debug!(job_id = %id.short(), "not bidding: no such image here, and this worker does not pull");
@@ -128,8 +129,11 @@ impl JobManager {
             .unwrap_or_else(|| Response::Refused("unknown job".into()));
         match response {
             Response::Busy => self.deferred.busy(now_ms(), assignment),
-            // Started at once: no wait for a slot.
-            Response::Ack if was_bid => self.metrics.queue_wait(0),
+            // Started now: it waited for a slot only if it was answered busy before.
+            Response::Ack if was_bid => {
+                let waited = self.deferred.take(&job, now_ms()).unwrap_or(0);
+                self.metrics.queue_wait(waited);
+            }
             _ => {}
         }
         response
@@ -146,7 +150,6 @@ impl JobManager {
             else {
                 return;
             };
-            self.metrics.queue_wait(waited_ms);
             let job = assignment.message.job_id;
             let free_slots = self.free_slots();
             let response = self.step_work(
@@ -156,6 +159,9 @@ impl JobManager {
                     free_slots,
                 },
             );
+            if response == Some(Response::Ack) {
+                self.metrics.queue_wait(waited_ms);
+            }
             debug!(job_id = %job.short(), ?response, "started an assignment that waited for a slot");
         }
     }
@@ -223,7 +229,7 @@ impl JobManager {
                     let expires_at = item.expires_at;
                     let network = self.network.clone();
                     let tx = self.tx.clone();
-                    tokio::spawn(async move {
+                    spawn_traced(async move {
                         // The job reached us by gossip, which can outrun the submitter's
                         // announcement of its addresses; a bid that cannot be delivered yet is
                         // tried again, since late bids still serve the submitter as reserves.
@@ -282,7 +288,7 @@ impl JobManager {
                     };
                     let network = self.network.clone();
                     let tx = self.tx.clone();
-                    tokio::spawn(async move {
+                    spawn_traced(async move {
                         let result = network.request(peer, Request::Commit(commitment)).await;
                         // Only an explicit answer ends the retries; a garbled one is retried.
                         let answer = match result {
@@ -331,11 +337,11 @@ impl JobManager {
         };
         let wrong_result = self.config.fault == Some(Fault::WrongResult);
         let metrics = self.metrics.clone();
-        tokio::spawn(async move {
+        spawn_traced(async move {
             let outcome = executor.run(request, token).await;
             match &outcome {
-                Ok(o) => metrics.execution(outcome_word(&o.status), o.duration),
-                Err(_) => metrics.execution("worker_fault", std::time::Duration::ZERO),
+                Ok(o) => metrics.execution(outcome_word(&o.status), Some(o.duration)),
+                Err(_) => metrics.execution("worker_fault", None),
             }
             let executed = tokio::task::spawn_blocking(move || executed(outcome, wrong_result))
                 .await
@@ -346,7 +352,7 @@ impl JobManager {
         });
         if self.config.fault == Some(Fault::CrashMidJob) {
             warn!("simulated fault: crashing in the middle of a job");
-            tokio::spawn(async {
+            spawn_traced(async {
                 tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                 std::process::exit(70);
             });
