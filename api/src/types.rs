@@ -279,6 +279,29 @@ pub struct JobView {
     pub timings: Timings,
 }
 
+impl JobView {
+    /// A job just submitted: its spec, nothing else yet.
+    pub fn new(
+        id: impl Into<String>,
+        status: JobStatus,
+        spec: JobSpec,
+        submitted_at: TimestampMs,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            status,
+            spec,
+            submitted_at,
+            bids: Vec::new(),
+            executions: Vec::new(),
+            verdict: None,
+            failure_reason: None,
+            queued_reason: None,
+            timings: Timings::default(),
+        }
+    }
+}
+
 /// One line of a job's timeline.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogLine {

@@ -112,6 +112,26 @@ fn final_status(api: &str, id: &str) -> String {
     status
 }
 
+/// Runs `echo <word>` on two workers that must agree, and waits for it to complete; returns
+/// the job's id.
+fn run_echo_job(api: &str, word: &str) -> String {
+    let id = submit(
+        api,
+        &[
+            "--redundancy",
+            "2",
+            "--consensus",
+            "2",
+            IMAGE,
+            "--",
+            "echo",
+            word,
+        ],
+    );
+    assert_eq!(final_status(api, &id), "completed", "job {id}");
+    id
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -142,20 +162,7 @@ fn metrics_pass_promtool_and_count_a_job_on_the_submitter_and_its_workers() {
         "libp2p's own metrics count the connections:\n{before}"
     );
 
-    let id = submit(
-        submitter,
-        &[
-            "--redundancy",
-            "2",
-            "--consensus",
-            "2",
-            IMAGE,
-            "--",
-            "echo",
-            "watched",
-        ],
-    );
-    assert_eq!(final_status(submitter, &id), "completed");
+    let id = run_echo_job(submitter, "watched");
 
     let after = metrics_of(submitter);
     promtool_check("the submitter after a job", &after);
@@ -194,6 +201,26 @@ fn metrics_pass_promtool_and_count_a_job_on_the_submitter_and_its_workers() {
         value(&metrics_of(submitter), "distributeai_ledger_entries") == Some(1.0)
     }));
 
+    // One job's lines, on the submitter and on its workers, carry its full id in a span.
+    let span = format!("job{{job_id={id}");
+    let logs: Vec<String> = (0..net.nodes.len())
+        .map(|i| {
+            std::fs::read_to_string(dir.path().join(format!("node{i}.log"))).unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        logs[0].contains(&format!("{span} role=\"submitter\"")),
+        "the submitter's lines name the job:\n{}",
+        logs[0]
+    );
+    assert!(
+        logs[1..]
+            .iter()
+            .all(|log| log.contains(&format!("{span} role=\"worker\""))),
+        "every worker's lines name the job:\n{}",
+        logs[1..].join("\n---\n")
+    );
+
     let worker_metrics: Vec<String> = workers.iter().map(|api| metrics_of(api)).collect();
     for (i, text) in worker_metrics.iter().enumerate() {
         promtool_check(&format!("worker {i} after a job"), text);
@@ -218,20 +245,7 @@ fn a_real_prometheus_scrapes_the_network_with_the_shipped_config_and_board() {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = start_network(dir.path(), &[None, None, None]);
     let submitter = net.nodes[0].2.clone();
-    let id = submit(
-        &submitter,
-        &[
-            "--redundancy",
-            "2",
-            "--consensus",
-            "2",
-            IMAGE,
-            "--",
-            "echo",
-            "scraped",
-        ],
-    );
-    assert_eq!(final_status(&submitter, &id), "completed");
+    run_echo_job(&submitter, "scraped");
 
     // The shipped config, as is, with the network's targets in its targets folder: what
     // scripts/lib/local-net.sh writes for a local network.

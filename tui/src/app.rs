@@ -622,18 +622,7 @@ mod tests {
     }
 
     fn job(id: &str, status: JobStatus, image: &str) -> JobView {
-        JobView {
-            id: id.into(),
-            status,
-            spec: JobSpec::new(image, vec![]),
-            submitted_at: 0,
-            bids: vec![],
-            executions: vec![],
-            verdict: None,
-            failure_reason: None,
-            queued_reason: None,
-            timings: Default::default(),
-        }
+        JobView::new(id, status, JobSpec::new(image, vec![]), 0)
     }
 
     fn peer(id: &str, reputation: f64, credits: i64, last_seen: u64) -> PeerView {

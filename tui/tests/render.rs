@@ -53,18 +53,7 @@ fn job(id: &str, status: JobStatus, image: &str, n: u8, k: u8, age_ms: u64) -> J
     let mut spec = JobSpec::new(image, vec![]);
     spec.redundancy = n;
     spec.consensus = k;
-    JobView {
-        id: id.into(),
-        status,
-        spec,
-        submitted_at: NOW - age_ms,
-        bids: vec![],
-        executions: vec![],
-        verdict: None,
-        failure_reason: None,
-        queued_reason: None,
-        timings: Default::default(),
-    }
+    JobView::new(id, status, spec, NOW - age_ms)
 }
 
 fn sample() -> App {
