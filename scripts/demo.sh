@@ -6,7 +6,7 @@
 # Needs a Docker engine; no registry access (the job image is built locally).
 #
 # scripts/demo.sh --keep   leaves the network running afterwards (until Ctrl-C), to explore it
-#                          with `distributeai tui` or the CLI.
+#                          with `distributeai tui`, the web dashboard or the CLI.
 set -euo pipefail
 keep=false
 [[ ${1:-} == --keep ]] && keep=true
@@ -44,6 +44,8 @@ if $keep; then
   say "The network keeps running. In another terminal:"
   echo "  $bin/distributeai tui --api $api        # the terminal UI (submit through its form, watch votes)"
   echo "  $bin/distributeai peers --api $api"
+  echo "  http://$api/        # the web dashboard, in a browser on this machine"
+  echo "  prometheus --config.file=monitoring/prometheus.yml --storage.tsdb.path=/tmp/prom   # scrapes this network (monitoring/README.md)"
   echo "Press Ctrl-C here to stop everything."
   # `wait` returns on a signal, so the trap runs at once even when the signal comes from `kill`.
   while true; do
