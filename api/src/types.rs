@@ -161,6 +161,19 @@ pub struct PeerView {
     pub route: Option<Route>,
     /// Its open connections.
     pub connections: Vec<ConnectionView>,
+    /// The peers it is connected to, as its latest signed announcement says (every 30 s and
+    /// on new connections): with this node's own connections, who is connected to whom.
+    #[serde(default)]
+    pub links: Vec<LinkView>,
+}
+
+/// A connection a peer says it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkView {
+    /// The PeerId at the other end.
+    pub peer_id: String,
+    /// Direct, or through a relay.
+    pub route: Route,
 }
 
 /// A bid for a job this node submitted.

@@ -578,6 +578,11 @@ fn the_dashboard_shows_the_mesh_and_jobs_live_in_a_real_browser() {
         "the mesh picture",
         "return document.querySelectorAll('#mesh circle, #mesh g').length > 1",
     );
+    // Who else is connected to whom: the links the workers name in their announcements.
+    browser.wait_for(
+        "a link between two other peers",
+        "return document.querySelectorAll('#mesh line[data-link]').length >= 1",
+    );
     browser.screenshot("dashboard-desktop-peers");
 
     // A job submitted elsewhere (the CLI) while the page is open: it shows up and reaches

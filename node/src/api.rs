@@ -18,7 +18,9 @@ use crate::jobs::SubmitError;
 use crate::jobs::model::{JobStatus, JobView};
 use crate::network::Role;
 use crate::service::{SharedState, with_peer_id};
-pub use distributeai_api::{ApiEvent, ErrorBody, LogLine, NodeInfo, PeerView, RelayStatus};
+pub use distributeai_api::{
+    ApiEvent, ErrorBody, LinkView, LogLine, NodeInfo, PeerView, RelayStatus,
+};
 use distributeai_protocol::{JobId, JobSpec};
 
 /// An error answer: `{"error": "..."}` with a status code.
@@ -225,6 +227,14 @@ async fn peers(State(state): State<Arc<SharedState>>) -> Json<Vec<PeerView>> {
                     connected: record.connected,
                     source: record.source,
                     started_at: record.started_at,
+                    links: record
+                        .links
+                        .iter()
+                        .map(|(peer, route)| LinkView {
+                            peer_id: peer.to_string(),
+                            route: *route,
+                        })
+                        .collect(),
                     reputation: (standing.reputation * 100.0).round() / 100.0,
                     credits: standing.credits,
                     route,
@@ -259,12 +269,7 @@ async fn refresh_gauges(state: &SharedState) {
         .ledger
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let own = ledger
-        .standings()
-        .iter()
-        .find(|(key, _)| key.peer_id().is_ok_and(|p| p == state.peer_id))
-        .map(|(_, standing)| *standing)
-        .unwrap_or_default();
+    let own = ledger.standing(&state.public_key);
     state
         .metrics
         .set_ledger(ledger.len(), own.reputation, own.credits);

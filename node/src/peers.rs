@@ -9,7 +9,7 @@ use distributeai_protocol::{Capabilities, NodeAnnouncement, PublicKey, Verified}
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
 
-use crate::network::DiscoverySource;
+use crate::network::{DiscoverySource, Route};
 
 /// What we know of one peer.
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +38,9 @@ pub struct PeerRecord {
     /// When its current run began (ms since the epoch), from its announcements; 0 until
     /// it has announced itself.
     pub started_at: TimestampMs,
+    /// The peers it said it was connected to in its latest announcement, and how.
+    #[serde(skip)]
+    pub links: Vec<(PeerId, Route)>,
 }
 
 /// What an announcement did to the table.
@@ -81,6 +84,7 @@ impl PeerTable {
             source: None,
             sequence: 0,
             started_at: 0,
+            links: Vec::new(),
         })
     }
 
@@ -109,6 +113,19 @@ impl PeerTable {
             .listen_addrs
             .iter()
             .filter_map(|a| a.parse().ok())
+            .collect();
+        record.links = message
+            .links
+            .iter()
+            .filter_map(|link| {
+                let peer = link.peer.parse().ok()?;
+                let route = if link.relayed {
+                    Route::Relayed
+                } else {
+                    Route::Direct
+                };
+                Some((peer, route))
+            })
             .collect();
         record.sequence = message.sequence;
         record.started_at = message.started_at;
@@ -224,6 +241,7 @@ mod tests {
                 images: vec![],
             },
             listen_addrs: vec!["/ip4/127.0.0.1/tcp/4001".into(), "not an address".into()],
+            links: vec![],
             accepts_jobs: true,
             issued_at: now,
             started_at,

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use distributeai_protocol::limits::MAX_ANNOUNCED_LINKS;
 use distributeai_protocol::time::{TimestampMs, now_ms};
 use distributeai_protocol::{
-    Capabilities, GossipMessage, IdentityError, NodeAnnouncement, NodeIdentity, Signed,
+    Capabilities, GossipMessage, IdentityError, NodeAnnouncement, NodeIdentity, PeerLink, Signed,
     VerifiedGossip,
 };
 use libp2p::multiaddr::Protocol;
@@ -24,7 +25,7 @@ use crate::executor::{DockerExecutor, DockerExecutorConfig, Executor};
 use crate::jobs::{JobMsg, JobsConfig, JobsHandle};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::network::{self, Client, NetworkConfig, NetworkError, NetworkEvent, Role};
+use crate::network::{self, Client, NetworkConfig, NetworkError, NetworkEvent, Role, Route};
 use crate::peers::{AnnouncementOutcome, PeerTable};
 use crate::store::{Store, StoreError};
 
@@ -92,6 +93,8 @@ pub enum StartError {
 pub struct SharedState {
     /// Our PeerId.
     pub peer_id: PeerId,
+    /// Our public key, as the ledger knows us.
+    pub public_key: distributeai_protocol::PublicKey,
     /// When the node started.
     pub started: Instant,
     /// Node or bootstrap.
@@ -238,6 +241,7 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
     ));
     let state = Arc::new(SharedState {
         peer_id: identity.peer_id(),
+        public_key: identity.public_key(),
         started: Instant::now(),
         role: config.network.role,
         worker: config.worker,
@@ -470,6 +474,15 @@ impl Service {
             issued_at: now_ms(),
             started_at: self.started_at,
             sequence: self.sequence,
+            links: info
+                .connected
+                .iter()
+                .take(MAX_ANNOUNCED_LINKS)
+                .map(|c| PeerLink {
+                    peer: c.peer_id.to_string(),
+                    relayed: c.route == Route::Relayed,
+                })
+                .collect(),
         };
         let signed = match Signed::sign(&self.identity, &announcement) {
             Ok(signed) => signed,

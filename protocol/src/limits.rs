@@ -58,6 +58,11 @@ pub const MAX_GPU_ENTRIES: usize = MAX_GPUS as usize;
 pub const MAX_LISTEN_ADDRS: usize = 32;
 /// Length of one advertised multiaddr.
 pub const MAX_ADDR_LEN: usize = 512;
+/// Connected peers a node names in its announcement (issue 13: the mesh picture). A node with
+/// more names only this many; the picture is of the mesh, not a census.
+pub const MAX_ANNOUNCED_LINKS: usize = 64;
+/// Length of a PeerId as text (an ed25519 PeerId is 52 characters).
+pub const MAX_PEER_ID_LEN: usize = 128;
 /// Files in a job's output manifest.
 pub const MAX_OUTPUT_FILES: usize = 4096;
 /// Length of an output file's path relative to `/out`.

@@ -65,6 +65,21 @@ pub struct NodeAnnouncement {
     pub started_at: TimestampMs,
     /// Increases with every announcement from the same node, so older ones are ignored.
     pub sequence: u64,
+    /// Peers the node has an open connection to as it signs (at most
+    /// [`MAX_ANNOUNCED_LINKS`](crate::limits::MAX_ANNOUNCED_LINKS)), so that every node can draw
+    /// who is connected to whom. Informational: nothing is decided on it. Absent from
+    /// announcements of nodes that predate it.
+    #[serde(default)]
+    pub links: Vec<PeerLink>,
+}
+
+/// A peer a node says it is connected to, in its [`NodeAnnouncement`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerLink {
+    /// The peer's PeerId, as text.
+    pub peer: String,
+    /// Whether the node reaches it only through a relay's circuit.
+    pub relayed: bool,
 }
 
 /// A number of CPUs, fractions included (`0.5` is half a CPU's time), kept in thousandths so

@@ -522,6 +522,13 @@ impl Validate for NodeAnnouncement {
         if self.started_at > self.issued_at {
             return Err(invalid("started_at", "must not be after issued_at"));
         }
+        check_count("links", self.links.len(), MAX_ANNOUNCED_LINKS)?;
+        for link in &self.links {
+            check_len("links", &link.peer, MAX_PEER_ID_LEN)?;
+            if link.peer.parse::<libp2p_identity::PeerId>().is_err() {
+                return Err(invalid("links", format!("{:?} is not a PeerId", link.peer)));
+            }
+        }
         ctx.check_issued_at(self.issued_at)
     }
 }

@@ -434,10 +434,48 @@ fn node_announcement_bounds() {
     let mut a = node_announcement();
     a.started_at = a.issued_at + 1;
     assert!(Signed::sign(&w, &a).expect("sign").open(&ctx()).is_err());
+    // The links that draw the mesh: bounded, and each a PeerId.
+    let mut a = node_announcement();
+    a.links = vec![a.links[0].clone(); MAX_ANNOUNCED_LINKS + 1];
+    assert!(Signed::sign(&w, &a).expect("sign").open(&ctx()).is_err());
+    let mut a = node_announcement();
+    a.links[0].peer = "not a peer".into();
+    let refused = Signed::sign(&w, &a)
+        .expect("sign")
+        .open(&ctx())
+        .expect_err("refused");
+    assert!(refused.to_string().contains("links"), "{refused}");
     Signed::sign(&w, &node_announcement())
         .expect("sign")
         .open(&ctx())
         .expect("the fixture is valid");
+}
+
+#[test]
+fn an_announcement_without_links_from_an_older_node_still_reads() {
+    #[derive(serde::Serialize)]
+    struct Older {
+        capabilities: Capabilities,
+        listen_addrs: Vec<String>,
+        accepts_jobs: bool,
+        issued_at: u64,
+        started_at: u64,
+        sequence: u64,
+    }
+    let a = node_announcement();
+    let older = Older {
+        capabilities: a.capabilities.clone(),
+        listen_addrs: a.listen_addrs.clone(),
+        accepts_jobs: a.accepts_jobs,
+        issued_at: a.issued_at,
+        started_at: a.started_at,
+        sequence: a.sequence,
+    };
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&older, &mut bytes).expect("encode");
+    let read: NodeAnnouncement = ciborium::from_reader(bytes.as_slice()).expect("decode");
+    assert!(read.links.is_empty());
+    assert_eq!(read.listen_addrs, a.listen_addrs);
 }
 
 #[test]

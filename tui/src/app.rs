@@ -640,6 +640,7 @@ mod tests {
             credits,
             route: None,
             connections: vec![],
+            links: vec![],
         }
     }
 

@@ -554,6 +554,20 @@
       edges.append(sv('line', { class: 'edge e-' + kind, x1: from.x.toFixed(1), y1: from.y.toFixed(1), x2: to.x.toFixed(1), y2: to.y.toFixed(1) },
         sv('title', null, shortPeer(p.peer_id) + ': ' + kindLabel[kind] + (via ? ' via ' + shortPeer(via) : ''))));
     }
+    // Who else is connected to whom, as each peer's latest signed announcement says; drawn
+    // beneath this node's own connections, once per pair.
+    const linked = new Set();
+    for (const p of order) {
+      for (const l of p.links || []) {
+        const a = pos.get(p.peer_id), b = pos.get(l.peer_id);
+        const pair = [p.peer_id, l.peer_id].sort().join(' ');
+        if (!a || !b || l.peer_id === p.peer_id || linked.has(pair)) continue;
+        linked.add(pair);
+        edges.prepend(sv('line', { class: 'edge e-link' + (l.route === 'relayed' ? ' e-link-relayed' : ''),
+          'data-link': pair, x1: a.x.toFixed(1), y1: a.y.toFixed(1), x2: b.x.toFixed(1), y2: b.y.toFixed(1) },
+          sv('title', null, shortPeer(p.peer_id) + ' – ' + shortPeer(l.peer_id) + ': ' + l.route + ', as ' + shortPeer(p.peer_id) + ' announces')));
+      }
+    }
     const radial = n > 12;
     for (const p of order) {
       const { x, y, a } = pos.get(p.peer_id);

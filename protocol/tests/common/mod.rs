@@ -36,6 +36,10 @@ pub fn node_announcement() -> NodeAnnouncement {
             }],
         },
         listen_addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+        links: vec![PeerLink {
+            peer: worker(1).peer_id().to_string(),
+            relayed: false,
+        }],
         accepts_jobs: true,
         issued_at: NOW,
         started_at: NOW - 60_000,
