@@ -31,7 +31,7 @@ if ! "$bin/distributeai" submit --wait --api "$api" --file examples/hash-verify/
 fi
 job=$(grep -m1 '^job ' "$work/submit.out" | awk '{print $2}')
 
-say "The verdict, as any node's API shows it (distributeai get $job)"
+say "The verdict, as the submitter's API shows it (distributeai get $job)"
 "$bin/distributeai" get --api "$api" "$job"
 
 say "The lying worker"
@@ -45,6 +45,7 @@ if $keep; then
   echo "  $bin/distributeai tui --api $api        # the terminal UI (submit through its form, watch votes)"
   echo "  $bin/distributeai peers --api $api"
   echo "  http://$api/        # the web dashboard, in a browser on this machine"
+  echo "  $work/*.log   # the nodes' logs (grep a job id to follow it across nodes; removed on stop)"
   echo "  prometheus --config.file=monitoring/prometheus.yml --storage.tsdb.path=/tmp/prom   # scrapes this network (monitoring/README.md)"
   echo "Press Ctrl-C here to stop everything."
   # `wait` returns on a signal, so the trap runs at once even when the signal comes from `kill`.

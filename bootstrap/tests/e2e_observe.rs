@@ -680,7 +680,8 @@ fn the_dashboard_shows_the_mesh_and_jobs_live_in_a_real_browser() {
     browser.wait_for(
         "the node's refusal naming the field",
         "const r = document.querySelector('#submit-result'); \
-         return !!r && r.dataset.error === '1' && r.textContent.includes('resources.cpus')",
+         return !!r && r.dataset.error === '1' && r.textContent.includes('resources.cpus') \
+         && document.querySelector('#submit-form [name=cpus]').getAttribute('aria-invalid') === 'true'",
     );
     println!(
         "screenshots: {} and {} (and more beside them)",

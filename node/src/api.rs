@@ -77,7 +77,7 @@ pub fn router(state: Arc<SharedState>) -> Router {
 /// owner's credits. The CLI and the TUI send neither `Origin` nor `Sec-Fetch-Site`, and name the
 /// address they dial. Every answer also says `nosniff`, since job output is served as is.
 async fn guard(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if let Err(why) = check_request(request.method(), request.headers()) {
+    if let Err(why) = check_request(request.method(), request.uri().path(), request.headers()) {
         return ApiError::new(StatusCode::FORBIDDEN, why).into_response();
     }
     let mut response = next.run(request).await;
@@ -88,12 +88,23 @@ async fn guard(request: axum::extract::Request, next: axum::middleware::Next) ->
     response
 }
 
-/// Why a request must be refused, if it must; see [`guard`].
-fn check_request(method: &axum::http::Method, headers: &HeaderMap) -> Result<(), String> {
+/// Why a request must be refused, if it must; see [`guard`]. `/metrics` and `/healthz` may be
+/// addressed by any name, as Prometheus scrapes nodes by theirs: what they tell is not worth a
+/// rebinding attack.
+fn check_request(
+    method: &axum::http::Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<(), String> {
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let host = text(header::HOST).unwrap_or("");
     let name = host_name(host);
-    if !host.is_empty() && name != "localhost" && name.parse::<std::net::IpAddr>().is_err() {
+    let scrape = matches!(path, "/metrics" | "/healthz");
+    if !scrape
+        && !host.is_empty()
+        && name != "localhost"
+        && name.parse::<std::net::IpAddr>().is_err()
+    {
         return Err(format!(
             "Host {host:?} is refused: the API answers requests addressed to an IP address or \
              localhost"
@@ -482,17 +493,31 @@ mod tests {
     fn the_cli_the_tui_and_the_page_itself_pass() {
         let json = ("content-type", "application/json");
         let host = ("host", "127.0.0.1:7070");
-        assert!(check_request(&Method::POST, &headers(&[host, json])).is_ok());
-        assert!(check_request(&Method::GET, &headers(&[("host", "localhost:7070")])).is_ok());
-        assert!(check_request(&Method::GET, &headers(&[("host", "[::1]:7070")])).is_ok());
+        assert!(check_request(&Method::POST, "/api/v1/jobs", &headers(&[host, json])).is_ok());
+        assert!(
+            check_request(
+                &Method::GET,
+                "/api/v1/node",
+                &headers(&[("host", "localhost:7070")])
+            )
+            .is_ok()
+        );
+        assert!(
+            check_request(
+                &Method::GET,
+                "/api/v1/node",
+                &headers(&[("host", "[::1]:7070")])
+            )
+            .is_ok()
+        );
         let page = [
             host,
             json,
             ("origin", "http://127.0.0.1:7070"),
             ("sec-fetch-site", "same-origin"),
         ];
-        assert!(check_request(&Method::POST, &headers(&page)).is_ok());
-        assert!(check_request(&Method::DELETE, &headers(&page[..3])).is_ok());
+        assert!(check_request(&Method::POST, "/api/v1/jobs", &headers(&page)).is_ok());
+        assert!(check_request(&Method::DELETE, "/api/v1/jobs/ab", &headers(&page[..3])).is_ok());
     }
 
     #[test]
@@ -506,13 +531,23 @@ mod tests {
             ("origin", "https://evil.example"),
             ("sec-fetch-site", "cross-site"),
         ];
-        assert!(check_request(&Method::POST, &headers(&csrf)).is_err());
+        assert!(check_request(&Method::POST, "/api/v1/jobs", &headers(&csrf)).is_err());
         let from_elsewhere = [host, json, ("origin", "https://evil.example")];
-        assert!(check_request(&Method::DELETE, &headers(&from_elsewhere)).is_err());
-        assert!(check_request(&Method::POST, &headers(&[host])).is_err());
+        assert!(
+            check_request(
+                &Method::DELETE,
+                "/api/v1/jobs/ab",
+                &headers(&from_elsewhere)
+            )
+            .is_err()
+        );
+        assert!(check_request(&Method::POST, "/api/v1/jobs", &headers(&[host])).is_err());
         // DNS rebinding: a name that resolves to us, read from the attacker's page.
         let rebound = headers(&[("host", "evil.example:7070")]);
-        let refused = check_request(&Method::GET, &rebound).expect_err("refused");
+        let refused = check_request(&Method::GET, "/api/v1/jobs", &rebound).expect_err("refused");
         assert!(refused.contains("evil.example"), "{refused}");
+        // Prometheus may scrape a node by its name.
+        let scrape = headers(&[("host", "node1.lan:7070")]);
+        assert!(check_request(&Method::GET, "/metrics", &scrape).is_ok());
     }
 }

@@ -137,7 +137,6 @@ impl ValidationError {
             | ValidationError::TooMany { field, .. }
             | ValidationError::OutOfRange { field, .. }
             | ValidationError::Invalid { field, .. } => Some(field),
-            ValidationError::Consensus { n, max, .. } if n > max => Some("redundancy"),
             ValidationError::Consensus { .. } => Some("consensus"),
             _ => None,
         }
@@ -463,6 +462,8 @@ impl JobSpec {
         )?;
         check_range("timeout_s", self.timeout_s.into(), 1, MAX_TIMEOUT_S.into())?;
         let (n, k) = (self.redundancy, self.consensus);
+        // n first: with n out of range, any k would be blamed for it.
+        check_range("redundancy", n.into(), 1, MAX_REDUNDANCY.into())?;
         if k < 1 || k > n || n > MAX_REDUNDANCY {
             return Err(ValidationError::Consensus {
                 k,

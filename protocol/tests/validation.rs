@@ -15,14 +15,7 @@ fn spec_error(edit: impl FnOnce(&mut JobSpec)) -> ValidationError {
 }
 
 fn field_of(err: &ValidationError) -> &'static str {
-    match err {
-        ValidationError::TooLong { field, .. }
-        | ValidationError::TooMany { field, .. }
-        | ValidationError::OutOfRange { field, .. }
-        | ValidationError::Invalid { field, .. } => field,
-        ValidationError::Consensus { .. } => "consensus",
-        other => panic!("no field in {other:?}"),
-    }
+    err.field().unwrap_or_else(|| panic!("no field in {err:?}"))
 }
 
 #[test]
@@ -88,13 +81,15 @@ fn spec_errors_name_the_field() {
         ("timeout_s", Box::new(|s| s.timeout_s = MAX_TIMEOUT_S + 1)),
         ("consensus", Box::new(|s| s.consensus = 0)),
         ("consensus", Box::new(|s| s.consensus = 4)),
+        // n out of range is n's fault, whatever k is (it used to be reported as k's).
         (
-            "consensus",
+            "redundancy",
             Box::new(|s| {
                 s.redundancy = MAX_REDUNDANCY + 1;
                 s.consensus = 1;
             }),
         ),
+        ("redundancy", Box::new(|s| s.redundancy = 0)),
         ("reward", Box::new(|s| s.reward = u64::MAX)),
     ];
     for (field, edit) in cases {
@@ -115,7 +110,13 @@ fn consensus_bounds_are_exactly_one_to_n_to_sixteen() {
             s.redundancy = n;
             s.consensus = k;
             let valid = 1 <= k && k <= n && n <= MAX_REDUNDANCY;
-            assert_eq!(s.check().is_ok(), valid, "n={n} k={k}");
+            let checked = s.check();
+            assert_eq!(checked.is_ok(), valid, "n={n} k={k}");
+            // An n out of range is blamed on n, whatever k is.
+            if n == 0 || n > MAX_REDUNDANCY {
+                let e = checked.expect_err("refused");
+                assert_eq!(field_of(&e), "redundancy", "n={n} k={k}: {e}");
+            }
         }
     }
 }

@@ -424,7 +424,7 @@
       ['Uptime', el('span', { id: 'uptime' }, fmtUptime(uptimeNow()))],
       ['Reachability', badge(n.reachability)],
       ['Connected', n.connected_peers + ' peer' + (n.connected_peers === 1 ? '' : 's') + ' (' + state.peers.length + ' known)'],
-      ['Offers', offers(n.capabilities)],
+      ['Offers', n.worker ? offers(n.capabilities) : 'nothing: it runs no jobs'],
       ['Images', images.length ? el('span', { title: images.map((i) => i.reference).join('\n') }, images.length + ' local') : 'none local'],
       ['Relays', relays.length ? relays : null],
     ]);
@@ -488,7 +488,7 @@
     const lat = $('#chart-latency');
     const recent = state.jobs.filter((j) => j.timings && (j.timings.execution_ms != null || verdictMs(j) != null))
       .slice(0, 30).reverse();
-    if (!recent.length) { put(lat, muted('No job has reached execution yet.')); return; }
+    if (!recent.length) { put(lat, muted('No job submitted through this node has reached execution yet.')); return; }
     const c2 = chartBox(lat, 170);
     const m2 = { l: 56, r: 8, t: 10, b: 10 };
     const max2 = niceMax(Math.max(1, ...recent.map((j) => Math.max(j.timings.execution_ms || 0, verdictMs(j) || 0))));
@@ -904,19 +904,34 @@
     try { pre.textContent = JSON.stringify(buildSpec(formValues($('#submit-form'))), null, 2); } catch (e) { pre.textContent = e.message; }
   }
 
+  /** How the node names a spec field in its errors, and the form input that fills it. */
+  const FIELD_NAMES = [['resources.cpus', 'cpus'], ['resources.memory_mb', 'memory_mb'],
+    ['resources.gpus', 'gpus'], ['timeout_s', 'timeout_s'], ['consensus', 'consensus'],
+    ['redundancy', 'redundancy'], ['image_digest', 'image_digest'], ['image', 'image'],
+    ['command', 'command'], ['reward', 'reward'], ['env', 'env']];
+
   async function onSubmit(ev) {
     ev.preventDefault();
     const out = $('#submit-result'), btn = $('#submit-button');
     out.removeAttribute('data-error');
     out.removeAttribute('data-job-id');
     out.className = 'full';
+    const form = ev.currentTarget;
+    for (const input of form.querySelectorAll('[aria-invalid]')) input.removeAttribute('aria-invalid');
     const fail = (msg) => {
+      // The parser's "at line 1 column N" points into JSON the user never wrote.
+      msg = String(msg).replace(/ at line \d+ column \d+$/, '');
       out.setAttribute('data-error', '1');
       out.className = 'full error-text';
       out.textContent = msg;
+      // Mark the field the message names (the node names fields as the spec spells them).
+      const named = FIELD_NAMES.find(([spelt]) => msg.includes(spelt));
+      const input = named && form.elements[named[1]];
+      if (input) { input.setAttribute('aria-invalid', 'true'); input.focus(); }
     };
+    if (!form.elements.image.value.trim()) { fail('image: required, e.g. distributeai/toolbox:local'); return; }
     let spec;
-    try { spec = buildSpec(formValues(ev.currentTarget)); } catch (e) { fail(e.message); return; }
+    try { spec = buildSpec(formValues(form)); } catch (e) { fail(e.message); return; }
     btn.disabled = true;
     out.textContent = 'Submitting…';
     try {
