@@ -112,22 +112,17 @@ fn final_status(api: &str, id: &str) -> String {
     status
 }
 
+/// Submits `command` in the toolbox image to two workers that must agree; returns the id.
+fn submit_to_two(api: &str, command: &[&str]) -> String {
+    let mut args = vec!["--redundancy", "2", "--consensus", "2", IMAGE, "--"];
+    args.extend_from_slice(command);
+    submit(api, &args)
+}
+
 /// Runs `echo <word>` on two workers that must agree, and waits for it to complete; returns
 /// the job's id.
 fn run_echo_job(api: &str, word: &str) -> String {
-    let id = submit(
-        api,
-        &[
-            "--redundancy",
-            "2",
-            "--consensus",
-            "2",
-            IMAGE,
-            "--",
-            "echo",
-            word,
-        ],
-    );
+    let id = submit_to_two(api, &["echo", word]);
     assert_eq!(final_status(api, &id), "completed", "job {id}");
     id
 }
@@ -588,20 +583,7 @@ fn the_dashboard_shows_the_mesh_and_jobs_live_in_a_real_browser() {
     // A job submitted elsewhere (the CLI) while the page is open: it shows up and reaches
     // completed by itself. It sleeps, so the page is caught while it runs.
     browser.go(&format!("http://{api}/#/jobs"));
-    let id = submit(
-        &api,
-        &[
-            "--redundancy",
-            "2",
-            "--consensus",
-            "2",
-            IMAGE,
-            "--",
-            "sh",
-            "-c",
-            "echo started; sleep 4; echo done",
-        ],
-    );
+    let id = submit_to_two(&api, &["sh", "-c", "echo started; sleep 4; echo done"]);
     browser.wait_for(
         "the new job running",
         &format!(
