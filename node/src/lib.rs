@@ -57,19 +57,3 @@ pub mod service;
 pub mod store;
 
 pub use cli::{Cli, run};
-
-/// Serialises a value through its `Display` form (PeerIds and multiaddrs in JSON).
-pub(crate) fn serde_display<T: std::fmt::Display, S: serde::Serializer>(
-    value: &T,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_str(value)
-}
-
-/// Serialises a list through the values' `Display` forms.
-pub(crate) fn serde_display_vec<T: std::fmt::Display, S: serde::Serializer>(
-    values: &[T],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_seq(values.iter().map(|v| v.to_string()))
-}

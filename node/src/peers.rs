@@ -7,20 +7,17 @@ use std::collections::HashMap;
 use distributeai_protocol::time::TimestampMs;
 use distributeai_protocol::{Capabilities, NodeAnnouncement, PublicKey, Verified};
 use libp2p::{Multiaddr, PeerId};
-use serde::Serialize;
 
 use crate::network::{DiscoverySource, Route};
 
 /// What we know of one peer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PeerRecord {
     /// Its PeerId.
-    #[serde(serialize_with = "crate::serde_display")]
     pub peer_id: PeerId,
     /// Its public key, when it has announced itself.
     pub public_key: Option<PublicKey>,
     /// Addresses it announced.
-    #[serde(serialize_with = "crate::serde_display_vec")]
     pub addresses: Vec<Multiaddr>,
     /// What it offers, from its latest signed announcement.
     pub capabilities: Option<Capabilities>,
@@ -33,13 +30,11 @@ pub struct PeerRecord {
     /// How we found it.
     pub source: Option<DiscoverySource>,
     /// Sequence number of its latest announcement.
-    #[serde(skip)]
     pub sequence: u64,
     /// When its current run began (ms since the epoch), from its announcements; 0 until
     /// it has announced itself.
     pub started_at: TimestampMs,
     /// The peers it said it was connected to in its latest announcement, and how.
-    #[serde(skip)]
     pub links: Vec<(PeerId, Route)>,
 }
 

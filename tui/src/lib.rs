@@ -45,12 +45,10 @@ fn now_ms() -> u64 {
 }
 
 /// What to fetch: everything, plus the open job's detail (and its output once completed,
-/// unless already held).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// unless already held). Every `send_modify` wakes the fetcher, an unchanged request included.
+#[derive(Debug, Clone, Default)]
 struct Want {
     detail: Option<(String, bool)>,
-    /// Bumped on every request, so an equal request still wakes the fetcher.
-    generation: u64,
 }
 
 /// Fetches everything the current view needs.
@@ -158,7 +156,6 @@ pub async fn run(api: &str) -> Result<()> {
                 .detail
                 .as_ref()
                 .map(|d| (d.id.clone(), d.output.is_none()));
-            w.generation += 1;
         })
     };
 

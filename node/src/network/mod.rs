@@ -27,7 +27,6 @@ use distributeai_protocol::{
     OutputChunk, ResultCommitment, ResultReveal, Verified, VerifiedGossip,
 };
 use libp2p::{Multiaddr, PeerId};
-use serde::Serialize;
 use tokio::sync::mpsc;
 
 pub use client::Client;
@@ -302,10 +301,9 @@ pub enum NetworkEvent {
 }
 
 /// A connected peer, as the network sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ConnectedPeer {
     /// The peer.
-    #[serde(serialize_with = "crate::serde_display")]
     pub peer_id: PeerId,
     /// `direct` when any connection is direct, else `relayed`.
     pub route: Route,
@@ -316,13 +314,11 @@ pub struct ConnectedPeer {
 }
 
 /// A relay we hold (or have asked for) a reservation on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct RelayView {
     /// The relay.
-    #[serde(serialize_with = "crate::serde_display")]
     pub peer_id: PeerId,
     /// The circuit address others reach us at through it.
-    #[serde(serialize_with = "crate::serde_display")]
     pub address: Multiaddr,
     /// Whether the relay has accepted the reservation (else it is being asked for).
     pub reserved: bool,
