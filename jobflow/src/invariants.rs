@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use distributeai_protocol::{
-    Digest, JobId, PublicKey, ResultHash, Verdict, VerdictOutcome, WorkerResult,
+    Digest, JobId, PublicKey, ResultHash, Validate, ValidationContext, Verdict, VerdictOutcome,
+    WorkerResult,
 };
 use distributeai_verifier::reputation::{self, GRANT};
 
@@ -104,6 +105,7 @@ fn violation(invariant: &'static str, detail: String) -> Violation {
 pub fn check(trace: &Trace) -> Vec<Violation> {
     let mut out = Vec::new();
     out.extend(one_verdict_per_job(trace));
+    out.extend(verdicts_recheck(trace));
     out.extend(decisions_are_final(trace));
     out.extend(honest_hash_accepted(trace));
     out.extend(decided_by_expiry(trace));
@@ -112,6 +114,24 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
     out.extend(credits_conserved(trace));
     out.extend(no_rerun_or_resign(trace));
     out
+}
+
+/// Every verdict signed re-checks from its own evidence (issue 19): what any node receiving it
+/// recomputes (each worker's result from its own signatures, the outcome by the k-of-n rule,
+/// the payments) is what the submitter signed, so no honest verdict is ever refused.
+pub fn verdicts_recheck(trace: &Trace) -> Vec<Violation> {
+    trace
+        .verdicts
+        .iter()
+        .filter_map(|v| {
+            let ctx = ValidationContext::live_at(v.verdict.issued_at);
+            let err = v.verdict.validate(&v.signer, &ctx).err()?;
+            Some(violation(
+                "verdicts re-check from their evidence",
+                format!("job {}: {err}", v.job.short()),
+            ))
+        })
+        .collect()
 }
 
 /// At most one verdict is ever signed per job, and it never changes.
@@ -354,8 +374,8 @@ pub fn no_rerun_or_resign(trace: &Trace) -> Vec<Violation> {
 #[cfg(test)]
 mod tests {
     use distributeai_protocol::{
-        AgreedResult, Bid, JobAnnouncement, JobEnd, JobSpec, NodeIdentity, Signed, WorkerFault,
-        WorkerRecord,
+        AgreedResult, AssignmentAck, Bid, Evidence, JobAnnouncement, JobEnd, JobSpec, NodeIdentity,
+        Signed, WorkerFault, WorkerRecord,
     };
 
     use super::*;
@@ -385,9 +405,17 @@ mod tests {
             running_jobs: 0,
             issued_at: 1_000,
         };
+        let ack = AssignmentAck {
+            job_id: job,
+            attempt: 0,
+            deadline_ms: 1_000,
+            issued_at: 1_000,
+        };
         WorkerRecord {
             bid: Signed::sign(worker, &bid).expect("sign"),
-            commitment: None,
+            evidence: Evidence::Accepted {
+                acceptance: Signed::sign(worker, &ack).expect("sign"),
+            },
             result,
             paid,
         }
@@ -460,6 +488,37 @@ mod tests {
             ..Trace::default()
         };
         assert_eq!(honest_quorum_completes(&trace).len(), 1);
+    }
+
+    #[test]
+    fn a_verdict_that_does_not_recheck_from_its_evidence_is_caught() {
+        let s = identity(1);
+        let w = identity(2);
+        // Silent, with the worker's acceptance of a one-second deadline long passed: fine.
+        let silent = verdict(
+            &s,
+            VerdictOutcome::Failed("no result".into()),
+            vec![(&w, WorkerResult::Silent, 0)],
+            10_000,
+        );
+        assert!(
+            verdicts_recheck(&Trace {
+                verdicts: vec![silent],
+                ..Trace::default()
+            })
+            .is_empty()
+        );
+        // Agreed on the strength of an acceptance alone: no reveal shows its result.
+        let forged = verdict(&s, accepted(1), vec![(&w, WorkerResult::Agreed, 1)], 10_000);
+        let found = verdicts_recheck(&Trace {
+            verdicts: vec![forged],
+            ..Trace::default()
+        });
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].detail.contains("commitment and the reveal"),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -108,6 +108,8 @@ pub struct Ctx<'a> {
 pub enum Answer {
     /// Received and accepted.
     Ack,
+    /// An assignment accepted, with the worker's signed acceptance (checked at the edge).
+    Accepted(Box<distributeai_protocol::Verified<distributeai_protocol::AssignmentAck>>),
     /// Received and refused, with the peer's reason.
     Refused(String),
     /// Received, but every slot of the worker is busy: try again later.
@@ -127,14 +129,17 @@ pub fn ledger_entry(verdict: &Verdict, signer: PublicKey, content_id: Digest) ->
         workers: verdict
             .workers
             .iter()
-            .map(|w| {
+            .filter_map(|w| {
                 let outcome = match w.result {
                     WorkerResult::Agreed => Outcome::Agreed,
+                    // Counted towards k, but its output could not be used: neither credited
+                    // nor blamed, as nothing it signed shows who was at fault.
+                    WorkerResult::OutputRejected => return None,
                     WorkerResult::Disagreed(_) => Outcome::Disagreed,
                     WorkerResult::Failed(_) => Outcome::Failed,
                     WorkerResult::Silent => Outcome::Silent,
                 };
-                (w.bid.signer(), outcome, w.paid)
+                Some((w.bid.signer(), outcome, w.paid))
             })
             .collect(),
     }

@@ -11,8 +11,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::submitter::{
-    self as flow, ExecutionState, FetchResult, Gossip, JobStatus, Outcome, Phase, RevealAnswer,
-    SubmittedJob,
+    self as flow, ExecutionState, FetchResult, Gossip, JobStatus, OpenedReveal, Outcome, Phase,
+    RevealAnswer, SubmittedJob,
 };
 use crate::worker::{self as work, Executed, WorkItem, WorkPhase};
 use crate::{Answer, Ctx, Directory, FlowConfig};
@@ -184,15 +184,14 @@ impl World {
                 free_slots: 1,
             },
         );
-        assert_eq!(
-            fx.last(),
-            Some(&work::Effect::Reply(Response::Ack)),
-            "{fx:?}"
-        );
+        let Some(work::Effect::Reply(Response::Accepted(acceptance))) = fx.last() else {
+            panic!("a signed acceptance: {fx:?}")
+        };
+        let acceptance = Box::new(open(acceptance, self.now));
         let worker = self.workers[w].public_key();
         self.step(flow::Input::AssignAnswer {
             worker,
-            answer: Answer::Ack,
+            answer: Answer::Accepted(acceptance),
         });
         let fx = self.step_worker(w, work::Input::Executed(executed));
         let commit = sent_commit(&fx);
@@ -213,10 +212,17 @@ impl World {
                 let w = self.worker_index(&worker);
                 let from = self.submitter.public_key();
                 let reply = self.step_worker(w, work::Input::RevealRequested { from, attempt });
-                let Some(work::Effect::Reply(Response::Reveal(reveal))) = reply.last() else {
+                let Some(work::Effect::Reply(Response::Reveal(revealed))) = reply.last() else {
                     panic!("a reveal: {reply:?}")
                 };
-                let answer = RevealAnswer::Reveal(Box::new(open(reveal, self.now)));
+                let reveal = revealed
+                    .open(&ValidationContext::live_at(self.now))
+                    .expect("a reveal the worker signed opens");
+                let answer = RevealAnswer::Reveal(Box::new(OpenedReveal {
+                    reveal,
+                    manifest: revealed.manifest.clone(),
+                    diagnostics: revealed.diagnostics.clone(),
+                }));
                 last = self.step(flow::Input::RevealAnswer { worker, answer });
             }
         }
@@ -347,12 +353,16 @@ fn a_job_runs_to_one_accepted_verdict_that_pays_the_agreeing_workers() {
 }
 
 #[test]
-fn expiry_during_the_output_fetch_signs_one_verdict_and_a_late_fetch_changes_nothing() {
+fn expiry_during_the_output_fetch_blames_and_pays_nobody_and_a_late_fetch_changes_nothing() {
     let mut w = World::new(2, 2, 2);
     let worker = w.run_until_fetch();
     w.now = w.job.expires_at + 1;
     let fx = w.step(flow::Input::Tick);
-    assert_eq!(World::verdicts(&fx), 1);
+    assert_eq!(w.job.status(), crate::JobStatus::Failed);
+    // The agreeing workers whose output never came are neither blamed nor paid: with nobody
+    // else to record, there is no ledger entry (issue 19), only the published end.
+    assert_eq!(World::verdicts(&fx), 0);
+    assert!(w.job.verdict.is_none());
     let before = stored(&w.job);
     let fx = w.step(flow::Input::Fetched {
         worker,
@@ -360,9 +370,6 @@ fn expiry_during_the_output_fetch_signs_one_verdict_and_a_late_fetch_changes_not
     });
     assert_eq!(World::verdicts(&fx), 0, "a second verdict: {fx:?}");
     assert_eq!(stored(&w.job), before, "the decided record changed");
-    // The agreeing workers whose output never came are neither blamed nor paid.
-    let verdict = w.verdict();
-    assert!(verdict.workers.is_empty(), "{:?}", verdict.workers);
 }
 
 #[test]
@@ -452,7 +459,8 @@ fn an_output_over_the_limit_fails_at_once_instead_of_waiting_for_expiry() {
     let (i, a) = &assignments[0];
     let fx = w.run(*i, a, completed("more than four bytes"));
     let fx = w.reveal_all(fx);
-    assert_eq!(World::verdicts(&fx), 1, "{fx:?}");
+    // Its one worker did what was asked: nobody to blame, and no output to pay for.
+    assert_eq!(World::verdicts(&fx), 0, "{fx:?}");
     assert_eq!(w.job.status(), crate::JobStatus::Failed);
     assert!(
         w.job
@@ -625,8 +633,8 @@ fn a_lost_assignment_is_sent_again_and_an_unreachable_worker_is_not_blamed() {
         w.step(flow::Input::Tick);
     }
     assert_eq!(w.job.status(), crate::JobStatus::Failed);
-    let verdict = w.verdict();
-    assert!(verdict.workers.is_empty(), "{:?}", verdict.workers);
+    // Nobody ran it: no ledger entry (issue 19).
+    assert!(w.job.verdict.is_none());
 }
 
 #[test]
@@ -748,12 +756,11 @@ fn a_job_that_expired_while_its_submitter_was_down_blames_no_assigned_worker() {
     let worker = w.workers[assignments[0].0].public_key();
     w.now = w.job.expires_at + 30_000;
     let fx = w.step(flow::Input::Restarted);
-    assert_eq!(World::verdicts(&fx), 1);
-    assert!(
-        w.verdict().workers.iter().all(|r| r.bid.signer() != worker),
-        "{:?}",
-        w.verdict().workers
-    );
+    assert_eq!(w.job.status(), crate::JobStatus::Failed);
+    // Nobody to blame: no entry at all.
+    assert_eq!(World::verdicts(&fx), 0);
+    assert!(w.job.execution(&worker).is_some());
+    assert!(w.job.verdict.is_none());
 }
 
 #[test]
@@ -782,19 +789,13 @@ fn no_agreement_names_the_distinct_results_and_blames_nobody() {
         fx = w.run(*i, a, completed(&format!("random {n}")));
     }
     let fx = w.reveal_all(fx);
-    assert_eq!(World::verdicts(&fx), 1, "{fx:?}");
+    // With no agreed hash nobody can be shown wrong: no entry.
+    assert_eq!(World::verdicts(&fx), 0, "{fx:?}");
+    assert!(w.job.verdict.is_none());
     let reason = w.job.failure_reason.clone().unwrap_or_default();
     assert!(
         reason.starts_with("no agreement: 2 distinct results among 2 workers"),
         "{reason}"
-    );
-    assert!(
-        w.verdict()
-            .workers
-            .iter()
-            .all(|r| !matches!(r.result, WorkerResult::Disagreed(_))),
-        "{:?}",
-        w.verdict().workers
     );
 }
 

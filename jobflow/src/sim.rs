@@ -24,7 +24,7 @@ use distributeai_protocol::{
     Diagnostics, Digest, GossipMessage, JobEnd, JobId, JobSpec, NodeIdentity, OutputManifest,
     PublicKey, Request, Resources, Response, ResultHash, Signed, ValidationContext,
 };
-use distributeai_verifier::reputation::{self, Standing};
+use distributeai_verifier::reputation;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -388,7 +388,7 @@ struct Node {
     work: BTreeMap<JobId, WorkItem>,
     stored_jobs: BTreeMap<JobId, SubmittedJob>,
     stored_work: BTreeMap<JobId, WorkItem>,
-    standings: std::collections::HashMap<PublicKey, Standing>,
+    standings: reputation::Book<PublicKey>,
     ledger: BTreeMap<JobId, Digest>,
     running: BTreeSet<JobId>,
     /// Assignments it answered busy, oldest first, started as slots free (in memory only,
@@ -402,7 +402,7 @@ struct Node {
 
 /// What a simulated node knows of the others.
 struct SimDirectory<'a> {
-    standings: &'a std::collections::HashMap<PublicKey, Standing>,
+    standings: &'a reputation::Book<PublicKey>,
     workers: &'a [PublicKey],
 }
 
@@ -1156,8 +1156,13 @@ impl Sim {
         if !self.nodes[node].up || self.nodes[node].generation != p.generation {
             return;
         }
+        let context = ValidationContext::live_at(self.local_now(node));
         let answer = |result: Result<Response, String>| match result {
             Ok(Response::Ack) => Answer::Ack,
+            Ok(Response::Accepted(signed)) => match signed.open(&context) {
+                Ok(ack) => Answer::Accepted(Box::new(ack)),
+                Err(e) => Answer::Refused(e.to_string()),
+            },
             Ok(Response::Refused(reason)) => Answer::Refused(reason),
             Ok(Response::Busy) => Answer::Busy,
             Ok(other) => Answer::Refused(format!("unexpected answer {other:?}")),
@@ -1176,16 +1181,19 @@ impl Sim {
                 self.step_job(node, job, flow::Input::AssignAnswer { worker, answer });
             }
             Waiting::Reveal { job, worker } => {
-                let context = ValidationContext::live_at(self.local_now(node));
                 let answer = match result {
-                    Ok(Response::Reveal(signed)) => match signed.open(&context) {
-                        Ok(reveal) => RevealAnswer::Reveal(Box::new(reveal)),
+                    Ok(Response::Reveal(answer)) => match answer.open(&context) {
+                        Ok(reveal) => RevealAnswer::Reveal(Box::new(flow::OpenedReveal {
+                            reveal,
+                            manifest: answer.manifest,
+                            diagnostics: answer.diagnostics,
+                        })),
                         Err(e) => RevealAnswer::Refused(e.to_string()),
                     },
                     other => match answer(other) {
                         Answer::Unreachable(e) => RevealAnswer::Unreachable(e),
                         Answer::Refused(e) => RevealAnswer::Refused(e),
-                        Answer::Ack | Answer::Busy => {
+                        Answer::Ack | Answer::Accepted(_) | Answer::Busy => {
                             RevealAnswer::Refused("an ack, not a reveal".into())
                         }
                     },

@@ -19,12 +19,12 @@ use std::collections::HashSet;
 use distributeai_protocol::limits::{MAX_JOB_LIFETIME_MS, MAX_VERDICT_WORKERS};
 use distributeai_protocol::result_hash::commitment;
 use distributeai_protocol::time::TimestampMs;
-use distributeai_protocol::validate::reason_text;
+use distributeai_protocol::validate::{reason_text, short_text};
 use distributeai_protocol::{
-    AgreedResult, Assignment, Bid, CommittedOutcome, Diagnostics, Digest, GossipMessage,
-    JobAnnouncement, JobCancel, JobEnd, JobId, JobSpec, OutputManifest, PublicKey, Response,
-    ResultCommitment, ResultHash, ResultReveal, Signed, ValidationError, Verdict, VerdictOutcome,
-    Verified, WorkerFault, WorkerRecord, WorkerResult,
+    AgreedResult, Assignment, AssignmentAck, Bid, CommittedOutcome, Diagnostics, Digest, Evidence,
+    GossipMessage, JobAnnouncement, JobCancel, JobEnd, JobId, JobSpec, OutputManifest, PublicKey,
+    Response, ResultCommitment, ResultHash, ResultReveal, Signed, ValidationError, Verdict,
+    VerdictOutcome, Verified, WorkerFault, WorkerRecord, WorkerResult,
 };
 use distributeai_verifier::{Candidate, Decision, Report, Tally, select};
 use rand::RngExt;
@@ -221,6 +221,12 @@ pub struct Execution {
     pub commitment: Option<Digest>,
     /// Its signed commitment (or failure report), carried into the verdict as proof.
     pub commitment_envelope: Option<Signed<ResultCommitment>>,
+    /// Its signed acceptance of the assignment: the proof a verdict needs to call it silent.
+    #[serde(default)]
+    pub acceptance: Option<Signed<AssignmentAck>>,
+    /// Its signed reveal, carried into the verdict as the proof of what it returned.
+    #[serde(default)]
+    pub reveal_envelope: Option<Signed<ResultReveal>>,
     /// When the commitment (or failure) arrived (ms).
     pub committed_at: Option<TimestampMs>,
     /// Its revealed result hash.
@@ -344,12 +350,25 @@ pub enum Gossip {
 /// How a worker answered a reveal request.
 #[derive(Debug, Clone)]
 pub enum RevealAnswer {
-    /// A signed reveal, checked at the edge (boxed: it carries the whole manifest).
-    Reveal(Box<Verified<ResultReveal>>),
+    /// A signed reveal with the manifest it names, checked at the edge
+    /// ([`distributeai_protocol::RevealedResult::open`]; boxed: it carries the whole manifest).
+    Reveal(Box<OpenedReveal>),
     /// The worker refused, or answered with something else.
     Refused(String),
     /// It never arrived or no answer came back.
     Unreachable(String),
+}
+
+/// A worker's reveal answer as the edge checked it: the signed reveal, and the manifest and
+/// diagnostics that came with it (the manifest's hash, end and image are the signed ones).
+#[derive(Debug, Clone)]
+pub struct OpenedReveal {
+    /// The signed reveal.
+    pub reveal: Verified<ResultReveal>,
+    /// The manifest it names.
+    pub manifest: OutputManifest,
+    /// What the worker saw of the job's end.
+    pub diagnostics: Diagnostics,
 }
 
 /// How fetching one worker's output ended.
@@ -756,14 +775,25 @@ impl SubmittedJob {
             (_, Some(verdict)) => GossipMessage::Verdict(verdict.clone()),
             (
                 Phase::Decided {
-                    outcome: Outcome::Cancelled,
+                    outcome: outcome @ (Outcome::Cancelled | Outcome::Failed),
                     ..
                 },
                 None,
             ) => {
+                // A failed job that no worker took has no verdict (it would be a ledger entry
+                // about nothing, issue 19): its bidders are told to forget it instead.
+                let reason = match outcome {
+                    Outcome::Failed => short_text(&format!(
+                        "failed: {}",
+                        self.failure_reason
+                            .as_deref()
+                            .unwrap_or("no worker took it")
+                    )),
+                    _ => "cancelled by the submitter".into(),
+                };
                 let cancel = JobCancel {
                     job_id: self.id,
-                    reason: "cancelled by the submitter".into(),
+                    reason,
                     issued_at: ctx.now,
                 };
                 match Signed::sign(ctx.identity, &cancel) {
@@ -1038,6 +1068,8 @@ impl SubmittedJob {
             deadline_clipped: deadline < full,
             commitment: None,
             commitment_envelope: None,
+            acceptance: None,
+            reveal_envelope: None,
             committed_at: None,
             result_hash: None,
             manifest: None,
@@ -1092,6 +1124,7 @@ impl SubmittedJob {
             return;
         }
         let now = ctx.now;
+        let id = self.id;
         let Some(e) = self.execution_mut(&worker) else {
             return;
         };
@@ -1100,6 +1133,20 @@ impl SubmittedJob {
             return;
         }
         let text = match answer {
+            Answer::Accepted(ack) => {
+                let a = &ack.message;
+                let fits = ack.signer == worker && a.job_id == id && a.attempt == e.attempt;
+                if fits && e.acceptance.is_none() {
+                    e.acceptance = Some(ack.envelope.clone());
+                }
+                e.transport_failures = 0;
+                e.busy_since = None;
+                if !e.assign_acked {
+                    e.assign_acked = true;
+                    fx.push(Effect::Persist);
+                }
+                return;
+            }
             Answer::Ack => {
                 e.transport_failures = 0;
                 e.busy_since = None;
@@ -1293,7 +1340,12 @@ impl SubmittedJob {
             return;
         }
         let (text, report) = match answer {
-            RevealAnswer::Reveal(reveal) => {
+            RevealAnswer::Reveal(opened) => {
+                let OpenedReveal {
+                    reveal,
+                    manifest,
+                    diagnostics,
+                } = *opened;
                 let r = &reveal.message;
                 let opens = e.commitment.is_some_and(|c| {
                     c == commitment(&worker, &id, e.attempt, &r.result_hash, &r.salt)
@@ -1301,8 +1353,9 @@ impl SubmittedJob {
                 if reveal.signer == worker && r.job_id == id && r.attempt == e.attempt && opens {
                     e.state = ExecutionState::Revealed;
                     e.result_hash = Some(r.result_hash);
-                    e.manifest = Some(r.manifest.clone());
-                    e.diagnostics = Some(r.diagnostics.clone());
+                    e.manifest = Some(manifest);
+                    e.diagnostics = Some(diagnostics);
+                    e.reveal_envelope = Some(reveal.envelope.clone());
                     e.revealed_at = Some(now);
                     (
                         format!("{} voted {}", short(&worker), r.result_hash.short()),
@@ -1892,6 +1945,12 @@ impl SubmittedJob {
             None => self.event(now, "completed"),
         }
         let verdict = self.verdict_of(outcome, reason.as_deref(), now);
+        if verdict.workers.is_empty() {
+            // Nobody took the job: no entry for the ledger, only the decision to publish.
+            fx.push(Effect::Persist);
+            self.publish_decision(ctx, fx);
+            return;
+        }
         match Signed::sign(ctx.identity, &verdict) {
             Ok(signed) => {
                 self.verdict = Some(signed.clone());
@@ -1913,15 +1972,17 @@ impl SubmittedJob {
         self.publish_decision(ctx, fx);
     }
 
-    /// The verdict: every worker that took the job, with how it did.
+    /// The verdict: every worker that took the job, with how it did and the worker's own
+    /// signed evidence of it (issue 19), so that every node can re-check it.
     ///
     /// Left out, neither blamed nor paid: workers that refused or could not be reached (with
-    /// their assignment or for their reveal); on a
-    /// job that ended without a verified output, those whose result agreed with the agreed
-    /// hash (the network failed, not them; issue 10), and those still committed or assigned
-    /// with a deadline cut short by the job's expiry. A worker is recorded as disagreeing
-    /// only against a hash k workers agreed on: with no agreement there is no evidence of who
-    /// was wrong.
+    /// their assignment or for their reveal); on a job that ended without an agreed result,
+    /// every revealed result (with no agreement there is no evidence of who was wrong, and on
+    /// a job whose output could not be fetched the network failed, not them; issue 10); and
+    /// any charge the worker's signatures cannot carry: silence without its signed acceptance,
+    /// or before the deadline it accepted has passed. Revealed results are listed in the order
+    /// the tally counted them, so that the k-of-n rule replayed over the verdict decides the
+    /// same hash.
     pub fn verdict_of(&self, outcome: Outcome, reason: Option<&str>, now: TimestampMs) -> Verdict {
         // An agreed result stands: the job's output (once fetched and verified), or the job's
         // own failure, which has no output to fetch.
@@ -1935,64 +1996,22 @@ impl SubmittedJob {
             VerdictOutcome::Accepted(agreed) => Some(agreed.hash),
             VerdictOutcome::Failed(_) => None,
         };
-        let workers = self
-            .executions
-            .iter()
-            .filter_map(|e| {
-                let result = match (e.state, e.result_hash) {
-                    (
-                        ExecutionState::Refused
-                        | ExecutionState::Unreachable
-                        | ExecutionState::Cancelled,
-                        _,
-                    ) => return None,
-                    (ExecutionState::Revealed, Some(_)) if self.bad_outputs.contains(&e.worker) => {
-                        WorkerResult::Failed(WorkerFault::new(
-                            "served output that does not match its result",
-                        ))
-                    }
-                    (ExecutionState::Revealed, Some(h)) if Some(h) == accepted => {
-                        WorkerResult::Agreed
-                    }
-                    (ExecutionState::Revealed, Some(h)) if Some(h) == self.agreed_hash => {
-                        return None;
-                    }
-                    (ExecutionState::Revealed, Some(h)) if self.agreed_hash.is_some() => {
-                        WorkerResult::Disagreed(h)
-                    }
-                    (ExecutionState::Revealed, _) => return None,
-                    (ExecutionState::Committed, _) => return None,
-                    // Still assigned when the job ended: silent only if its full deadline
-                    // passed while we were there to hear from it.
-                    (ExecutionState::Assigned, _) if e.deadline_clipped || now <= e.deadline => {
-                        return None;
-                    }
-                    (ExecutionState::Silent | ExecutionState::Assigned, _) => WorkerResult::Silent,
-                    (ExecutionState::Failed, _) if e.reported_failure.is_some() => {
-                        WorkerResult::Failed(e.reported_failure.clone().unwrap_or_else(|| {
-                            WorkerFault::new(e.failure.as_deref().unwrap_or("no result"))
-                        }))
-                    }
-                    _ => WorkerResult::Failed(WorkerFault::new(
-                        e.failure.as_deref().unwrap_or("no result"),
-                    )),
-                };
-                let paid = if matches!(result, WorkerResult::Agreed) {
-                    self.spec.reward
-                } else {
-                    0
-                };
-                Some(WorkerRecord {
-                    bid: e.bid.clone(),
-                    commitment: if matches!(result, WorkerResult::Silent) {
-                        None
-                    } else {
-                        e.commitment_envelope.clone()
-                    },
-                    result,
-                    paid,
-                })
-            })
+        let counted: Vec<PublicKey> = self
+            .tally
+            .as_ref()
+            .map(|t| t.arrival_order().into_iter().copied().collect())
+            .unwrap_or_default();
+        let position = |worker: &PublicKey| {
+            counted
+                .iter()
+                .position(|w| w == worker)
+                .unwrap_or(usize::MAX)
+        };
+        let mut executions: Vec<&Execution> = self.executions.iter().collect();
+        executions.sort_by_key(|e| position(&e.worker));
+        let workers = executions
+            .into_iter()
+            .filter_map(|e| self.record_of(e, accepted, now))
             .collect();
         Verdict {
             job: self.announcement.clone(),
@@ -2000,6 +2019,96 @@ impl SubmittedJob {
             workers,
             issued_at: now,
         }
+    }
+
+    /// One worker's line in the verdict, when its signatures prove one (see
+    /// [`SubmittedJob::verdict_of`]).
+    fn record_of(
+        &self,
+        e: &Execution,
+        accepted: Option<ResultHash>,
+        now: TimestampMs,
+    ) -> Option<WorkerRecord> {
+        let revealed = match (
+            e.state,
+            e.result_hash,
+            &e.commitment_envelope,
+            &e.reveal_envelope,
+        ) {
+            (ExecutionState::Revealed, Some(hash), Some(commitment), Some(reveal)) => {
+                Some((hash, commitment, reveal))
+            }
+            _ => None,
+        };
+        let (result, evidence) = match (revealed, accepted) {
+            (Some((hash, commitment, reveal)), Some(agreed)) => {
+                let result = if hash != agreed {
+                    WorkerResult::Disagreed(hash)
+                } else if self.bad_outputs.contains(&e.worker) {
+                    WorkerResult::OutputRejected
+                } else {
+                    WorkerResult::Agreed
+                };
+                let evidence = Evidence::Revealed {
+                    commitment: commitment.clone(),
+                    reveal: reveal.clone(),
+                };
+                (result, evidence)
+            }
+            (Some(_), None) => return None,
+            (None, _) => match (e.state, &e.reported_failure, &e.commitment_envelope) {
+                (ExecutionState::Failed, Some(fault), Some(commitment)) => (
+                    WorkerResult::Failed(fault.clone()),
+                    Evidence::Failed {
+                        commitment: commitment.clone(),
+                    },
+                ),
+                (
+                    ExecutionState::Refused
+                    | ExecutionState::Unreachable
+                    | ExecutionState::Cancelled
+                    | ExecutionState::Revealed
+                    // Its reveal was never fetched: the network may have failed, not it.
+                    | ExecutionState::Committed,
+                    _,
+                    _,
+                ) => return None,
+                // Silent, still assigned when the job ended, or with no valid reveal: silent
+                // only if it signed its acceptance and the deadline it accepted has passed.
+                // A worker still assigned is blamed only if its full deadline passed while we
+                // were there to hear from it (not one cut short by the job's expiry).
+                (state, _, _) => {
+                    let acceptance = e.acceptance.as_ref()?;
+                    let ack = acceptance.decode_unchecked().ok()?;
+                    let accepted_passed = ack.issued_at.saturating_add(ack.deadline_ms) <= now;
+                    let still_assigned = matches!(
+                        state,
+                        ExecutionState::Assigned | ExecutionState::Silent
+                    );
+                    let ours_passed = !e.deadline_clipped && now > e.deadline;
+                    if !accepted_passed || (still_assigned && !ours_passed) {
+                        return None;
+                    }
+                    (
+                        WorkerResult::Silent,
+                        Evidence::Accepted {
+                            acceptance: acceptance.clone(),
+                        },
+                    )
+                }
+            },
+        };
+        let paid = if matches!(result, WorkerResult::Agreed) {
+            self.spec.reward
+        } else {
+            0
+        };
+        Some(WorkerRecord {
+            bid: e.bid.clone(),
+            evidence,
+            result,
+            paid,
+        })
     }
 }
 

@@ -17,9 +17,9 @@ use distributeai_protocol::result_hash::commitment;
 use distributeai_protocol::time::TimestampMs;
 use distributeai_protocol::validate::short_text;
 use distributeai_protocol::{
-    Assignment, Bid, CommittedOutcome, Diagnostics, Digest, JobAnnouncement, JobId, JobSpec,
-    OutputManifest, PublicKey, Response, ResultCommitment, ResultHash, ResultReveal, Signed,
-    Verified, WorkerFault,
+    Assignment, AssignmentAck, Bid, CommittedOutcome, Diagnostics, Digest, JobAnnouncement, JobId,
+    JobSpec, OutputManifest, PublicKey, Response, ResultCommitment, ResultHash, ResultReveal,
+    RevealedResult, Signed, Verified, WorkerFault,
 };
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -100,6 +100,10 @@ pub struct WorkItem {
     pub deadline: TimestampMs,
     /// When the assignment was accepted (ms).
     pub accepted_at: Option<TimestampMs>,
+    /// Our signed acceptance of the assignment, sent again as is when the submitter repeats
+    /// the assignment (its answer was lost).
+    #[serde(default)]
+    pub acceptance: Option<Signed<AssignmentAck>>,
     /// The result, once executed successfully.
     pub result: Option<KeptResult>,
     /// The signed commitment (or failure report).
@@ -333,6 +337,7 @@ impl WorkItem {
             attempt: 0,
             deadline: 0,
             accepted_at: None,
+            acceptance: None,
             result: None,
             commitment: None,
             starts: 0,
@@ -523,10 +528,9 @@ impl WorkItem {
         }
         if self.phase != WorkPhase::Bid {
             // Our acknowledgement was lost and the submitter asks again: same answer.
-            return if self.attempt == a.attempt && self.assignment.is_some() {
-                Response::Ack
-            } else {
-                Response::Refused("already assigned this job".into())
+            return match (&self.acceptance, self.attempt == a.attempt) {
+                (Some(acceptance), true) => Response::Accepted(acceptance.clone()),
+                _ => Response::Refused("already assigned this job".into()),
             };
         }
         if ctx.now > self.expires_at {
@@ -537,7 +541,20 @@ impl WorkItem {
             // freed (issue 12). Our bid stays, and so does our place in the job.
             return Response::Busy;
         }
+        let deadline_ms = a.deadline.saturating_sub(a.issued_at);
+        // Signed before anything is kept: what we accept is what we can be held to.
+        let ack = AssignmentAck {
+            job_id: self.job_id,
+            attempt: a.attempt,
+            deadline_ms,
+            issued_at: ctx.now,
+        };
+        let acceptance = match Signed::sign(ctx.identity, &ack) {
+            Ok(signed) => signed,
+            Err(e) => return Response::Refused(short_text(&format!("cannot sign: {e}"))),
+        };
         self.assignment = Some(assignment.envelope.clone());
+        self.acceptance = Some(acceptance.clone());
         self.attempt = a.attempt;
         // The submitter's deadline is a duration from when it signed; counted here from
         // receipt on our own clock, so a skewed clock neither refuses nor shortens it.
@@ -549,7 +566,7 @@ impl WorkItem {
         // Stored (by `start`) before the acknowledgement: once we say yes, a crash cannot
         // make us forget.
         self.start(ctx, fx);
-        Response::Ack
+        Response::Accepted(acceptance)
     }
 
     fn start(&mut self, ctx: &mut Ctx<'_>, fx: &mut Effects) {
@@ -682,12 +699,16 @@ impl WorkItem {
             attempt,
             result_hash: result.hash,
             salt: result.salt,
-            manifest: result.manifest.clone(),
-            diagnostics: result.diagnostics.clone(),
+            end: result.manifest.end,
+            image: result.manifest.image.clone(),
             issued_at: ctx.now,
         };
         match Signed::sign(ctx.identity, &reveal) {
-            Ok(signed) => Response::Reveal(signed),
+            Ok(signed) => Response::Reveal(RevealedResult {
+                reveal: signed,
+                manifest: result.manifest.clone(),
+                diagnostics: result.diagnostics.clone(),
+            }),
             Err(e) => Response::Refused(short_text(&format!("cannot sign the reveal: {e}"))),
         }
     }

@@ -1,20 +1,25 @@
 //! The ledger: every valid verdict this node has seen, stored in sled, and the reputation and
 //! credits that every node derives from them the same way (`distributeai_verifier::reputation`).
 //!
-//! A verdict enters only after `Signed::open` has checked it (signature, issuer is the job's
-//! submitter, every listed worker's own signed bid for that job, payments consistent); the
-//! ledger adds the one rule that needs memory: one verdict per job. A node that missed verdicts
-//! (it joined late or was cut off) catches up from peers in bounded batches ([`sync_from`]), and
-//! the [`Ledger::summary`] hash tells whether two ledgers hold the same entries.
+//! A verdict enters only after `Signed::open` has re-checked it from its evidence (signature,
+//! issuer is the job's submitter, every worker's result proved by that worker's own
+//! signatures, the outcome and payments recomputed by the k-of-n rule; issue 19); the ledger
+//! adds the one rule that needs memory: one verdict per job. When an issuer signs two
+//! different verdicts for one job, every node keeps the same one, the one with the lower
+//! content id, whatever order they arrived in, keeps the other as evidence of the
+//! equivocation, and the issuer's weight drops to zero. A node that missed verdicts (it joined
+//! late or was cut off) catches up from peers in bounded batches ([`sync_from`]), which carry
+//! the evidence of equivocations too, and the [`Ledger::summary`] hash tells whether two
+//! ledgers hold the same entries and the same evidence.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use distributeai_protocol::limits::{MAX_LEDGER_BATCH, MAX_MESSAGE_BYTES};
 use distributeai_protocol::{
     Digest, JobId, LedgerSyncRequest, LedgerSyncResponse, PublicKey, Request, Signed,
     ValidationContext, Verdict, Verified, codec,
 };
-use distributeai_verifier::reputation::{self, Entry, Standing};
+use distributeai_verifier::reputation::{self, Book, Entry, Standing};
 use libp2p::PeerId;
 use tracing::{debug, warn};
 
@@ -29,14 +34,19 @@ pub enum Inserted {
     New,
     /// Already held.
     Duplicate,
+    /// A second, different verdict of the same issuer for a job already held: recorded as
+    /// evidence of its equivocation; the entry kept is the one with the lower content id.
+    Equivocation {
+        /// The job.
+        job: JobId,
+        /// Whether the new verdict replaced the one held.
+        replaced: bool,
+    },
 }
 
 /// Why a verdict was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    /// A different verdict for the same job is already held.
-    #[error("a different verdict for job {0} is already in the ledger")]
-    DoubleVerdict(JobId),
     /// Storing failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -51,7 +61,12 @@ struct Held {
 pub struct Ledger {
     store: Store,
     entries: BTreeMap<JobId, Held>,
-    standings: HashMap<PublicKey, Standing>,
+    /// For each job whose issuer equivocated, the content id of the other verdict kept as
+    /// evidence (the lowest of those not kept).
+    equivocations: BTreeMap<JobId, Digest>,
+    /// Issuers that signed two verdicts for one job: their weight is zero.
+    equivocators: HashSet<PublicKey>,
+    standings: Book<PublicKey>,
     /// The canonical position of the last entry applied, for applying in order cheaply.
     last: Option<(u64, [u8; 32])>,
 }
@@ -70,7 +85,9 @@ impl Ledger {
         let mut ledger = Self {
             store,
             entries: BTreeMap::new(),
-            standings: HashMap::new(),
+            equivocations: BTreeMap::new(),
+            equivocators: HashSet::new(),
+            standings: Book::new(),
             last: None,
         };
         let ctx = ValidationContext::live().archived();
@@ -91,6 +108,13 @@ impl Ledger {
                 }
             }
         }
+        for signed in ledger.store.all::<Signed<Verdict>>(Table::Equivocations)? {
+            if let Ok(verified) = signed.open(&ctx) {
+                let job_id = verified.message.job.job_id();
+                ledger.equivocations.insert(job_id, signed.content_id());
+                ledger.equivocators.insert(verified.signer);
+            }
+        }
         ledger.recompute();
         Ok(ledger)
     }
@@ -98,7 +122,7 @@ impl Ledger {
     fn recompute(&mut self) {
         let entries: Vec<Entry<PublicKey>> =
             self.entries.values().map(|h| h.entry.clone()).collect();
-        self.standings = reputation::compute(&entries);
+        self.standings = reputation::compute_with(&entries, &self.equivocators);
         self.last = entries.iter().map(|e| (e.issued_at, e.id)).max();
     }
 
@@ -107,11 +131,11 @@ impl Ledger {
         let job_id = verdict.message.job.job_id();
         let content_id = verdict.envelope.content_id();
         if let Some(held) = self.entries.get(&job_id) {
-            return if held.content_id == content_id {
-                Ok(Inserted::Duplicate)
-            } else {
-                Err(LedgerError::DoubleVerdict(job_id))
-            };
+            if held.content_id == content_id || self.equivocations.get(&job_id) == Some(&content_id)
+            {
+                return Ok(Inserted::Duplicate);
+            }
+            return self.equivocation(verdict, held.content_id);
         }
         self.store
             .put(Table::Ledger, job_id.as_bytes(), &verdict.envelope)?;
@@ -130,16 +154,77 @@ impl Ledger {
         Ok(Inserted::New)
     }
 
-    /// blake3 over every (job id, verdict content id), in job-id order: equal on two nodes
-    /// exactly when they hold the same entries.
+    /// A second verdict for a held job: both verdicts verified, and the job's announcement
+    /// in both is the same signed one (the job id is its hash), so the same issuer signed
+    /// both. Every node keeps the two lowest content ids it has seen, the lowest as the entry
+    /// and the next as the evidence, so nodes that saw them in any order, or saw different
+    /// ones, converge once they sync.
+    fn equivocation(
+        &mut self,
+        verdict: &Verified<Verdict>,
+        held: Digest,
+    ) -> Result<Inserted, LedgerError> {
+        let job_id = verdict.message.job.job_id();
+        let content_id = verdict.envelope.content_id();
+        let evidence = self.equivocations.get(&job_id).copied();
+        let replaced = content_id < held;
+        if replaced {
+            // The held entry becomes the evidence (it is lower than any evidence held).
+            let old: Option<Signed<Verdict>> = self.store.get(Table::Ledger, job_id.as_bytes())?;
+            if let Some(old) = old {
+                self.store
+                    .put(Table::Equivocations, job_id.as_bytes(), &old)?;
+            }
+            self.store
+                .put(Table::Ledger, job_id.as_bytes(), &verdict.envelope)?;
+            let entry =
+                distributeai_jobflow::ledger_entry(&verdict.message, verdict.signer, content_id);
+            self.entries.insert(job_id, Held { content_id, entry });
+            self.equivocations.insert(job_id, held);
+        } else if evidence.is_none_or(|e| content_id < e) {
+            self.store
+                .put(Table::Equivocations, job_id.as_bytes(), &verdict.envelope)?;
+            self.equivocations.insert(job_id, content_id);
+        }
+        self.equivocators.insert(verdict.signer);
+        self.recompute();
+        Ok(Inserted::Equivocation {
+            job: job_id,
+            replaced,
+        })
+    }
+
+    /// blake3 over every (job id, verdict content id, evidence content id), in job-id order:
+    /// equal on two nodes exactly when they hold the same entries and the same evidence of
+    /// equivocation.
     pub fn summary(&self) -> Digest {
         let mut hasher = blake3::Hasher::new();
-        hasher.update(b"distributeai/ledger-summary/v1\0");
+        hasher.update(b"distributeai/ledger-summary/v2\0");
         for (job_id, held) in &self.entries {
             hasher.update(job_id.as_bytes());
             hasher.update(held.content_id.as_bytes());
+            if let Some(evidence) = self.equivocations.get(job_id) {
+                hasher.update(b"equivocation\0");
+                hasher.update(evidence.as_bytes());
+            }
         }
         Digest(*hasher.finalize().as_bytes())
+    }
+
+    /// Issuers that signed two different verdicts for one job.
+    pub fn equivocators(&self) -> &HashSet<PublicKey> {
+        &self.equivocators
+    }
+
+    /// The entry held for a job, and the evidence of its issuer's equivocation if any.
+    pub fn verdicts_of(
+        &self,
+        job: &JobId,
+    ) -> Result<(Option<Signed<Verdict>>, Option<Signed<Verdict>>), StoreError> {
+        Ok((
+            self.store.get(Table::Ledger, job.as_bytes())?,
+            self.store.get(Table::Equivocations, job.as_bytes())?,
+        ))
     }
 
     /// Number of entries.
@@ -154,12 +239,12 @@ impl Ledger {
 
     /// Where an identity stands (a newcomer's standing if it appears in no entry).
     pub fn standing(&self, key: &PublicKey) -> Standing {
-        self.standings.get(key).copied().unwrap_or_default()
+        self.standings.standing(key)
     }
 
     /// Every identity that appears in the ledger.
     pub fn standings(&self) -> &HashMap<PublicKey, Standing> {
-        &self.standings
+        self.standings.standings()
     }
 
     /// A batch of entries after `after` in job-id order, within the message size bound.
@@ -174,15 +259,31 @@ impl Ledger {
         let mut entries = Vec::new();
         let mut size = 1024;
         for entry in candidates {
-            let len = codec::encode(&entry)
-                .map(|b| b.len())
-                .unwrap_or(MAX_MESSAGE_BYTES);
+            // A job's evidence of equivocation travels right after its entry, so that a node
+            // that saw only one of the two verdicts learns of the other (same job id, so the
+            // cursor is unchanged).
+            let job_id = entry.decode_unchecked().map(|v| v.job.job_id()).ok();
+            let evidence: Option<Signed<Verdict>> = match job_id {
+                Some(job) if self.equivocations.contains_key(&job) => {
+                    self.store.get(Table::Equivocations, job.as_bytes())?
+                }
+                _ => None,
+            };
+            let len: usize = std::iter::once(&entry)
+                .chain(evidence.as_ref())
+                .map(|e| {
+                    codec::encode(e)
+                        .map(|b| b.len())
+                        .unwrap_or(MAX_MESSAGE_BYTES)
+                })
+                .sum();
             if size + len > MAX_MESSAGE_BYTES - 64 * 1024 && !entries.is_empty() {
                 more = true;
                 break;
             }
             size += len;
             entries.push(entry);
+            entries.extend(evidence);
         }
         Ok(LedgerSyncResponse {
             entries,
@@ -266,9 +367,13 @@ pub async fn sync_from(
                 Ok(verified) => match ledger.insert(&verified) {
                     Ok(Inserted::New) => added += 1,
                     Ok(Inserted::Duplicate) => {}
+                    Ok(Inserted::Equivocation { job, .. }) => {
+                        metrics.dropped("ledger_entry", "equivocation");
+                        warn!(%peer, job_id = %job.short(), issuer = %verified.signer.short(), "an issuer signed two verdicts for one job: its weight is now zero");
+                    }
                     Err(e) => {
-                        metrics.dropped("ledger_entry", "double_verdict");
-                        debug!(%peer, error = %e, "refused a synced ledger entry");
+                        metrics.dropped("ledger_entry", "store");
+                        warn!(%peer, error = %e, "cannot store a synced ledger entry");
                     }
                 },
                 Err(e) => {
@@ -340,14 +445,19 @@ pub async fn run_sync(
 
 #[cfg(test)]
 mod tests {
+    use distributeai_protocol::result_hash::commitment;
     use distributeai_protocol::time::now_ms;
     use distributeai_protocol::{
-        Bid, CommittedOutcome, JobAnnouncement, JobSpec, NodeIdentity, ResultCommitment,
-        ResultHash, VerdictOutcome, WorkerRecord, WorkerResult,
+        Bid, CommittedOutcome, Evidence, JobAnnouncement, JobSpec, NodeIdentity, OutputManifest,
+        ResultCommitment, ResultReveal, VerdictOutcome, WorkerRecord, WorkerResult,
     };
 
     use super::*;
 
+    const IMAGE: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    /// A verdict on a 1-of-n job that every worker in `agree` ran with the same result, each
+    /// with its signed commitment and the reveal that opens it.
     fn verdict(
         submitter: &NodeIdentity,
         nonce: u64,
@@ -366,41 +476,57 @@ mod tests {
             },
         )
         .expect("sign");
+        let job_id = job.job_id();
+        let manifest = OutputManifest::from_outputs(0, IMAGE, b"ok", &[]).expect("manifest");
+        let hash = manifest.result_hash().expect("hash");
+        let salt = Digest([7; 32]);
         let workers = agree
             .iter()
-            .map(|w| WorkerRecord {
-                bid: Signed::sign(
-                    w,
-                    &Bid {
-                        job_id: job.job_id(),
-                        image: None,
-                        running_jobs: 0,
-                        issued_at: at,
+            .map(|w| {
+                let bid = Bid {
+                    job_id,
+                    image: None,
+                    running_jobs: 0,
+                    issued_at: at,
+                };
+                let commit = ResultCommitment {
+                    job_id,
+                    attempt: 0,
+                    outcome: CommittedOutcome::Committed(commitment(
+                        &w.public_key(),
+                        &job_id,
+                        0,
+                        &hash,
+                        &salt,
+                    )),
+                    issued_at: at,
+                };
+                let reveal = ResultReveal {
+                    job_id,
+                    attempt: 0,
+                    result_hash: hash,
+                    salt,
+                    end: manifest.end,
+                    image: IMAGE.into(),
+                    issued_at: at,
+                };
+                WorkerRecord {
+                    bid: Signed::sign(w, &bid).expect("sign"),
+                    evidence: Evidence::Revealed {
+                        commitment: Signed::sign(w, &commit).expect("sign"),
+                        reveal: Signed::sign(w, &reveal).expect("sign"),
                     },
-                )
-                .expect("sign"),
-                commitment: Some(
-                    Signed::sign(
-                        w,
-                        &ResultCommitment {
-                            job_id: job.job_id(),
-                            attempt: 0,
-                            outcome: CommittedOutcome::Committed(Digest([7; 32])),
-                            issued_at: at,
-                        },
-                    )
-                    .expect("sign"),
-                ),
-                result: WorkerResult::Agreed,
-                paid: 0,
+                    result: WorkerResult::Agreed,
+                    paid: 0,
+                }
             })
             .collect();
         let v = Verdict {
             job,
             outcome: VerdictOutcome::Accepted(distributeai_protocol::AgreedResult {
-                hash: ResultHash([1; 32]),
-                end: distributeai_protocol::JobEnd::Exited { code: 0 },
-                image: format!("sha256:{}", "1".repeat(64)),
+                hash,
+                end: manifest.end,
+                image: IMAGE.into(),
             }),
             workers,
             issued_at: at,
@@ -452,30 +578,83 @@ mod tests {
         assert_eq!(reloaded.len(), 6);
     }
 
+    /// Issue 19: two valid verdicts for one job (the submitter signs both). Every node keeps
+    /// the same one, the lower content id, whichever it heard first; records the pair; and
+    /// the issuer's weight drops to zero. Sync carries the evidence, so ledgers converge.
     #[test]
-    fn a_second_verdict_for_a_job_is_refused() {
+    fn two_verdicts_for_one_job_keep_the_same_one_everywhere_and_zero_the_issuer() {
         let s = NodeIdentity::from_secret([1; 32]);
-        let a = NodeIdentity::from_secret([2; 32]);
+        let (a, b) = (
+            NodeIdentity::from_secret([2; 32]),
+            NodeIdentity::from_secret([3; 32]),
+        );
         let now = now_ms();
         let first = verdict(&s, 1, &[&a], now);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut ledger = Ledger::open(Store::open(dir.path()).expect("store")).expect("ledger");
-        ledger.insert(&open(&first)).expect("insert");
-        assert_eq!(
-            ledger.insert(&open(&first)).expect("again"),
-            Inserted::Duplicate
+        let mut other = first.decode_unchecked().expect("decode");
+        // The same job, judged again with a different worker list.
+        other.issued_at += 1;
+        other.workers.extend(
+            verdict(&s, 1, &[&b], now)
+                .decode_unchecked()
+                .expect("decode")
+                .workers,
         );
-        // Same job, a verdict issued later with different content.
-        let mut second = first.decode_unchecked().expect("decode");
-        second.issued_at += 1;
-        second.workers.clear();
-        second.outcome = VerdictOutcome::Failed("changed my mind".into());
-        let second = Signed::sign(&s, &second).expect("sign");
+        let second = Signed::sign(&s, &other).expect("sign");
+        let lower = first.content_id().min(second.content_id());
+
+        let ledgers: Vec<(tempfile::TempDir, Ledger)> = (0..3)
+            .map(|_| {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let ledger = Ledger::open(Store::open(dir.path()).expect("store")).expect("ledger");
+                (dir, ledger)
+            })
+            .collect();
+        let [(d1, mut one), (_d2, mut two), (_d3, mut three)] =
+            <[_; 3]>::try_from(ledgers).expect("three");
+        assert_eq!(one.insert(&open(&first)).expect("insert"), Inserted::New);
         assert!(matches!(
-            ledger.insert(&open(&second)),
-            Err(LedgerError::DoubleVerdict(_))
+            one.insert(&open(&second)).expect("insert"),
+            Inserted::Equivocation { .. }
         ));
-        assert_eq!(ledger.len(), 1);
+        assert_eq!(two.insert(&open(&second)).expect("insert"), Inserted::New);
+        assert!(matches!(
+            two.insert(&open(&first)).expect("insert"),
+            Inserted::Equivocation { .. }
+        ));
+        assert_eq!(one.summary(), two.summary());
+        for ledger in [&one, &two] {
+            assert_eq!(ledger.len(), 1);
+            let (kept, evidence) = ledger
+                .verdicts_of(&first.decode_unchecked().expect("d").job.job_id())
+                .expect("read");
+            assert_eq!(kept.map(|k| k.content_id()), Some(lower));
+            assert!(evidence.is_some());
+            assert!(ledger.equivocators().contains(&s.public_key()));
+            assert_eq!(
+                ledger.standing(&s.public_key()).issuer_weight(),
+                0.0,
+                "an equivocator's verdicts count for nothing"
+            );
+        }
+        // A third node that heard only one verdict learns the other from a sync page.
+        three.insert(&open(&first)).expect("insert");
+        assert_ne!(three.summary(), one.summary());
+        let page = one
+            .page(&LedgerSyncRequest {
+                after: None,
+                limit: 32,
+            })
+            .expect("page");
+        assert_eq!(page.entries.len(), 2, "the entry and its evidence");
+        for entry in &page.entries {
+            three.insert(&open(entry)).expect("insert");
+        }
+        assert_eq!(three.summary(), one.summary());
+        // And the evidence survives a restart.
+        drop(one);
+        let reloaded = Ledger::open(Store::open(d1.path()).expect("store")).expect("ledger");
+        assert_eq!(reloaded.summary(), two.summary());
+        assert!(reloaded.equivocators().contains(&s.public_key()));
     }
 
     #[test]

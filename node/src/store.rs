@@ -58,24 +58,38 @@ pub enum Table {
     Work,
     /// Verdicts: the ledger.
     Ledger,
+    /// A second verdict an issuer signed for a job already in the ledger: the evidence of
+    /// its equivocation (issue 19).
+    Equivocations,
 }
 
 impl Table {
     fn name(self) -> &'static str {
         match self {
-            // Version 3: wire version 2's manifests, faults and verdicts (issue 12); version
-            // 2 was the job-flow machines' first records (issue 11). Records of earlier
-            // formats stay on disk untouched under their old names (see
-            // `earlier_format_records`).
-            Table::Jobs => "jobs.v3",
-            Table::Work => "work.v3",
-            Table::Ledger => "ledger.v2",
+            // Version 4: wire version 3's evidence in verdicts, signed acceptances and compact
+            // reveals (issue 19); version 3 was wire version 2's manifests, faults and
+            // verdicts (issue 12); version 2 the job-flow machines' first records (issue
+            // 11). Records of earlier formats stay on disk untouched under their old names
+            // (see `earlier_format_records`), counted at start and never misread.
+            Table::Jobs => "jobs.v4",
+            Table::Work => "work.v4",
+            Table::Ledger => "ledger.v3",
+            Table::Equivocations => "equivocations.v3",
         }
     }
 }
 
 /// Trees of earlier record formats, kept unread.
-const EARLIER_TREES: [&[u8]; 5] = [b"jobs", b"work", b"jobs.v2", b"work.v2", b"ledger"];
+const EARLIER_TREES: [&[u8]; 8] = [
+    b"jobs",
+    b"work",
+    b"jobs.v2",
+    b"work.v2",
+    b"ledger",
+    b"jobs.v3",
+    b"work.v3",
+    b"ledger.v2",
+];
 
 /// The sled database.
 #[derive(Clone)]
@@ -216,9 +230,9 @@ impl Store {
         self.tree(table)?.contains_key(key).map_err(|e| self.io(e))
     }
 
-    /// Records kept in the trees of earlier record formats (`jobs`, `work`, `jobs.v2`,
-    /// `work.v2`, `ledger`), which this version no longer reads (issues 11 and 12): they stay
-    /// on disk untouched.
+    /// Records kept in the trees of earlier record formats (`jobs`, `work`, `ledger` and their
+    /// `.v2`/`.v3` versions), which this version no longer reads (issues 11, 12 and 19): they
+    /// stay on disk untouched.
     pub fn earlier_format_records(&self) -> usize {
         self.db
             .tree_names()

@@ -17,7 +17,7 @@ use crate::identity::NodeIdentity;
 use crate::validate::{Validate, ValidationContext, ValidationError};
 
 /// The wire protocol version signed into every envelope.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The type of a signed message; part of what is signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,6 +32,8 @@ pub enum MessageKind {
     Bid,
     /// [`crate::Assignment`]
     Assignment,
+    /// [`crate::AssignmentAck`]
+    AssignmentAck,
     /// [`crate::ResultCommitment`]
     ResultCommitment,
     /// [`crate::ResultReveal`]
@@ -42,12 +44,13 @@ pub enum MessageKind {
 
 impl MessageKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [MessageKind; 8] = [
+    pub const ALL: [MessageKind; 9] = [
         MessageKind::NodeAnnouncement,
         MessageKind::JobAnnouncement,
         MessageKind::JobCancel,
         MessageKind::Bid,
         MessageKind::Assignment,
+        MessageKind::AssignmentAck,
         MessageKind::ResultCommitment,
         MessageKind::ResultReveal,
         MessageKind::Verdict,
@@ -61,6 +64,7 @@ impl MessageKind {
             MessageKind::JobCancel => "job-cancel",
             MessageKind::Bid => "bid",
             MessageKind::Assignment => "assignment",
+            MessageKind::AssignmentAck => "assignment-ack",
             MessageKind::ResultCommitment => "result-commitment",
             MessageKind::ResultReveal => "result-reveal",
             MessageKind::Verdict => "verdict",

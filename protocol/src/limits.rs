@@ -73,3 +73,8 @@ pub const MAX_LEDGER_BATCH: usize = 32;
 pub const MAX_OUTPUT_CHUNK_BYTES: usize = 512 * 1024;
 /// Workers one verdict may list: the first n plus replacements for silent or failed ones.
 pub const MAX_VERDICT_WORKERS: usize = 4 * MAX_REDUNDANCY as usize;
+
+/// How long after its job expired a verdict may still be signed (ms): a submitter that was
+/// down when the job expired signs its verdict on restart, within a day. A verdict later than
+/// that is about work nobody can still check was done (issue 19).
+pub const MAX_VERDICT_DELAY_MS: u64 = 24 * 60 * 60 * 1000;

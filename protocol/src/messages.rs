@@ -431,24 +431,55 @@ pub struct Diagnostics {
     pub stderr_tail: Vec<u8>,
 }
 
+/// A worker's signed acceptance of its assignment, the answer to [`Assignment`]: the proof a
+/// verdict needs to call it silent. Without it, nobody can be blamed for work it never agreed
+/// to do (issue 19).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignmentAck {
+    /// The job.
+    pub job_id: JobId,
+    /// The assignment attempt accepted.
+    pub attempt: u32,
+    /// The time the worker accepted to commit within, in ms from `issued_at`: the
+    /// assignment's `deadline - issued_at`.
+    pub deadline_ms: u64,
+    /// When the worker signed it (on receipt of the assignment).
+    pub issued_at: TimestampMs,
+}
+
 /// A worker's signed opening of its commitment, sent when the submitter asks for it after all
-/// commitments are in.
+/// commitments are in. Small on purpose: it travels inside the verdict as the evidence of what
+/// the worker returned, so that every node can re-check the decision (issue 19). The manifest
+/// it stands for travels beside it in a [`RevealedResult`], bound by `result_hash`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResultReveal {
     /// The job.
     pub job_id: JobId,
     /// The assignment attempt.
     pub attempt: u32,
-    /// The result hash committed to.
+    /// The result hash committed to: the canonical hash of the manifest.
     pub result_hash: ResultHash,
     /// The random salt that made the commitment hiding.
     pub salt: Digest,
-    /// What the output consists of; its canonical hash must equal `result_hash`.
-    pub manifest: OutputManifest,
-    /// How the end looked from this worker, not hashed.
-    pub diagnostics: Diagnostics,
+    /// How the job ended, as in the manifest.
+    pub end: JobEnd,
+    /// The image id that ran, as in the manifest (empty when it was unavailable).
+    pub image: String,
     /// When the worker signed it.
     pub issued_at: TimestampMs,
+}
+
+/// A worker's answer to a reveal request: its signed reveal, with the manifest whose hash the
+/// reveal names and what it saw of the job's end. The manifest needs no signature of its own:
+/// its hash is signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevealedResult {
+    /// The signed opening of the commitment.
+    pub reveal: Signed<ResultReveal>,
+    /// What the output consists of; its canonical hash must equal the reveal's `result_hash`.
+    pub manifest: OutputManifest,
+    /// How the end looked from this worker, not hashed and not agreed on.
+    pub diagnostics: Diagnostics,
 }
 
 /// A blob's size and blake3 hash.
@@ -485,17 +516,48 @@ pub struct OutputManifest {
     pub files: Vec<OutputFile>,
 }
 
-/// How a submitter judged one assigned worker.
+/// How a submitter judged one assigned worker. Every variant must follow from the record's
+/// [`Evidence`], which only the worker can have signed; receivers re-check it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkerResult {
-    /// Its result hash equals the accepted one.
+    /// Its revealed result hash equals the accepted one.
     Agreed,
-    /// It returned this other hash.
+    /// Its revealed result hash equals the accepted one, but the output it served did not
+    /// match the manifest: counted towards k (its signed reveal shows the result), neither
+    /// paid nor credited, and not blamed either, since the bytes it served carry no signature
+    /// to prove it.
+    OutputRejected,
+    /// It revealed this other hash.
     Disagreed(ResultHash),
-    /// It could not run the job (its own fault, not the job's).
+    /// It signed a failure report: it could not run the job (its own fault, not the job's).
     Failed(WorkerFault),
-    /// It never answered by its deadline.
+    /// It signed its acceptance of the assignment and never revealed a result by its
+    /// deadline.
     Silent,
+}
+
+/// The worker's own signed messages that prove a [`WorkerResult`]: a charge that lacks the
+/// worker's signature is not an entry (issue 19).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Evidence {
+    /// It committed and revealed: the reveal opens the commitment, and its hash decides
+    /// whether it agreed.
+    Revealed {
+        /// Its signed commitment.
+        commitment: Signed<ResultCommitment>,
+        /// Its signed reveal, which opens the commitment.
+        reveal: Signed<ResultReveal>,
+    },
+    /// It signed a failure report instead of a commitment.
+    Failed {
+        /// Its signed commitment whose outcome is [`CommittedOutcome::Failed`].
+        commitment: Signed<ResultCommitment>,
+    },
+    /// It accepted the assignment; no valid reveal followed.
+    Accepted {
+        /// Its signed acceptance.
+        acceptance: Signed<AssignmentAck>,
+    },
 }
 
 /// One assigned worker in a verdict, with its own signatures as proof it took part.
@@ -503,10 +565,8 @@ pub enum WorkerResult {
 pub struct WorkerRecord {
     /// The worker's signed bid for this job.
     pub bid: Signed<Bid>,
-    /// The worker's own signed commitment (or failure report) for this job: proof that it was
-    /// assigned and answered, so a submitter cannot blame a bidder it never assigned. Required
-    /// for every result but `Silent`, which by nature has no signature of the worker.
-    pub commitment: Option<Signed<ResultCommitment>>,
+    /// The worker's own signed messages that prove `result`.
+    pub evidence: Evidence,
     /// How it did.
     pub result: WorkerResult,
     /// Credits paid to it for this job.
@@ -582,6 +642,9 @@ impl SignedMessage for Bid {
 }
 impl SignedMessage for Assignment {
     const KIND: MessageKind = MessageKind::Assignment;
+}
+impl SignedMessage for AssignmentAck {
+    const KIND: MessageKind = MessageKind::AssignmentAck;
 }
 impl SignedMessage for ResultCommitment {
     const KIND: MessageKind = MessageKind::ResultCommitment;

@@ -8,11 +8,14 @@
 //! [`reason`]: ValidationError::reason
 
 use crate::codec::DecodeError;
+use crate::digest::ResultHash;
 use crate::digest::{JobId, PublicKey};
 use crate::envelope::Signed;
+use crate::envelope::{SignedMessage, Verified};
 use crate::limits::*;
 use crate::messages::*;
 use crate::time::{TimestampMs, now_ms};
+use distributeai_verifier::{Decision, Report, Tally};
 
 /// Why a message or spec was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -614,22 +617,56 @@ impl Validate for ResultCommitment {
     }
 }
 
+impl Validate for AssignmentAck {
+    fn validate(
+        &self,
+        _signer: &PublicKey,
+        ctx: &ValidationContext,
+    ) -> Result<(), ValidationError> {
+        check_range("deadline_ms", self.deadline_ms, 1, MAX_JOB_LIFETIME_MS)?;
+        ctx.check_issued_at(self.issued_at)
+    }
+}
+
 impl Validate for ResultReveal {
     fn validate(
         &self,
         _signer: &PublicKey,
         ctx: &ValidationContext,
     ) -> Result<(), ValidationError> {
+        check_image_id("image", &self.image)?;
+        if self.image.is_empty() != (self.end == JobEnd::ImageUnavailable) {
+            return Err(invalid(
+                "image",
+                "required unless the image was unavailable, and empty then",
+            ));
+        }
+        ctx.check_issued_at(self.issued_at)
+    }
+}
+
+impl RevealedResult {
+    /// Opens the signed reveal and checks that the manifest beside it is the one it names
+    /// (same canonical hash, end and image) and within its bounds: the submitter's edge check
+    /// of a reveal answer.
+    pub fn open(&self, ctx: &ValidationContext) -> Result<Verified<ResultReveal>, ValidationError> {
+        let reveal = self.reveal.open(ctx)?;
         self.manifest.check_bounds()?;
         self.diagnostics.check()?;
         let computed = self
             .manifest
             .result_hash()
             .map_err(|e| invalid("manifest", e.to_string()))?;
-        if computed != self.result_hash {
+        if computed != reveal.message.result_hash {
             return Err(invalid("result_hash", "does not match the manifest"));
         }
-        ctx.check_issued_at(self.issued_at)
+        if self.manifest.end != reveal.message.end || self.manifest.image != reveal.message.image {
+            return Err(invalid(
+                "manifest",
+                "its end or image differs from the signed reveal",
+            ));
+        }
+        Ok(reveal)
     }
 }
 
@@ -640,10 +677,71 @@ impl Signed<JobAnnouncement> {
     }
 }
 
+/// One worker record's evidence, opened and checked against the job.
+struct OpenedRecord<'a> {
+    worker: PublicKey,
+    record: &'a WorkerRecord,
+    /// The revealed result, for [`Evidence::Revealed`].
+    reveal: Option<ResultReveal>,
+}
+
+/// Opens a piece of a worker's evidence and checks that the worker signed it.
+fn open_evidence<T: SignedMessage>(
+    field: &'static str,
+    signed: &Signed<T>,
+    worker: &PublicKey,
+    ctx: &ValidationContext,
+) -> Result<Verified<T>, ValidationError> {
+    let opened = signed.open(ctx).map_err(ValidationError::nested(field))?;
+    if opened.signer != *worker {
+        return Err(ValidationError::WrongSigner(
+            "a worker's evidence must be signed by that worker",
+        ));
+    }
+    Ok(opened)
+}
+
+/// Checks that a message of the job flow was signed within the job's life, as far as clocks
+/// that differ by up to the skew bound can tell: not before the job was announced, not after
+/// the verdict. A verdict about work outside that window proves nothing about this job.
+fn check_within(
+    field: &'static str,
+    issued_at: TimestampMs,
+    (from, to): (TimestampMs, TimestampMs),
+) -> Result<(), ValidationError> {
+    let skew = MAX_CLOCK_SKEW_MS;
+    if issued_at.saturating_add(skew) < from || issued_at > to.saturating_add(skew) {
+        return Err(invalid(
+            field,
+            format!(
+                "signed at {issued_at}, outside the job's life ({from} to {to}, with {} s of \
+                 clock skew)",
+                skew / 1000
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_job_id(field: &'static str, expected: JobId, found: JobId) -> Result<(), ValidationError> {
+    if expected != found {
+        return Err(ValidationError::JobIdMismatch {
+            field,
+            expected,
+            found,
+        });
+    }
+    Ok(())
+}
+
 impl Validate for Verdict {
+    /// Re-checks the verdict from its evidence alone (issue 19): every worker's result follows
+    /// from messages that worker signed, and the outcome, the agreeing and disagreeing sets
+    /// and the payments follow from the revealed results by the same k-of-n rule the
+    /// submitter used ([`distributeai_verifier::Tally`]).
     fn validate(&self, signer: &PublicKey, ctx: &ValidationContext) -> Result<(), ValidationError> {
         ctx.check_issued_at(self.issued_at)?;
-        // The embedded job and bids were signed earlier: check them as archived messages.
+        // The embedded job and evidence were signed earlier: check them as archived messages.
         let archived = ctx.archived();
         let job = self
             .job
@@ -656,113 +754,267 @@ impl Validate for Verdict {
         }
         let job_id = self.job.job_id();
         let spec = &job.message.spec;
+        if self.issued_at.saturating_add(MAX_CLOCK_SKEW_MS) < job.message.issued_at
+            || self.issued_at > job.message.expires_at.saturating_add(MAX_VERDICT_DELAY_MS)
+        {
+            return Err(invalid(
+                "issued_at",
+                "a verdict is signed during its job's life, or soon after it expires",
+            ));
+        }
+        let window = (job.message.issued_at, self.issued_at);
+        if self.workers.is_empty() {
+            return Err(invalid(
+                "workers",
+                "a job that no worker took leaves no ledger entry",
+            ));
+        }
         check_count("workers", self.workers.len(), MAX_VERDICT_WORKERS)?;
 
-        let mut seen = Vec::with_capacity(self.workers.len());
-        let mut agreed = 0usize;
+        let mut opened: Vec<OpenedRecord<'_>> = Vec::with_capacity(self.workers.len());
         for record in &self.workers {
             let bid = record
                 .bid
                 .open(&archived)
                 .map_err(ValidationError::nested("workers.bid"))?;
-            if bid.message.job_id != job_id {
-                return Err(ValidationError::JobIdMismatch {
-                    field: "workers.bid",
-                    expected: job_id,
-                    found: bid.message.job_id,
-                });
+            check_job_id("workers.bid", job_id, bid.message.job_id)?;
+            check_within("workers.bid", bid.message.issued_at, window)?;
+            let worker = bid.signer;
+            if worker == *signer {
+                return Err(invalid("workers", "a submitter cannot judge itself"));
             }
-            if seen.contains(&bid.signer) {
+            if opened.iter().any(|o| o.worker == worker) {
                 return Err(invalid("workers", "a worker is listed twice"));
             }
-            seen.push(bid.signer);
-            match (&record.result, &record.commitment) {
-                (WorkerResult::Silent, _) => {}
-                (_, None) => {
-                    return Err(invalid(
-                        "workers.commitment",
-                        "required for every worker that answered",
-                    ));
-                }
-                (result, Some(commitment)) => {
-                    let commitment = commitment
-                        .open(&archived)
-                        .map_err(ValidationError::nested("workers.commitment"))?;
-                    if commitment.signer != bid.signer {
-                        return Err(ValidationError::WrongSigner(
-                            "a worker's commitment must be signed by that worker",
-                        ));
-                    }
-                    if commitment.message.job_id != job_id {
-                        return Err(ValidationError::JobIdMismatch {
-                            field: "workers.commitment",
-                            expected: job_id,
-                            found: commitment.message.job_id,
-                        });
-                    }
-                    let committed =
-                        matches!(commitment.message.outcome, CommittedOutcome::Committed(_));
-                    if matches!(result, WorkerResult::Agreed | WorkerResult::Disagreed(_))
-                        && !committed
-                    {
-                        return Err(invalid(
-                            "workers.commitment",
-                            "a worker with a result must have committed to one",
-                        ));
-                    }
-                }
-            }
+            let reveal = open_record(record, &worker, job_id, window, &archived)?;
+            opened.push(OpenedRecord {
+                worker,
+                record,
+                reveal,
+            });
+        }
+        recheck_outcome(self, spec, &opened)
+    }
+}
 
-            let expected_pay = match (&self.outcome, &record.result) {
-                // Paid for a run that agreed, whether the job exited or timed out: the
-                // workers did what was asked.
-                (VerdictOutcome::Accepted(_), WorkerResult::Agreed) => spec.reward,
-                _ => 0,
-            };
-            if record.paid != expected_pay {
+/// Opens one record's evidence and checks that its kind fits the result; returns the reveal
+/// of a revealed result.
+fn open_record(
+    record: &WorkerRecord,
+    worker: &PublicKey,
+    job_id: JobId,
+    window: (TimestampMs, TimestampMs),
+    archived: &ValidationContext,
+) -> Result<Option<ResultReveal>, ValidationError> {
+    const FIELD: &str = "workers.evidence";
+    match (&record.evidence, &record.result) {
+        (
+            Evidence::Revealed { commitment, reveal },
+            WorkerResult::Agreed | WorkerResult::OutputRejected | WorkerResult::Disagreed(_),
+        ) => {
+            let commitment = open_evidence(FIELD, commitment, worker, archived)?;
+            let reveal = open_evidence(FIELD, reveal, worker, archived)?;
+            let (c, r) = (&commitment.message, reveal.message);
+            check_job_id(FIELD, job_id, c.job_id)?;
+            check_job_id(FIELD, job_id, r.job_id)?;
+            check_within(FIELD, c.issued_at, window)?;
+            check_within(FIELD, r.issued_at, window)?;
+            let CommittedOutcome::Committed(digest) = c.outcome else {
                 return Err(invalid(
-                    "workers.paid",
-                    "must be the reward for agreeing workers, else 0",
+                    FIELD,
+                    "a revealed result needs a commitment to one",
+                ));
+            };
+            let opens = c.attempt == r.attempt
+                && digest
+                    == crate::result_hash::commitment(
+                        worker,
+                        &job_id,
+                        r.attempt,
+                        &r.result_hash,
+                        &r.salt,
+                    );
+            if !opens {
+                return Err(invalid(FIELD, "the reveal does not open the commitment"));
+            }
+            if let WorkerResult::Disagreed(hash) = &record.result
+                && *hash != r.result_hash
+            {
+                return Err(invalid(
+                    "workers.result",
+                    "a disagreement must name the hash the worker revealed",
                 ));
             }
-            match (&self.outcome, &record.result) {
-                (VerdictOutcome::Accepted(_), WorkerResult::Agreed) => agreed += 1,
-                (VerdictOutcome::Failed(_), WorkerResult::Agreed) => {
-                    return Err(invalid("workers", "no worker can agree with a failed job"));
-                }
-                (VerdictOutcome::Accepted(accepted), WorkerResult::Disagreed(hash))
-                    if *hash == accepted.hash =>
-                {
-                    return Err(invalid(
-                        "workers",
-                        "a disagreeing worker returned the accepted hash",
-                    ));
-                }
-                (_, WorkerResult::Failed(failure)) => check_failure(failure)?,
-                _ => {}
-            }
+            Ok(Some(r))
         }
-        match &self.outcome {
-            VerdictOutcome::Accepted(_) if agreed < usize::from(spec.consensus) => Err(invalid(
+        (Evidence::Failed { commitment }, WorkerResult::Failed(fault)) => {
+            check_failure(fault)?;
+            let commitment = open_evidence(FIELD, commitment, worker, archived)?;
+            check_job_id(FIELD, job_id, commitment.message.job_id)?;
+            check_within(FIELD, commitment.message.issued_at, window)?;
+            if commitment.message.outcome != CommittedOutcome::Failed(fault.clone()) {
+                return Err(invalid(
+                    "workers.result",
+                    "a failure must be the one the worker signed",
+                ));
+            }
+            Ok(None)
+        }
+        (Evidence::Accepted { acceptance }, WorkerResult::Silent) => {
+            let ack = open_evidence(FIELD, acceptance, worker, archived)?;
+            check_job_id(FIELD, job_id, ack.message.job_id)?;
+            check_within(FIELD, ack.message.issued_at, window)?;
+            // Silent means its deadline passed before the verdict: the deadline it accepted,
+            // counted from its acceptance, give or take the clocks' skew.
+            let deadline = ack
+                .message
+                .issued_at
+                .saturating_add(ack.message.deadline_ms);
+            if window.1.saturating_add(MAX_CLOCK_SKEW_MS) < deadline {
+                return Err(invalid(
+                    "workers.result",
+                    "silent before the deadline the worker accepted had passed",
+                ));
+            }
+            Ok(None)
+        }
+        (_, WorkerResult::Silent) => Err(invalid(
+            "workers.evidence",
+            "silence needs the worker's signed acceptance of its assignment",
+        )),
+        (_, WorkerResult::Failed(_)) => Err(invalid(
+            "workers.evidence",
+            "a failure needs the worker's signed failure report",
+        )),
+        (_, _) => Err(invalid(
+            "workers.evidence",
+            "a result needs the worker's signed commitment and the reveal that opens it",
+        )),
+    }
+}
+
+/// Recomputes the k-of-n decision from the revealed results, in the verdict's order (the
+/// order the submitter counted them), and checks the outcome, each worker's result and the
+/// payments against it.
+fn recheck_outcome(
+    verdict: &Verdict,
+    spec: &JobSpec,
+    opened: &[OpenedRecord<'_>],
+) -> Result<(), ValidationError> {
+    let k = usize::from(spec.consensus);
+    let revealed: Vec<(PublicKey, ResultHash)> = opened
+        .iter()
+        .filter_map(|o| o.reveal.as_ref().map(|r| (o.worker, r.result_hash)))
+        .collect();
+    let decided = if revealed.len() >= k {
+        let mut tally: Tally<PublicKey, ResultHash> =
+            Tally::new(k, revealed.iter().map(|(w, _)| *w))
+                .map_err(|e| invalid("workers", e.to_string()))?;
+        for (worker, hash) in &revealed {
+            tally
+                .record(worker, Report::Result(*hash))
+                .map_err(|e| invalid("workers", e.to_string()))?;
+        }
+        match tally.decision() {
+            Decision::Accepted { hash, .. } => Some(hash),
+            Decision::Pending | Decision::Impossible => None,
+        }
+    } else {
+        None
+    };
+    let accepted = match (&verdict.outcome, decided) {
+        (VerdictOutcome::Accepted(agreed), Some(hash)) if agreed.hash == hash => {
+            check_image_id("outcome.image", &agreed.image)?;
+            Some(agreed)
+        }
+        (VerdictOutcome::Accepted(_), Some(_)) => {
+            return Err(invalid(
+                "outcome",
+                "the accepted hash is not the one the revealed results decide",
+            ));
+        }
+        (VerdictOutcome::Accepted(_), None) => {
+            return Err(invalid(
                 "outcome",
                 format!(
-                    "accepted with {agreed} agreeing workers, consensus needs {}",
-                    spec.consensus
+                    "accepted, but no hash is revealed by {k} workers (consensus k = {k}) \
+                     among the {} revealed results",
+                    revealed.len()
                 ),
-            )),
-            VerdictOutcome::Failed(reason) => check_len("outcome", reason, MAX_REASON_LEN),
-            VerdictOutcome::Accepted(agreed) => {
-                check_image_id("outcome.image", &agreed.image)?;
-                if agreed.image.is_empty() != (agreed.end == JobEnd::ImageUnavailable) {
+            ));
+        }
+        (VerdictOutcome::Failed(reason), None) => {
+            check_len("outcome", reason, MAX_REASON_LEN)?;
+            if !revealed.is_empty() {
+                return Err(invalid(
+                    "workers",
+                    "a failed verdict blames no revealed result: with no agreed hash there is \
+                     no evidence of who was wrong",
+                ));
+            }
+            None
+        }
+        (VerdictOutcome::Failed(_), Some(_)) => {
+            return Err(invalid(
+                "outcome",
+                "failed, but the revealed results reach consensus: it must be accepted",
+            ));
+        }
+    };
+    let mut delivered = 0usize;
+    for o in opened {
+        let agrees = match (accepted, &o.reveal) {
+            (Some(agreed), Some(reveal)) => {
+                let agrees = reveal.result_hash == agreed.hash;
+                if agrees && (reveal.end != agreed.end || reveal.image != agreed.image) {
                     return Err(invalid(
-                        "outcome.image",
-                        "required unless the image was unavailable",
+                        "outcome",
+                        "its end and image must be those the agreeing workers revealed",
                     ));
                 }
-                Ok(())
+                Some(agrees)
             }
+            _ => None,
+        };
+        let fits = match (&o.record.result, agrees) {
+            (WorkerResult::Agreed, Some(true)) => {
+                delivered += 1;
+                true
+            }
+            (WorkerResult::OutputRejected, Some(true)) => true,
+            (WorkerResult::Disagreed(_), Some(false)) => true,
+            (WorkerResult::Failed(_) | WorkerResult::Silent, None) => true,
+            _ => false,
+        };
+        if !fits {
+            return Err(invalid(
+                "workers.result",
+                "does not follow from the worker's revealed result and the accepted hash",
+            ));
+        }
+        let expected_pay = match o.record.result {
+            // Paid for a run that agreed, whether the job exited or timed out: the workers
+            // did what was asked.
+            WorkerResult::Agreed => spec.reward,
+            _ => 0,
+        };
+        if o.record.paid != expected_pay {
+            return Err(invalid(
+                "workers.paid",
+                "must be the reward for agreeing workers, else 0",
+            ));
         }
     }
+    if let Some(agreed) = accepted
+        && agreed.end.is_exit()
+        && delivered == 0
+    {
+        return Err(invalid(
+            "workers",
+            "an accepted job that exited needs a worker whose output was delivered",
+        ));
+    }
+    Ok(())
 }
 
 impl LedgerSyncRequest {

@@ -102,13 +102,16 @@ pub enum Request {
 pub enum Response {
     /// Received and accepted.
     Ack,
+    /// Worker to submitter: the assignment is accepted, signed (the proof a verdict needs to
+    /// call the worker silent later).
+    Accepted(Signed<AssignmentAck>),
     /// Received and refused, with the reason.
     Refused(String),
     /// Not now: every slot of the worker is running a job. The assignment stands; the
     /// submitter sends it again later (issue 12).
     Busy,
-    /// The worker's signed reveal.
-    Reveal(Signed<ResultReveal>),
+    /// The worker's signed reveal, with the manifest it opens to.
+    Reveal(RevealedResult),
     /// A piece of the output bundle.
     Output(OutputChunk),
     /// A batch of ledger entries.

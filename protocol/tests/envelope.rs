@@ -17,6 +17,9 @@ fn envelope_bytes(kind: MessageKind) -> Vec<u8> {
         MessageKind::JobCancel => codec::encode(&Signed::sign(&s, &job_cancel()).expect("sign")),
         MessageKind::Bid => codec::encode(&signed_bid(0)),
         MessageKind::Assignment => codec::encode(&Signed::sign(&s, &assignment()).expect("sign")),
+        MessageKind::AssignmentAck => {
+            codec::encode(&Signed::sign(&w, &ack(NOW, 60_000)).expect("sign"))
+        }
         MessageKind::ResultCommitment => {
             codec::encode(&Signed::sign(&w, &commitment()).expect("sign"))
         }
@@ -37,6 +40,7 @@ fn open_as(kind: MessageKind, bytes: &[u8]) -> Result<(), ValidationError> {
         MessageKind::JobCancel => open::<JobCancel>(bytes),
         MessageKind::Bid => open::<Bid>(bytes),
         MessageKind::Assignment => open::<Assignment>(bytes),
+        MessageKind::AssignmentAck => open::<AssignmentAck>(bytes),
         MessageKind::ResultCommitment => open::<ResultCommitment>(bytes),
         MessageKind::ResultReveal => open::<ResultReveal>(bytes),
         MessageKind::Verdict => open::<Verdict>(bytes),
@@ -72,6 +76,7 @@ fn every_signed_message_type_round_trips() {
             ..commitment()
         },
     );
+    round_trip(&w, ack(NOW, 60_000));
     round_trip(&w, reveal());
     round_trip(&s, verdict());
     round_trip(
@@ -79,8 +84,8 @@ fn every_signed_message_type_round_trips() {
         Verdict {
             outcome: VerdictOutcome::Failed("no agreement after 2 retries".into()),
             workers: vec![WorkerRecord {
-                bid: signed_bid(0),
-                commitment: None,
+                bid: signed_bid(4),
+                evidence: acceptance_evidence(4),
                 result: WorkerResult::Silent,
                 paid: 0,
             }],

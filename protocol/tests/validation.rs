@@ -259,44 +259,62 @@ fn an_assignment_is_judged_by_its_duration_not_by_the_receivers_clock() {
 
 #[test]
 fn reveal_must_match_its_manifest() {
-    let w = worker(0);
-    let mut reveal = reveal();
-    reveal.result_hash = ResultHash([1; 32]);
-    let err = Signed::sign(&w, &reveal)
-        .expect("sign")
-        .open(&ctx())
-        .expect_err("mismatch");
+    let mut answer = revealed();
+    answer.reveal = Signed::sign(
+        &worker(0),
+        &ResultReveal {
+            result_hash: ResultHash([1; 32]),
+            ..reveal()
+        },
+    )
+    .expect("sign");
+    let err = answer.open(&ctx()).expect_err("mismatch");
     assert_eq!(field_of(&err), "result_hash");
+    // The end and image the worker signs are those of its manifest.
+    let mut answer = revealed();
+    answer.reveal = Signed::sign(
+        &worker(0),
+        &ResultReveal {
+            end: JobEnd::Exited { code: 1 },
+            ..reveal()
+        },
+    )
+    .expect("sign");
+    let err = answer.open(&ctx()).expect_err("mismatch");
+    assert_eq!(field_of(&err), "manifest", "{err}");
+    revealed().open(&ctx()).expect("the sample opens");
 }
 
-fn reveal_error(edit: impl FnOnce(&mut ResultReveal)) -> ValidationError {
-    let mut reveal = reveal();
-    edit(&mut reveal);
-    Signed::sign(&worker(0), &reveal)
-        .expect("sign")
-        .open(&ctx())
-        .expect_err("refused")
+/// The error of a reveal answer whose manifest (and so signed hash) was edited.
+fn reveal_error(edit: impl FnOnce(&mut RevealedResult)) -> ValidationError {
+    let mut answer = revealed();
+    edit(&mut answer);
+    let hash = answer.manifest.result_hash().unwrap_or(ResultHash([0; 32]));
+    let reveal = ResultReveal {
+        result_hash: hash,
+        end: answer.manifest.end,
+        image: answer.manifest.image.clone(),
+        ..reveal()
+    };
+    answer.reveal = Signed::sign(&worker(0), &reveal).expect("sign");
+    answer.open(&ctx()).expect_err("refused")
 }
 
 #[test]
 fn a_reveal_names_the_bound_it_breaks() {
     // A job that did not exit has no output to claim.
-    let err = reveal_error(|r| {
-        r.manifest.end = JobEnd::TimedOut;
-        r.result_hash = r.manifest.result_hash().unwrap_or(ResultHash([0; 32]));
-    });
+    let err = reveal_error(|r| r.manifest.end = JobEnd::TimedOut);
     assert_eq!(field_of(&err), "manifest", "{err}");
     // The image that ran is a digest, and required unless it was unavailable.
     let err = reveal_error(|r| r.manifest.image = "latest".into());
-    assert_eq!(field_of(&err), "manifest.image", "{err}");
+    assert_eq!(field_of(&err), "image", "{err}");
     let err = reveal_error(|r| r.manifest.image.clear());
-    assert_eq!(field_of(&err), "manifest.image", "{err}");
+    assert_eq!(field_of(&err), "image", "{err}");
     // An unavailable image has no id: one claimed anyway would make a verdict others refuse.
     let err = reveal_error(|r| {
         r.manifest = OutputManifest::without_output(JobEnd::ImageUnavailable, IMAGE);
-        r.result_hash = r.manifest.result_hash().unwrap_or(ResultHash([0; 32]));
     });
-    assert_eq!(field_of(&err), "manifest.image", "{err}");
+    assert_eq!(field_of(&err), "image", "{err}");
     // Tails are bounded.
     let err = reveal_error(|r| r.diagnostics.stderr_tail = vec![b'x'; MAX_TAIL_BYTES + 1]);
     assert_eq!(field_of(&err), "diagnostics.stderr_tail", "{err}");
@@ -324,6 +342,14 @@ fn open_verdict(signer: &NodeIdentity, verdict: Verdict) -> Result<(), Validatio
         .expect("sign")
         .open(&ctx())
         .map(|_| ())
+}
+
+/// The field a refused verdict's error names, through nesting.
+fn verdict_error(v: Verdict) -> String {
+    match open_verdict(&submitter(), v) {
+        Ok(()) => panic!("the verdict was accepted"),
+        Err(e) => e.to_string(),
+    }
 }
 
 #[test]
@@ -364,13 +390,15 @@ fn forged_verdicts_are_rejected() {
     // A worker listed twice to reach consensus.
     let mut v = verdict();
     v.workers[1].bid = signed_bid(0);
+    v.workers[1].evidence = v.workers[0].evidence.clone();
     assert!(open_verdict(&s, v).is_err());
 
     // Accepted with fewer agreeing workers than k.
     let mut v = verdict();
     v.workers[1].result = WorkerResult::Failed(WorkerFault::new("engine down"));
+    v.workers[1].evidence = failure_evidence(1, "engine down");
     v.workers[1].paid = 0;
-    assert!(open_verdict(&s, v).is_err());
+    assert!(verdict_error(v).contains("no hash is revealed by 2 workers"));
 
     // Paying a worker that did not agree, or more than the reward.
     let mut v = verdict();
@@ -396,23 +424,13 @@ fn forged_verdicts_are_rejected() {
         })
     ));
 
-    // A worker blamed or credited without its own signed commitment: never assigned, as far
-    // as anyone can tell.
+    // Evidence signed by another worker than the one judged.
     let mut v = verdict();
-    v.workers[2].commitment = None;
-    assert!(open_verdict(&s, v).is_err());
-    // A commitment signed by someone else.
-    let mut v = verdict();
-    v.workers[2].commitment = Some(signed_commitment(0));
+    v.workers[2].evidence = revealed_evidence(0, &other_manifest());
     assert!(matches!(
         open_verdict(&s, v),
         Err(ValidationError::WrongSigner(_))
     ));
-    // Silent workers carry no signature, by nature.
-    let mut v = verdict();
-    v.workers[2].commitment = None;
-    v.workers[2].result = WorkerResult::Silent;
-    open_verdict(&s, v).expect("silent without commitment");
 
     // A failed job cannot list agreeing workers.
     let mut v = verdict();
@@ -421,6 +439,143 @@ fn forged_verdicts_are_rejected() {
         w.paid = 0;
     }
     assert!(open_verdict(&s, v).is_err());
+
+    // A job that no worker took leaves no entry.
+    let mut v = verdict();
+    v.outcome = VerdictOutcome::Failed("nobody bid".into());
+    v.workers.clear();
+    assert!(verdict_error(v).contains("no ledger entry"));
+}
+
+/// Issue 19: a submitter that slanders a bidder it never assigned (workers bid on every job
+/// they can run, so it holds their signed bids) is refused: silence needs the worker's signed
+/// acceptance of its assignment.
+#[test]
+fn slandering_a_silent_bidder_it_never_assigned_is_refused() {
+    let mut v = verdict();
+    v.workers.push(WorkerRecord {
+        bid: signed_bid(5),
+        // The only signature of worker 5 the submitter holds is its bid.
+        evidence: Evidence::Failed {
+            commitment: signed_commitment(5),
+        },
+        result: WorkerResult::Silent,
+        paid: 0,
+    });
+    assert!(verdict_error(v).contains("silence needs the worker's signed acceptance"));
+    // Its acceptance, but before the deadline it accepted has passed.
+    let mut v = verdict();
+    v.workers[4].evidence = Evidence::Accepted {
+        acceptance: Signed::sign(&worker(4), &ack(NOW, 600_000)).expect("sign"),
+    };
+    assert!(verdict_error(v).contains("before the deadline"));
+    // The acceptance of another job.
+    let mut v = verdict();
+    let mut other = ack(NOW - 240_000, 60_000);
+    other.job_id = JobId([3; 32]);
+    v.workers[4].evidence = Evidence::Accepted {
+        acceptance: Signed::sign(&worker(4), &other).expect("sign"),
+    };
+    assert!(matches!(
+        open_verdict(&submitter(), v),
+        Err(ValidationError::JobIdMismatch { .. })
+    ));
+    // A failure the worker never reported.
+    let mut v = verdict();
+    v.workers[4].result = WorkerResult::Failed(WorkerFault::new("made up"));
+    assert!(verdict_error(v).contains("failure needs the worker's signed failure report"));
+    let mut v = verdict();
+    v.workers[3].result = WorkerResult::Failed(WorkerFault::new("something else"));
+    assert!(verdict_error(v).contains("the one the worker signed"));
+}
+
+/// Issue 19: the protocol's old sample listed a worker as disagreeing with a hash it never
+/// committed to, and validated. A disagreement now needs the worker's reveal of that hash,
+/// opening its commitment.
+#[test]
+fn a_disagreement_needs_a_reveal_that_opens_the_commitment() {
+    let other = other_manifest();
+    // The charge names a hash the worker never revealed.
+    let mut v = verdict();
+    v.workers[2].result = WorkerResult::Disagreed(ResultHash([0xee; 32]));
+    assert!(verdict_error(v).contains("the hash the worker revealed"));
+    // The reveal is missing: only the commitment is shown.
+    let mut v = verdict();
+    v.workers[2].evidence = Evidence::Failed {
+        commitment: commitment_to(2, &other),
+    };
+    assert!(verdict_error(v).contains("commitment and the reveal that opens it"));
+    // A reveal that does not open the commitment (another salt).
+    let mut v = verdict();
+    let mut reveal = reveal_of(2, &other);
+    reveal.salt = Digest([1; 32]);
+    v.workers[2].evidence = Evidence::Revealed {
+        commitment: commitment_to(2, &other),
+        reveal: Signed::sign(&worker(2), &reveal).expect("sign"),
+    };
+    assert!(verdict_error(v).contains("does not open the commitment"));
+    // The commitment of a failure cannot be opened as a result.
+    let mut v = verdict();
+    let Evidence::Failed { commitment } = failure_evidence(2, "engine down") else {
+        unreachable!()
+    };
+    v.workers[2].evidence = Evidence::Revealed {
+        commitment,
+        reveal: Signed::sign(&worker(2), &reveal_of(2, &other)).expect("sign"),
+    };
+    assert!(verdict_error(v).contains("needs a commitment to one"));
+}
+
+/// Issue 19: a worker whose reveal matches the accepted hash cannot be called disagreeing.
+#[test]
+fn a_disagreement_whose_reveal_matches_the_accepted_hash_is_refused() {
+    let manifest = manifest();
+    let mut v = verdict();
+    v.workers[2].evidence = revealed_evidence(2, &manifest);
+    v.workers[2].result = WorkerResult::Disagreed(manifest.result_hash().expect("hash"));
+    assert!(verdict_error(v).contains("does not follow"));
+    // Nor left unpaid as agreeing.
+    let mut v = verdict();
+    v.workers[2].evidence = revealed_evidence(2, &manifest);
+    v.workers[2].result = WorkerResult::Agreed;
+    assert!(verdict_error(v).contains("reward"));
+    // Paid, it is a correct record.
+    let mut v = verdict();
+    v.workers[2].evidence = revealed_evidence(2, &manifest);
+    v.workers[2].result = WorkerResult::Agreed;
+    v.workers[2].paid = 10;
+    open_verdict(&submitter(), v).expect("three agreeing workers");
+}
+
+/// Issue 19: the outcome is recomputed from the reveals with the k-of-n tally, in the
+/// verdict's order: the accepted hash must be the one k reveals reach first.
+#[test]
+fn the_outcome_is_recomputed_from_the_reveals() {
+    let other = other_manifest();
+    let other_hash = other.result_hash().expect("hash");
+    // Claiming the minority hash was accepted.
+    let mut v = verdict();
+    v.outcome = VerdictOutcome::Accepted(AgreedResult {
+        hash: other_hash,
+        end: other.end,
+        image: other.image.clone(),
+    });
+    assert!(verdict_error(v).contains("not the one the revealed results decide"));
+    // Failing a job whose reveals reach consensus.
+    let mut v = verdict();
+    v.outcome = VerdictOutcome::Failed("no agreement".into());
+    assert!(verdict_error(v).contains("must be accepted"));
+    // A job that timed out on k workers is decided as such; claiming it exited is refused.
+    let mut v = verdict();
+    if let VerdictOutcome::Accepted(agreed) = &mut v.outcome {
+        agreed.end = JobEnd::TimedOut;
+    }
+    assert!(verdict_error(v).contains("end and image"));
+    // A failed job with only failures and silences is an entry.
+    let mut v = verdict();
+    v.outcome = VerdictOutcome::Failed("no agreement".into());
+    v.workers.drain(..3);
+    open_verdict(&submitter(), v).expect("failures and silence with evidence");
 }
 
 #[test]

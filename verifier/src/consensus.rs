@@ -159,6 +159,20 @@ impl<W: Clone + Eq, H: Clone + Eq + Hash> Tally<W, H> {
             .and_then(|s| s.report.as_ref().map(|(_, r)| r))
     }
 
+    /// Workers that reported, in the order their reports were counted (replaced ones
+    /// included): a verdict lists revealed results in this order, so that the rule replayed
+    /// over it decides the same hash.
+    pub fn arrival_order(&self) -> Vec<&W> {
+        let mut arrived: Vec<(u64, &W)> = self
+            .slots
+            .iter()
+            .chain(&self.retired)
+            .filter_map(|s| s.report.as_ref().map(|(seq, _)| (*seq, &s.worker)))
+            .collect();
+        arrived.sort_by_key(|(seq, _)| *seq);
+        arrived.into_iter().map(|(_, w)| w).collect()
+    }
+
     /// Records `worker`'s report. A second report from the same worker is ignored.
     pub fn record(&mut self, worker: &W, report: Report<H>) -> Result<Recorded, TallyError> {
         let Some(slot) = self.slots.iter_mut().find(|s| s.worker == *worker) else {

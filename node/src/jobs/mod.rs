@@ -928,11 +928,11 @@ impl JobManager {
             .unwrap_or_else(|p| p.into_inner())
             .insert(verdict);
         match result {
-            Ok(_) => {}
-            Err(crate::ledger::LedgerError::DoubleVerdict(job)) => {
-                self.metrics.dropped("verdict", "double_verdict");
-                debug!(job_id = %job.short(), "refused a second verdict for a job");
+            Ok(crate::ledger::Inserted::Equivocation { job, replaced }) => {
+                self.metrics.dropped("verdict", "equivocation");
+                warn!(job_id = %job.short(), issuer = %verdict.signer.short(), replaced, "an issuer signed two verdicts for one job: the lower content id is kept, its weight is now zero");
             }
+            Ok(_) => {}
             Err(e) => warn!(error = %e, "cannot store a ledger entry"),
         }
     }

@@ -16,6 +16,7 @@ use crate::network::{NetworkError, VerifiedResponse};
 pub(super) fn answer_of(result: Result<VerifiedResponse, NetworkError>) -> Answer {
     match result {
         Ok(VerifiedResponse::Ack) => Answer::Ack,
+        Ok(VerifiedResponse::Accepted(ack)) => Answer::Accepted(ack),
         Ok(VerifiedResponse::Refused(reason)) => Answer::Refused(reason),
         Ok(VerifiedResponse::Busy) => Answer::Busy,
         Ok(other) => Answer::Refused(format!("unexpected answer {other:?}")),
@@ -96,7 +97,7 @@ impl JobManager {
                             other => match answer_of(other) {
                                 Answer::Unreachable(e) => RevealAnswer::Unreachable(e),
                                 Answer::Refused(e) => RevealAnswer::Refused(e),
-                                Answer::Ack | Answer::Busy => {
+                                Answer::Ack | Answer::Accepted(_) | Answer::Busy => {
                                     RevealAnswer::Refused("an ack, not a reveal".into())
                                 }
                             },

@@ -130,7 +130,7 @@ impl JobManager {
         match response {
             Response::Busy => self.deferred.busy(now_ms(), assignment),
             // Started now: it waited for a slot only if it was answered busy before.
-            Response::Ack if was_bid => {
+            Response::Accepted(_) if was_bid => {
                 let waited = self.deferred.take(&job, now_ms()).unwrap_or(0);
                 self.metrics.queue_wait(waited);
             }
@@ -159,7 +159,7 @@ impl JobManager {
                     free_slots,
                 },
             );
-            if response == Some(Response::Ack) {
+            if matches!(response, Some(Response::Accepted(_))) {
                 self.metrics.queue_wait(waited_ms);
             }
             debug!(job_id = %job.short(), ?response, "started an assignment that waited for a slot");

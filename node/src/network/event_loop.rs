@@ -34,6 +34,7 @@ use super::{
     VerifiedResponse,
 };
 use crate::metrics::Metrics;
+use distributeai_jobflow::submitter::OpenedReveal;
 
 /// Most peers whose addresses are remembered.
 const MAX_ADDRESS_BOOK: usize = 10_000;
@@ -1356,14 +1357,27 @@ fn verify_response(peer: &PeerId, response: Response) -> Result<VerifiedResponse
         Response::Ack => VerifiedResponse::Ack,
         Response::Refused(reason) => VerifiedResponse::Refused(reason),
         Response::Busy => VerifiedResponse::Busy,
-        Response::Reveal(m) => {
+        Response::Accepted(m) => {
             let v = m.open(&ValidationContext::live())?;
             if !signer_is(&v.signer, peer) {
+                return Err(ValidationError::WrongSigner(
+                    "acceptance is not signed by the peer that sent it",
+                ));
+            }
+            VerifiedResponse::Accepted(Box::new(v))
+        }
+        Response::Reveal(answer) => {
+            let reveal = answer.open(&ValidationContext::live())?;
+            if !signer_is(&reveal.signer, peer) {
                 return Err(ValidationError::WrongSigner(
                     "reveal is not signed by the peer that sent it",
                 ));
             }
-            VerifiedResponse::Reveal(Box::new(v))
+            VerifiedResponse::Reveal(Box::new(OpenedReveal {
+                reveal,
+                manifest: answer.manifest,
+                diagnostics: answer.diagnostics,
+            }))
         }
         Response::Output(chunk) => VerifiedResponse::Output(chunk),
         Response::Ledger(batch) => VerifiedResponse::Ledger(batch),

@@ -22,9 +22,10 @@ pub mod replay;
 
 use std::time::Duration;
 
+use distributeai_jobflow::submitter::OpenedReveal;
 use distributeai_protocol::{
-    Assignment, Bid, JobAnnouncement, JobId, LedgerSyncRequest, LedgerSyncResponse, NodeIdentity,
-    OutputChunk, ResultCommitment, ResultReveal, Verified, VerifiedGossip,
+    Assignment, AssignmentAck, Bid, JobAnnouncement, JobId, LedgerSyncRequest, LedgerSyncResponse,
+    NodeIdentity, OutputChunk, ResultCommitment, Verified, VerifiedGossip,
 };
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
@@ -251,8 +252,10 @@ pub enum VerifiedResponse {
     Refused(String),
     /// Not now: every slot of the worker is busy.
     Busy,
-    /// A reveal signed by the peer.
-    Reveal(Box<Verified<ResultReveal>>),
+    /// An assignment accepted, with the acceptance signed by the peer.
+    Accepted(Box<Verified<AssignmentAck>>),
+    /// A reveal signed by the peer, with the manifest it names (checked against it).
+    Reveal(Box<OpenedReveal>),
     /// A piece of output.
     Output(OutputChunk),
     /// Ledger entries; each is validated by the ledger on its own.

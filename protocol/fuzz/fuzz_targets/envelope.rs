@@ -18,7 +18,9 @@ fuzz_target!(|data: &[u8]| {
             Request::Reveal { .. } | Request::FetchOutput { .. } | Request::LedgerSync(_) => {}
         }
     }
-    if let Ok(Response::Reveal(m)) = Response::decode(data) {
-        drop(m.open(&ctx));
+    match Response::decode(data) {
+        Ok(Response::Reveal(m)) => drop(m.open(&ctx)),
+        Ok(Response::Accepted(m)) => drop(m.open(&ctx)),
+        _ => {}
     }
 });

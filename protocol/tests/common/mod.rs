@@ -134,20 +134,100 @@ pub fn commitment() -> ResultCommitment {
     }
 }
 
-pub fn reveal() -> ResultReveal {
-    let manifest = manifest();
+/// Another worker's different output: a disagreeing result.
+pub fn other_manifest() -> OutputManifest {
+    OutputManifest::from_outputs(0, IMAGE, b"bye\n", &[]).expect("manifest")
+}
+
+/// Worker `i`'s salt in the samples.
+fn salt(i: u8) -> Digest {
+    Digest([90 + i; 32])
+}
+
+/// Worker `i`'s reveal of `manifest`.
+pub fn reveal_of(i: u8, manifest: &OutputManifest) -> ResultReveal {
     ResultReveal {
         job_id: signed_job().job_id(),
         attempt: 0,
         result_hash: manifest.result_hash().expect("hash"),
-        salt: Digest([9; 32]),
-        manifest,
+        salt: salt(i),
+        end: manifest.end,
+        image: manifest.image.clone(),
+        issued_at: NOW,
+    }
+}
+
+/// Worker 0's reveal of the sample manifest.
+pub fn reveal() -> ResultReveal {
+    reveal_of(0, &manifest())
+}
+
+/// Worker 0's answer to a reveal request: its signed reveal with the manifest.
+pub fn revealed() -> RevealedResult {
+    RevealedResult {
+        reveal: Signed::sign(&worker(0), &reveal()).expect("sign"),
+        manifest: manifest(),
         diagnostics: Diagnostics {
             detail: String::new(),
             stdout_tail: b"hello\n".to_vec(),
             stderr_tail: Vec::new(),
         },
+    }
+}
+
+/// Worker `i`'s signed commitment to `manifest`, which its [`reveal_of`] opens.
+pub fn commitment_to(i: u8, manifest: &OutputManifest) -> Signed<ResultCommitment> {
+    let hash = manifest.result_hash().expect("hash");
+    let job_id = signed_job().job_id();
+    let commit = ResultCommitment {
+        job_id,
+        attempt: 0,
+        outcome: CommittedOutcome::Committed(distributeai_protocol::result_hash::commitment(
+            &worker(i).public_key(),
+            &job_id,
+            0,
+            &hash,
+            &salt(i),
+        )),
         issued_at: NOW,
+    };
+    Signed::sign(&worker(i), &commit).expect("sign")
+}
+
+/// Worker `i`'s evidence of having revealed `manifest`.
+pub fn revealed_evidence(i: u8, manifest: &OutputManifest) -> Evidence {
+    Evidence::Revealed {
+        commitment: commitment_to(i, manifest),
+        reveal: Signed::sign(&worker(i), &reveal_of(i, manifest)).expect("sign"),
+    }
+}
+
+/// Worker `i`'s signed failure report.
+pub fn failure_evidence(i: u8, reason: &str) -> Evidence {
+    let commit = ResultCommitment {
+        outcome: CommittedOutcome::Failed(WorkerFault::new(reason)),
+        ..commitment()
+    };
+    Evidence::Failed {
+        commitment: Signed::sign(&worker(i), &commit).expect("sign"),
+    }
+}
+
+/// A worker's acceptance of its assignment, signed at `at` with `deadline_ms` to commit.
+pub fn ack(at: u64, deadline_ms: u64) -> AssignmentAck {
+    AssignmentAck {
+        job_id: signed_job().job_id(),
+        attempt: 0,
+        deadline_ms,
+        issued_at: at,
+    }
+}
+
+/// Worker `i`'s evidence of having accepted its assignment four minutes before the verdict,
+/// with a minute to commit: its deadline has passed.
+pub fn acceptance_evidence(i: u8) -> Evidence {
+    Evidence::Accepted {
+        acceptance: Signed::sign(&worker(i), &ack(NOW - 240_000, 60_000)).expect("sign"),
     }
 }
 
@@ -160,32 +240,47 @@ pub fn signed_commitment(i: u8) -> Signed<ResultCommitment> {
     Signed::sign(&worker(i), &commit).expect("sign")
 }
 
+/// The sample verdict: workers 0 and 1 agree (k = 2), 2 disagrees, 3 reported a failure and
+/// 4 went silent, each with its own signed evidence.
 pub fn verdict() -> Verdict {
     let manifest = manifest();
+    let other = other_manifest();
     Verdict {
         job: signed_job(),
         outcome: VerdictOutcome::Accepted(AgreedResult {
             hash: manifest.result_hash().expect("hash"),
             end: manifest.end,
-            image: manifest.image,
+            image: manifest.image.clone(),
         }),
         workers: vec![
             WorkerRecord {
                 bid: signed_bid(0),
-                commitment: Some(signed_commitment(0)),
+                evidence: revealed_evidence(0, &manifest),
                 result: WorkerResult::Agreed,
                 paid: 10,
             },
             WorkerRecord {
                 bid: signed_bid(1),
-                commitment: Some(signed_commitment(1)),
+                evidence: revealed_evidence(1, &manifest),
                 result: WorkerResult::Agreed,
                 paid: 10,
             },
             WorkerRecord {
                 bid: signed_bid(2),
-                commitment: Some(signed_commitment(2)),
-                result: WorkerResult::Disagreed(ResultHash([0xee; 32])),
+                evidence: revealed_evidence(2, &other),
+                result: WorkerResult::Disagreed(other.result_hash().expect("hash")),
+                paid: 0,
+            },
+            WorkerRecord {
+                bid: signed_bid(3),
+                evidence: failure_evidence(3, "engine down"),
+                result: WorkerResult::Failed(WorkerFault::new("engine down")),
+                paid: 0,
+            },
+            WorkerRecord {
+                bid: signed_bid(4),
+                evidence: acceptance_evidence(4),
+                result: WorkerResult::Silent,
                 paid: 0,
             },
         ],
@@ -219,12 +314,22 @@ pub fn every_signed_message() -> Vec<(MessageKind, Vec<u8>)> {
             enc(Request::Assign(Signed::sign(&s, &assignment()).expect("sign")).encode()),
         ),
         (
+            MessageKind::AssignmentAck,
+            enc(Response::Accepted(Signed::sign(&w, &ack(NOW, 60_000)).expect("sign")).encode()),
+        ),
+        (
             MessageKind::ResultCommitment,
             enc(Request::Commit(Signed::sign(&w, &commitment()).expect("sign")).encode()),
         ),
         (
             MessageKind::ResultReveal,
-            enc(Response::Reveal(Signed::sign(&w, &reveal()).expect("sign")).encode()),
+            // Diagnostics are not signed (they are the worker's view, not agreed on, and come
+            // over its authenticated connection): left empty so every byte here is covered.
+            enc(Response::Reveal(RevealedResult {
+                diagnostics: Diagnostics::default(),
+                ..revealed()
+            })
+            .encode()),
         ),
         (
             MessageKind::Verdict,
@@ -252,7 +357,8 @@ pub fn decode_and_open(kind: MessageKind, bytes: &[u8]) -> Result<(), Validation
                 }),
             }
         }
-        MessageKind::ResultReveal => match Response::decode(bytes)? {
+        MessageKind::AssignmentAck | MessageKind::ResultReveal => match Response::decode(bytes)? {
+            Response::Accepted(m) => m.open(&ctx).map(|_| ()),
             Response::Reveal(m) => m.open(&ctx).map(|_| ()),
             _ => Err(ValidationError::Invalid {
                 field: "response",
