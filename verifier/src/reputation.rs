@@ -11,43 +11,142 @@
 //! To hold up against throwaway identities:
 //! - **A verdict counts in proportion to its issuer's standing**: the deltas are multiplied by
 //!   the issuer's weight, `standing(issuer) = min(rep/100, 1) x maturity(issuer)`, so a swarm of
-//!   fresh identities issuing verdicts about each other moves almost nothing.
-//! - **Maturity comes from history judged by others who count**: each agreeing result adds the
-//!   issuer's weight to the worker's history `h`, and `maturity = min(1, (1 + h) / 10)^2`. A new
-//!   identity starts at 0.01; about nine agreeing results judged by established submitters make
-//!   it count fully, both as an issuer and in [`selection_weight`]. A ring of fresh identities
-//!   judging each other starts at 0.01 weight and compounds slowly: after fifty rounds each has
-//!   gained a few points where an honest worker judged by established submitters gains 250.
-//!   (A brand-new network bootstraps at that same slow pace; nothing here can tell its first
-//!   honest members from a ring without a trust anchor, and there is deliberately none.)
+//!   fresh identities issuing verdicts about each other moves almost nothing. A newcomer weighs
+//!   [`NEWCOMER_WEIGHT`] (0.01).
+//! - **Maturity comes from history judged by others who count**: `maturity = min(1, (1 + h) /
+//!   10)^2`, where the history `h` adds up what the issuers that judged this identity's agreeing
+//!   results vouched for it (next rule).
 //!
-//! Credits: every identity starts with a grant of [`GRANT`]; each verdict moves the paid reward
-//! from its issuer (the submitter) to each agreeing worker. Balances can go below zero on paper
-//! (an issuer paying more than it has); workers refuse to bid for a submitter that cannot cover
-//! `reward x n`, so such a submitter gets no further work.
+//! ## No reputation from nothing
+//!
+//! Until this rule, each agreeing result added the issuer's weight to the worker's history, so
+//! a ring of identities judging only each other compounded without bound: a few hundred free
+//! entries made two keys count fully. Three limits replace it:
+//! - **Only issuers that already count vouch.** An agreeing result adds to the worker's history
+//!   the issuer's *vouch value* `v = (max(0, w - 0.25) / 0.75)^2` ([`vouch_value`], floor
+//!   [`VOUCH_FLOOR`]): 1 for an issuer that counts fully, 0.11 at weight 0.5, nothing at or below
+//!   weight 0.25 (history 4: about eight agreeing results judged by four distinct fully counting
+//!   issuers). Reason: history is what makes an identity count, so only identities that already
+//!   count substantially may create it; a newcomer's verdicts still move reputation (scaled by
+//!   its weight, as above), they just do not make anyone count.
+//! - **Diminishing returns per issuer and worker.** Each agreeing result from one issuer adds
+//!   `PAIR_STEP x v` (0.5 v) to that pair's vouch, and a pair's vouch never exceeds `PAIR_CAP x v`
+//!   (1.0 v), whatever the number of entries ([`PAIR_STEP`], [`PAIR_CAP`]). Reason: a worker's
+//!   history then measures *how many distinct issuers that count* saw it agree, which entries
+//!   signed in bulk by one issuer cannot inflate.
+//! - **Reputation above a newcomer's is backed by maturity.** Gains stop at
+//!   `100 + 900 x (maturity - 0.01) / 0.99` ([`Standing::ceiling`]): 100 for a newcomer, 1000 at
+//!   full maturity. Reason: the selection weight grows with reputation squared, so a ring could
+//!   otherwise farm reputation (each of its entries adds `5 x 0.01`) until its members were
+//!   picked as often as proven workers.
+//!
+//! What follows, in figures (checked by the tests here and in [`crate::simulation`]):
+//! - **A ring of fresh keys gains nothing**: none of its members vouches (weight 0.01 < 0.25),
+//!   so every member keeps history 0, weight 0.01 and reputation at most 100, for any ring size
+//!   and any number of entries.
+//! - **Where it stops holding.** A ring gains from itself only once its members weigh more than
+//!   0.25 through outside judges, i.e. each already has history above 4. Then, with members
+//!   judging each other without limit, it converges (mean field, [`crate::simulation::ring_limit`])
+//!   to full weight from ring size 25 when each member has history 4.5 from outside, 11 at 5,
+//!   5 at 6, 4 at 7 and 2 at 8; below those sizes it stays at a fixed point a little above the
+//!   weight its outside history gives. An attacker who wants a ring to take off must first have
+//!   every member judged agreeing by at least five distinct issuers that count fully, that is,
+//!   own five or more identities that matured by honest work.
+//! - **Honest workers still mature.** A fresh worker judged by fully counting submitters gains
+//!   0.5 history per agreeing job, at most 1.0 per submitter: it weighs 0.25, starts to vouch
+//!   and can spend its grant after 8 jobs from at least 4 distinct submitters (history 4), weighs
+//!   more than 0.9 after 17 jobs from at least 9 distinct submitters (history 8.5, weight 0.9025)
+//!   and fully after 18 jobs from 9. Credits it earns are spendable at once.
+//! - **Equivocators weigh nothing.** An issuer that signed two different verdicts for one job
+//!   (the caller passes the set to [`compute_with`]) has issuer weight 0 for every entry it
+//!   issued: its verdicts move no reputation and vouch for nobody, independent of which verdict
+//!   arrived first. Its payments still follow the rules below.
+//!
+//! A brand-new network has no identity that counts, so none of its members ever vouches: with
+//! no trust anchor (there is deliberately none) nothing here can tell its first honest members
+//! from a ring, and by this rule both stay at a newcomer's weight until identities that count
+//! judge them. Nor does any grant unlock (next section), so on a brand-new network nobody can
+//! promise a reward above 0 until some identities count.
+//!
+//! ## No credits from nothing
+//!
+//! Every identity starts with a grant of [`GRANT`]; each verdict moves the paid reward from its
+//! issuer (the submitter) to each worker it pays.
+//! - **A payment is bounded by what its issuer can spend** at that point of the canonical order
+//!   ([`Standing::spendable`]). If the issuer cannot cover the whole entry's payments, all of the
+//!   entry's payments are void (nobody is paid by it, [`Standing::voided`] counts it); its
+//!   reputation effects still apply. Reason: an issuer that signs a reward of 10^18 must not
+//!   create 10^18 credits; voiding the whole entry rather than paying some workers first keeps
+//!   the outcome independent of the order workers are listed in. So no balance goes below zero
+//!   and the total of all balances always equals [`GRANT`] times the identities that have a
+//!   standing.
+//! - **The grant is locked until others who count have judged the identity's work**: it becomes
+//!   spendable once the identity's history reaches [`UNLOCK_HISTORY`] (4: weight 0.25, the point
+//!   from which its own verdicts start to vouch; eight agreeing results judged by at least four
+//!   distinct fully counting issuers). Credits earned by work are spendable at once. Reason: a
+//!   grant anyone can spend makes every fresh key worth 50 credits; locked, a million fresh keys
+//!   can promise nothing, since no key of theirs vouches for another (previous rule). Why 4 and
+//!   not 1 (two results judged by one issuer): at 1, a single identity of the attacker that
+//!   matured by honest work unlocks the grant of every fresh key it judges twice (50 credits per
+//!   key; see the backed rings of the attack simulation). At 4 the attacker needs four identities
+//!   that count fully, each 18 honest jobs judged by 9 distinct submitters that count; past that
+//!   it can still unlock 50 credits per fresh key for 8 entries, which this crate does not bound
+//!   (each entry still needs, at the protocol level, a live job with each worker's signed
+//!   evidence).
+//!
+//! Workers check "can this submitter pay `reward x n`" against [`Standing::spendable`] less what
+//! it has already promised to jobs in flight (the caller's count).
 //!
 //! The result must not depend on the order verdicts arrived in, so entries are applied in a
 //! canonical order: by issue time, then by id.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
+use std::ops::Deref;
 
-/// Reputation of a new identity.
+/// Reputation of a new identity (points; the scale's unit: a newcomer is 100).
 pub const START: f64 = 100.0;
-/// Change for a result that agreed with consensus.
+/// Reputation change for a result that agreed with consensus, before the issuer's weight
+/// (points; the project's original scale: twenty agreeing jobs double a newcomer's reputation).
 pub const AGREED: f64 = 5.0;
-/// Change for a result that disagreed.
+/// Reputation change for a result that disagreed, before the issuer's weight (points; twice an
+/// agreement, so a worker that lies one job in three loses standing).
 pub const DISAGREED: f64 = -10.0;
-/// Change for going silent on an assignment.
+/// Reputation change for going silent on an assignment, before the issuer's weight (points;
+/// the worst outcome: it stalls the job until a reserve takes over).
 pub const SILENT: f64 = -20.0;
-/// Change for a reported failure.
+/// Reputation change for a reported failure, before the issuer's weight (points; small because
+/// timeouts and out-of-memory are often the job's fault).
 pub const FAILED: f64 = -2.0;
-/// Highest reputation.
+/// Highest reputation (points; ten times a newcomer's).
 pub const MAX: f64 = 1000.0;
-/// Credits every identity starts with.
+/// Credits every identity starts with (credits; the project's original grant, enough for a
+/// newcomer to post a few small jobs once its grant is unlocked).
 pub const GRANT: i64 = 50;
-/// Agreeing results after which an identity counts fully.
+/// History after which an identity counts fully (history units, one unit being what a fully
+/// counting issuer vouches for per worker, [`PAIR_CAP`]): maturity is `min(1, (1 + h) / 10)^2`,
+/// so a newcomer weighs `(1/10)^2 = 0.01` and needs `h = 9` to weigh 1.
 pub const MATURITY_JOBS: f64 = 10.0;
+/// The issuer weight of a newcomer (no history, reputation 100): `(1 / MATURITY_JOBS)^2`.
+pub const NEWCOMER_WEIGHT: f64 = 0.01;
+/// Issuer weight at or below which an issuer's verdicts add nothing to anyone's history
+/// (weight, `0..=1`): 0.25 is maturity at history 4, about eight agreeing results judged by
+/// four distinct fully counting issuers. Chosen from the ring analysis in the module docs: a
+/// ring must have every member above this weight through outside judges before it can gain
+/// anything from itself.
+pub const VOUCH_FLOOR: f64 = 0.25;
+/// History one agreeing result adds, times the issuer's vouch value (history units): two
+/// agreeing results from one fully counting issuer reach [`PAIR_CAP`].
+pub const PAIR_STEP: f64 = 0.5;
+/// Most history one issuer can vouch for one worker, times its vouch value (history units):
+/// one unit per distinct issuer, so full maturity (`h = 9`) takes nine distinct issuers that
+/// count fully.
+pub const PAIR_CAP: f64 = 1.0;
+/// History from which an identity's grant becomes spendable (history units): 4 is where its
+/// weight reaches [`VOUCH_FLOOR`] (0.25), eight agreeing results judged by at least four
+/// distinct fully counting issuers. Chosen over 1 so that one matured identity of an attacker
+/// cannot unlock the grants of the fresh keys it judges (module docs).
+pub const UNLOCK_HISTORY: f64 = 4.0;
 
 /// How a worker did, as a verdict records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,18 +168,18 @@ pub struct Entry<P> {
     pub id: [u8; 32],
     /// Who issued it (the job's submitter).
     pub issuer: P,
-    /// When it was issued (ms).
+    /// When it was issued (ms since the Unix epoch).
     pub issued_at: u64,
-    /// Each worker, how it did, and what it was paid.
+    /// Each worker, how it did, and what it was paid (credits).
     pub workers: Vec<(P, Outcome, u64)>,
 }
 
 /// Where one identity stands.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Standing {
-    /// Reputation, `0..=1000`.
+    /// Reputation (points), `0..=1000`.
     pub reputation: f64,
-    /// Credit balance.
+    /// Credit balance (credits), never below zero; includes the locked grant.
     pub credits: i64,
     /// Results that agreed.
     pub agreed: u64,
@@ -90,8 +189,13 @@ pub struct Standing {
     pub failed: u64,
     /// Assignments it went silent on.
     pub silent: u64,
-    /// Agreeing results weighted by the standing of whoever judged them.
+    /// What issuers that count vouched for its agreeing results (history units): per issuer,
+    /// [`PAIR_STEP`] times the issuer's vouch value per result, at most [`PAIR_CAP`] times it.
     pub history: f64,
+    /// Whether it signed two different verdicts for one job: its issuer weight is then 0.
+    pub equivocated: bool,
+    /// Entries it issued whose payments were void because it could not cover them.
+    pub voided: u64,
 }
 
 impl Default for Standing {
@@ -104,6 +208,8 @@ impl Default for Standing {
             failed: 0,
             silent: 0,
             history: 0.0,
+            equivocated: false,
+            voided: 0,
         }
     }
 }
@@ -115,45 +221,254 @@ impl Standing {
         m * m
     }
 
-    /// How much a verdict it issues counts, `0..=1`.
+    /// How much a verdict it issues counts, `0..=1`; 0 for an equivocator.
     pub fn issuer_weight(&self) -> f64 {
+        if self.equivocated {
+            return 0.0;
+        }
         (self.reputation / START).clamp(0.0, 1.0) * self.maturity()
+    }
+
+    /// The highest reputation its maturity allows (points): 100 for a newcomer, 1000 when it
+    /// counts fully. Gains stop there; losses are not affected.
+    pub fn ceiling(&self) -> f64 {
+        let above = ((self.maturity() - NEWCOMER_WEIGHT) / (1.0 - NEWCOMER_WEIGHT)).max(0.0);
+        START + (MAX - START) * above
+    }
+
+    /// Whether its grant is spendable: its history reached [`UNLOCK_HISTORY`].
+    pub fn unlocked(&self) -> bool {
+        self.history >= UNLOCK_HISTORY
+    }
+
+    /// Credits held but not spendable (credits): the grant until [`Standing::unlocked`], else 0.
+    pub fn locked(&self) -> i64 {
+        if self.unlocked() {
+            0
+        } else {
+            GRANT.min(self.credits.max(0))
+        }
+    }
+
+    /// Credits it can promise now (credits), `>= 0`: its balance less the locked grant. A
+    /// worker checks a submitter's `reward x n`, plus what it already promised to jobs in
+    /// flight, against this.
+    pub fn spendable(&self) -> i64 {
+        (self.credits - self.locked()).max(0)
     }
 }
 
+/// What an issuer of weight `weight` adds to a worker's history per unit of vouch
+/// (`0..=1`): `(max(0, weight - VOUCH_FLOOR) / (1 - VOUCH_FLOOR))^2`.
+pub fn vouch_value(weight: f64) -> f64 {
+    let above = ((weight - VOUCH_FLOOR) / (1.0 - VOUCH_FLOOR)).clamp(0.0, 1.0);
+    above * above
+}
+
 /// The selection weight of a worker: reputation relative to a newcomer, squared so that a
-/// drop costs a lot, times maturity so that throwaway identities are rarely picked.
+/// drop costs a lot, times maturity so that throwaway identities are rarely picked. A newcomer
+/// weighs 0.01.
 pub fn selection_weight(standing: &Standing) -> f64 {
     let relative = standing.reputation / START;
     relative * relative * standing.maturity()
 }
 
-/// Computes every identity's standing from a set of entries, independent of their order.
-pub fn compute<P: Clone + Eq + Hash>(entries: &[Entry<P>]) -> HashMap<P, Standing> {
-    let mut order: Vec<&Entry<P>> = entries.iter().collect();
-    order.sort_by(|a, b| a.issued_at.cmp(&b.issued_at).then(a.id.cmp(&b.id)));
-    let mut standings: HashMap<P, Standing> = HashMap::new();
-    for entry in order {
-        apply(&mut standings, entry);
-    }
-    standings
+/// Every identity's standing, with what the rules need to remember between entries: each
+/// issuer–worker pair's vouch and the equivocators. Derefs to the map of standings.
+#[derive(Debug, Clone)]
+pub struct Book<P> {
+    standings: HashMap<P, Standing>,
+    vouches: HashMap<(P, P), f64>,
+    equivocators: HashSet<P>,
 }
 
-/// Applies one entry on top of `standings`.
-pub fn apply<P: Clone + Eq + Hash>(standings: &mut HashMap<P, Standing>, entry: &Entry<P>) {
-    let weight = standings
-        .entry(entry.issuer.clone())
-        .or_default()
-        .issuer_weight();
+impl<P> Default for Book<P> {
+    fn default() -> Self {
+        Self {
+            standings: HashMap::new(),
+            vouches: HashMap::new(),
+            equivocators: HashSet::new(),
+        }
+    }
+}
+
+impl<P: Eq + Hash> PartialEq for Book<P> {
+    fn eq(&self, other: &Self) -> bool {
+        self.standings == other.standings
+            && self.vouches == other.vouches
+            && self.equivocators == other.equivocators
+    }
+}
+
+impl<P> Deref for Book<P> {
+    type Target = HashMap<P, Standing>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.standings
+    }
+}
+
+impl<'a, P> IntoIterator for &'a Book<P> {
+    type Item = (&'a P, &'a Standing);
+    type IntoIter = std::collections::hash_map::Iter<'a, P, Standing>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.standings.iter()
+    }
+}
+
+impl<P> From<Book<P>> for HashMap<P, Standing> {
+    fn from(book: Book<P>) -> Self {
+        book.standings
+    }
+}
+
+impl<P: Clone + Eq + Hash> Book<P> {
+    /// An empty book.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty book in which `equivocators` (issuers that signed two different verdicts for
+    /// one job) have issuer weight 0.
+    pub fn with_equivocators(equivocators: &HashSet<P>) -> Self {
+        Self {
+            equivocators: equivocators.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// Where `identity` stands (a newcomer's standing if it appears in no entry).
+    pub fn standing(&self, identity: &P) -> Standing {
+        self.standings
+            .get(identity)
+            .copied()
+            .unwrap_or_else(|| Standing {
+                equivocated: self.equivocators.contains(identity),
+                ..Standing::default()
+            })
+    }
+
+    /// Every identity that appears in an entry (or was seeded).
+    pub fn standings(&self) -> &HashMap<P, Standing> {
+        &self.standings
+    }
+
+    /// Whether `identity` is an equivocator in this book.
+    pub fn is_equivocator(&self, identity: &P) -> bool {
+        self.equivocators.contains(identity)
+    }
+
+    /// Sets an identity's standing directly, for simulations and tests that start from an
+    /// established network. A book built from entries alone never needs it; seeding credits
+    /// other than [`GRANT`] breaks the conservation of credits the rules otherwise keep.
+    pub fn seed(&mut self, identity: P, standing: Standing) {
+        let equivocated = standing.equivocated || self.equivocators.contains(&identity);
+        self.standings.insert(
+            identity,
+            Standing {
+                equivocated,
+                ..standing
+            },
+        );
+    }
+
+    /// Applies `entries` on top of this book in canonical order (issue time, then id). The
+    /// result is independent of the order of `entries` if the book holds no later entry.
+    pub fn apply_in_order(&mut self, entries: &[Entry<P>]) {
+        let mut order: Vec<&Entry<P>> = entries.iter().collect();
+        order.sort_by(|a, b| a.issued_at.cmp(&b.issued_at).then(a.id.cmp(&b.id)));
+        for entry in order {
+            apply(self, entry);
+        }
+    }
+
+    /// Total credits held (credits): [`GRANT`] times the identities with a standing, for a
+    /// book built from entries.
+    pub fn total_credits(&self) -> i128 {
+        self.standings.values().map(|s| i128::from(s.credits)).sum()
+    }
+
+    fn standing_mut(&mut self, identity: &P) -> &mut Standing {
+        let equivocated = self.equivocators.contains(identity);
+        self.standings
+            .entry(identity.clone())
+            .or_insert_with(|| Standing {
+                equivocated,
+                ..Standing::default()
+            })
+    }
+
+    /// Raises the vouch of `issuer` for `worker` by one agreeing result at vouch value `value`;
+    /// returns the history gained.
+    fn vouch(&mut self, issuer: &P, worker: &P, value: f64) -> f64 {
+        let held = self
+            .vouches
+            .entry((issuer.clone(), worker.clone()))
+            .or_insert(0.0);
+        let next = (*held + PAIR_STEP * value).min(PAIR_CAP * value);
+        if next > *held {
+            let gained = next - *held;
+            *held = next;
+            gained
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Computes every identity's standing from a set of entries, independent of their order.
+pub fn compute<P: Clone + Eq + Hash>(entries: &[Entry<P>]) -> Book<P> {
+    compute_with(entries, &HashSet::new())
+}
+
+/// Computes every identity's standing from a set of entries, independent of their order, with
+/// `equivocators` (issuers that signed two different verdicts for one job) at issuer weight 0.
+pub fn compute_with<P: Clone + Eq + Hash>(
+    entries: &[Entry<P>],
+    equivocators: &HashSet<P>,
+) -> Book<P> {
+    let mut book = Book::with_equivocators(equivocators);
+    book.apply_in_order(entries);
+    book
+}
+
+/// Applies one entry on top of `book` (entries must come in canonical order for the result to
+/// match [`compute`]).
+pub fn apply<P: Clone + Eq + Hash>(book: &mut Book<P>, entry: &Entry<P>) {
+    let issuer = book.standing_mut(&entry.issuer);
+    let weight = issuer.issuer_weight();
+    // Payments: all of the entry's or none, bounded by what the issuer can spend now.
+    let owed: u128 = entry
+        .workers
+        .iter()
+        .filter(|(worker, _, _)| *worker != entry.issuer)
+        .map(|(_, _, paid)| u128::from(*paid))
+        .sum();
+    let can_spend = u128::try_from(issuer.spendable()).unwrap_or(0);
+    let pays = owed <= can_spend;
+    if pays {
+        // owed <= spendable <= i64::MAX
+        issuer.credits -= i64::try_from(owed).unwrap_or(0);
+    } else {
+        issuer.voided += 1;
+    }
+    let value = vouch_value(weight);
+
     for (worker, outcome, paid) in &entry.workers {
         if *worker == entry.issuer {
             continue; // nobody judges or pays themselves
         }
-        let s = standings.entry(worker.clone()).or_default();
+        let gained = if *outcome == Outcome::Agreed && value > 0.0 {
+            book.vouch(&entry.issuer, worker, value)
+        } else {
+            0.0
+        };
+        let s = book.standing_mut(worker);
+        s.history += gained;
         let delta = match outcome {
             Outcome::Agreed => {
                 s.agreed += 1;
-                s.history += weight;
                 AGREED
             }
             Outcome::Disagreed => {
@@ -169,11 +484,16 @@ pub fn apply<P: Clone + Eq + Hash>(standings: &mut HashMap<P, Standing>, entry: 
                 SILENT
             }
         };
-        s.reputation = (s.reputation + delta * weight).clamp(0.0, MAX);
-        let paid = i64::try_from(*paid).unwrap_or(i64::MAX);
-        s.credits = s.credits.saturating_add(paid);
-        let issuer = standings.entry(entry.issuer.clone()).or_default();
-        issuer.credits = issuer.credits.saturating_sub(paid);
+        let moved = s.reputation + delta * weight;
+        s.reputation = if delta > 0.0 {
+            moved.min(s.ceiling().max(s.reputation))
+        } else {
+            moved
+        }
+        .clamp(0.0, MAX);
+        if pays {
+            s.credits += i64::try_from(*paid).unwrap_or(0); // paid <= owed <= i64::MAX
+        }
     }
 }
 
@@ -192,17 +512,34 @@ mod tests {
         }
     }
 
+    /// An identity that counts fully: history 20, the grant unlocked.
+    fn mature() -> Standing {
+        Standing {
+            history: 2.0 * MATURITY_JOBS,
+            ..Standing::default()
+        }
+    }
+
+    #[test]
+    fn newcomer_weight_is_the_default_issuer_weight() {
+        let fresh = Standing::default();
+        assert!((fresh.issuer_weight() - NEWCOMER_WEIGHT).abs() < 1e-12);
+        assert!((selection_weight(&fresh) - NEWCOMER_WEIGHT).abs() < 1e-12);
+        assert_eq!(fresh.ceiling(), START);
+        assert_eq!((fresh.spendable(), fresh.locked()), (0, GRANT));
+        assert_eq!(vouch_value(NEWCOMER_WEIGHT), 0.0);
+        assert_eq!(vouch_value(VOUCH_FLOOR), 0.0);
+        assert_eq!(vouch_value(1.0), 1.0);
+    }
+
     #[test]
     fn base_rule_for_a_mature_issuer() {
-        let mut s: HashMap<u8, Standing> = HashMap::new();
-        s.insert(
-            9,
-            Standing {
-                history: 20.0,
-                ..Standing::default()
-            },
-        );
+        let mut s: Book<u8> = Book::new();
+        s.seed(9, mature());
         assert!((s[&9].issuer_weight() - 1.0).abs() < 1e-12);
+        for w in 1..=4 {
+            s.seed(w, mature());
+        }
         apply(
             &mut s,
             &entry(
@@ -229,52 +566,243 @@ mod tests {
         );
 
         // A fresh issuer's verdict moves almost nothing.
-        let mut fresh: HashMap<u8, Standing> = HashMap::new();
+        let mut fresh: Book<u8> = Book::new();
         apply(&mut fresh, &entry(2, 7, 100, &[(1, Outcome::Disagreed, 0)]));
         assert!(fresh[&1].reputation > START - 0.2);
     }
 
     #[test]
-    fn fresh_identities_voting_each_other_up_gain_little() {
-        // 20 Sybils issue 50 verdicts each praising each other.
-        let mut entries = Vec::new();
-        let mut id = 0u8;
-        for round in 0..50u64 {
-            for s in 0..20u8 {
-                id = id.wrapping_add(1);
-                let mut e = entry(
-                    id,
-                    100 + s,
-                    round * 100 + u64::from(s),
-                    &[(100 + (s + 1) % 20, Outcome::Agreed, 0)],
+    fn payments_beyond_what_the_issuer_can_spend_are_void() {
+        let mut book: Book<u8> = Book::new();
+        book.seed(9, mature());
+        // 10^18 promised by an issuer holding 50: nobody is paid, the judgment still counts.
+        apply(
+            &mut book,
+            &entry(1, 9, 1, &[(1, Outcome::Agreed, 1_000_000_000_000_000_000)]),
+        );
+        assert_eq!((book[&9].credits, book[&9].voided), (GRANT, 1));
+        assert_eq!(book[&1].credits, GRANT);
+        assert_eq!(book[&1].agreed, 1);
+        assert!(book[&1].reputation > START);
+        // The whole entry or nothing: 30 + 30 > 50 voids both payments.
+        apply(
+            &mut book,
+            &entry(
+                2,
+                9,
+                2,
+                &[(1, Outcome::Agreed, 30), (2, Outcome::Agreed, 30)],
+            ),
+        );
+        assert_eq!((book[&1].credits, book[&2].credits), (GRANT, GRANT));
+        // Exactly what it holds is fine, and leaves it at zero.
+        apply(
+            &mut book,
+            &entry(
+                3,
+                9,
+                3,
+                &[(1, Outcome::Agreed, 25), (2, Outcome::Agreed, 25)],
+            ),
+        );
+        assert_eq!(book[&9].credits, 0);
+        assert_eq!(
+            (book[&1].credits, book[&2].credits),
+            (GRANT + 25, GRANT + 25)
+        );
+        // u64::MAX twice does not overflow into a small number.
+        apply(
+            &mut book,
+            &entry(
+                4,
+                1,
+                4,
+                &[
+                    (3, Outcome::Agreed, u64::MAX),
+                    (4, Outcome::Agreed, u64::MAX),
+                ],
+            ),
+        );
+        assert_eq!(book[&3].credits, GRANT);
+        assert_eq!(book.total_credits(), i128::from(GRANT) * book.len() as i128);
+    }
+
+    #[test]
+    fn grant_is_locked_until_judged_by_issuers_that_count() {
+        let mut book: Book<u8> = Book::new();
+        for judge in 9..13 {
+            book.seed(judge, mature());
+        }
+        // A fresh worker paid 3 credits can spend those 3 but not its grant.
+        apply(&mut book, &entry(1, 9, 1, &[(1, Outcome::Agreed, 3)]));
+        assert!((book[&1].history - PAIR_STEP).abs() < 1e-12);
+        assert_eq!((book[&1].credits, book[&1].spendable()), (GRANT + 3, 3));
+        // It tries to pay 10: void.
+        apply(&mut book, &entry(2, 1, 2, &[(2, Outcome::Agreed, 10)]));
+        assert_eq!((book[&1].credits, book[&1].voided), (GRANT + 3, 1));
+        // Any number of jobs from one issuer stops at PAIR_CAP, short of UNLOCK_HISTORY.
+        for id in 3..10 {
+            apply(
+                &mut book,
+                &entry(id, 9, u64::from(id), &[(1, Outcome::Agreed, 3)]),
+            );
+        }
+        assert!(!book[&1].unlocked());
+        assert_eq!(book[&1].spendable(), 8 * 3);
+        // Two each from three more reach it: history 4, weight 0.25.
+        let mut id = 10;
+        for judge in 10..13 {
+            for _ in 0..2 {
+                apply(
+                    &mut book,
+                    &entry(id, judge, u64::from(id), &[(1, Outcome::Agreed, 0)]),
                 );
-                e.id[1] = s;
-                e.id[2] = round as u8;
+                id += 1;
+            }
+        }
+        assert!(book[&1].unlocked());
+        assert!((book[&1].issuer_weight() - VOUCH_FLOOR).abs() < 1e-12);
+        assert_eq!(book[&1].spendable(), GRANT + 24);
+        apply(&mut book, &entry(99, 1, 99, &[(2, Outcome::Agreed, 30)]));
+        assert_eq!(book[&1].credits, GRANT - 6);
+    }
+
+    #[test]
+    fn fresh_keys_never_gain_spendable_credits() {
+        // 40 fresh keys, each entry naming every other key agreeing and paying it 1.
+        let keys = 40u8;
+        let mut entries = Vec::new();
+        for round in 0..25u64 {
+            for k in 0..keys {
+                let workers: Vec<_> = (0..keys)
+                    .filter(|w| *w != k)
+                    .map(|w| (w, Outcome::Agreed, 1))
+                    .collect();
+                let mut e = entry(k, k, round, &workers);
+                e.id[1] = round as u8;
                 entries.push(e);
             }
         }
-        let s = compute(&entries);
-        // Each did "agree" 50 times, but judged only by fresh identities it gains much less
-        // than an honest worker judged by a mature submitter would (+250).
-        let sybil = s[&101].reputation - START;
-        assert!(sybil < 0.1 * 50.0 * AGREED, "{sybil}");
+        let book = compute(&entries);
+        for s in book.values() {
+            assert_eq!(s.spendable(), 0);
+            assert_eq!(s.credits, GRANT);
+            assert_eq!(s.history, 0.0);
+            assert_eq!(s.reputation, START);
+            assert!((s.issuer_weight() - NEWCOMER_WEIGHT).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn each_issuer_vouches_at_most_pair_cap_per_worker() {
+        let mut book: Book<u8> = Book::new();
+        book.seed(9, mature());
+        for i in 0..100u8 {
+            apply(
+                &mut book,
+                &entry(i, 9, u64::from(i), &[(1, Outcome::Agreed, 0)]),
+            );
+        }
+        assert!((book[&1].history - PAIR_CAP).abs() < 1e-12);
+        assert_eq!(book[&1].agreed, 100);
+        // Its reputation stops at what its maturity allows.
+        assert!((book[&1].reputation - book[&1].ceiling()).abs() < 1e-9);
+        assert!(book[&1].reputation < START + 30.0);
+    }
+
+    #[test]
+    fn honest_worker_matures_after_17_jobs_from_9_mature_submitters() {
+        let mut book: Book<u8> = Book::new();
+        for s in 100..109u8 {
+            book.seed(s, mature());
+        }
+        let mut job = 0u8;
+        let mut weight_after = Vec::new();
+        for s in 100..109u8 {
+            for _ in 0..2 {
+                job += 1;
+                apply(
+                    &mut book,
+                    &entry(job, s, u64::from(job), &[(1, Outcome::Agreed, 1)]),
+                );
+                weight_after.push(book[&1].issuer_weight());
+            }
+        }
+        assert!((weight_after[7] - 0.25).abs() < 1e-12, "{weight_after:?}");
+        assert!(weight_after[15] <= 0.9);
+        assert!(weight_after[16] > 0.9, "{weight_after:?}");
+        assert!((weight_after[17] - 1.0).abs() < 1e-12);
+        assert_eq!(book[&1].spendable(), GRANT + 18);
+    }
+
+    #[test]
+    fn an_equivocator_weighs_nothing_whenever_its_entries_arrive() {
+        let mut book: Book<u8> = Book::with_equivocators(&HashSet::from([9]));
+        book.seed(9, mature());
+        assert_eq!(book[&9].issuer_weight(), 0.0);
+        apply(
+            &mut book,
+            &entry(1, 9, 1, &[(1, Outcome::Agreed, 5), (2, Outcome::Silent, 0)]),
+        );
+        assert_eq!((book[&1].reputation, book[&1].history), (START, 0.0));
+        assert_eq!(book[&2].reputation, START);
+        // Its payment, within what it can spend, still stands.
+        assert_eq!(book[&1].credits, GRANT + 5);
+        assert!(book.standing(&9).equivocated);
+    }
+
+    /// An entry as proptest draws it: issuer, issue time, and (worker, outcome, paid) triples.
+    type RawEntry = (u8, u64, Vec<(u8, u8, u64)>);
+
+    fn entries_from(raw: &[RawEntry]) -> Vec<Entry<u8>> {
+        raw.iter()
+            .enumerate()
+            .map(|(i, (issuer, at, ws))| {
+                let workers = ws
+                    .iter()
+                    .map(|(w, o, paid)| {
+                        let outcome = [
+                            Outcome::Agreed,
+                            Outcome::Disagreed,
+                            Outcome::Failed,
+                            Outcome::Silent,
+                        ][usize::from(*o % 4)];
+                        (*w, outcome, *paid)
+                    })
+                    .collect();
+                let mut id = [0u8; 32];
+                id[0] = i as u8;
+                Entry {
+                    id,
+                    issuer: *issuer,
+                    issued_at: *at,
+                    workers,
+                }
+            })
+            .collect()
+    }
+
+    /// Identities 0 and 1 start established (history 20, credits the grant): the others are
+    /// fresh, so payments, vouches and unlocks all happen.
+    fn seeded(equivocators: &HashSet<u8>) -> Book<u8> {
+        let mut book = Book::with_equivocators(equivocators);
+        book.seed(0, mature());
+        book.seed(1, mature());
+        book
+    }
+
+    fn payment() -> impl Strategy<Value = u64> {
+        prop_oneof![0u64..20, 0u64..200, Just(u64::MAX)]
     }
 
     proptest! {
         #[test]
         fn order_of_arrival_does_not_matter(
-            raw in proptest::collection::vec((0u8..6, 0u64..50, proptest::collection::vec((0u8..6, 0u8..4, 0u64..20), 0..4)), 1..30),
+            raw in proptest::collection::vec((0u8..6, 0u64..50, proptest::collection::vec((0u8..6, 0u8..4, payment()), 0..4)), 1..30),
+            equivocators in proptest::collection::hash_set(0u8..6, 0..2),
             seed in any::<u64>(),
         ) {
-            let entries: Vec<Entry<u8>> = raw.iter().enumerate().map(|(i, (issuer, at, ws))| {
-                let workers = ws.iter().map(|(w, o, paid)| {
-                    let outcome = [Outcome::Agreed, Outcome::Disagreed, Outcome::Failed, Outcome::Silent][usize::from(*o)];
-                    (*w, outcome, *paid)
-                }).collect();
-                let mut id = [0u8; 32];
-                id[0] = i as u8;
-                Entry { id, issuer: *issuer, issued_at: *at, workers }
-            }).collect();
+            let entries = entries_from(&raw);
             let mut shuffled = entries.clone();
             // A deterministic shuffle from the seed.
             let mut state = seed;
@@ -283,11 +811,43 @@ mod tests {
                 let j = (state >> 33) as usize % (i + 1);
                 shuffled.swap(i, j);
             }
-            let a = compute(&entries);
-            let b = compute(&shuffled);
+            let a = compute_with(&entries, &equivocators);
+            let b = compute_with(&shuffled, &equivocators);
             prop_assert_eq!(a.len(), b.len());
             for (k, v) in &a {
                 prop_assert_eq!(v, &b[k]);
+            }
+            let mut c = seeded(&equivocators);
+            c.apply_in_order(&entries);
+            let mut d = seeded(&equivocators);
+            d.apply_in_order(&shuffled);
+            prop_assert_eq!(c.standings(), d.standings());
+        }
+
+        #[test]
+        fn credits_are_conserved_and_never_negative(
+            raw in proptest::collection::vec((0u8..8, 0u64..50, proptest::collection::vec((0u8..8, 0u8..4, payment()), 0..5)), 1..60),
+            equivocators in proptest::collection::hash_set(0u8..8, 0..2),
+        ) {
+            let entries = entries_from(&raw);
+            for book in [compute_with(&entries, &equivocators), {
+                let mut b = seeded(&equivocators);
+                b.apply_in_order(&entries);
+                b
+            }] {
+                prop_assert_eq!(book.total_credits(), i128::from(GRANT) * book.len() as i128);
+                for (k, s) in &book {
+                    prop_assert!(s.credits >= 0, "{} holds {}", k, s.credits);
+                    prop_assert!(s.spendable() >= 0 && s.spendable() <= s.credits);
+                    if !s.unlocked() {
+                        prop_assert!(s.credits >= GRANT, "{} spent its locked grant", k);
+                    }
+                }
+            }
+            // Without established identities, nothing unlocks and nothing moves.
+            let fresh = compute_with(&entries, &equivocators);
+            for s in fresh.values() {
+                prop_assert_eq!((s.credits, s.spendable(), s.history), (GRANT, 0, 0.0));
             }
         }
     }
