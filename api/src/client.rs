@@ -7,7 +7,10 @@ use std::time::Duration;
 use distributeai_protocol::JobSpec;
 use serde::de::DeserializeOwned;
 
-use crate::types::{ApiEvent, ErrorBody, JobView, LedgerView, LogLine, NodeInfo, PeerView, Stats};
+use crate::types::{
+    ApiEvent, ErrorBody, JobView, LedgerView, LogLine, NodeInfo, PeerView, Stats, VerdictCheck,
+    VerdictCheckRequest,
+};
 
 /// Why a call to the node's API failed.
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +227,24 @@ impl ApiClient {
     /// `GET /api/v1/ledger`: every identity's standing and the summary hash.
     pub async fn ledger(&self) -> Result<LedgerView, ClientError> {
         self.get("/api/v1/ledger").await
+    }
+
+    /// `GET /api/v1/ledger/{job_id}/check`: the ledger's entry for a job, re-checked from its
+    /// evidence, with each worker's line explained. Refused (404) when the ledger holds no
+    /// entry for the job.
+    pub async fn check_entry(&self, job_id: &str) -> Result<VerdictCheck, ClientError> {
+        self.get(&format!("/api/v1/ledger/{job_id}/check")).await
+    }
+
+    /// `POST /api/v1/verdicts/check`: re-checks any signed verdict (CBOR bytes), held or not,
+    /// as every node would on receiving it. Refused (400) when the bytes are not a verdict.
+    pub async fn check_verdict(&self, cbor: &[u8]) -> Result<VerdictCheck, ClientError> {
+        let path = "/api/v1/verdicts/check";
+        let body = VerdictCheckRequest {
+            verdict: hex::encode(cbor),
+        };
+        self.json_of(self.http.post(self.url(path)).json(&body), path)
+            .await
     }
 
     /// `GET /metrics`: the Prometheus exposition, as text.

@@ -458,3 +458,55 @@ mod tests {
         );
     }
 }
+
+/// A ledger entry re-checked from its evidence, as `GET /api/v1/ledger/{job_id}/check` and
+/// `POST /api/v1/verdicts/check` show it (issue 19).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerdictCheck {
+    /// The job, 64 hex digits.
+    pub job_id: String,
+    /// The issuer (the job's submitter), as a PeerId.
+    pub issuer: String,
+    /// The verdict's content id, 64 hex digits.
+    pub verdict_id: String,
+    /// Whether every node accepts it: each worker's result follows from that worker's own
+    /// signatures and the outcome and payments from the k-of-n rule.
+    pub valid: bool,
+    /// Why it is refused, naming the field, when it is.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The outcome, e.g. `accepted 1a2b3c4d5e6f (exit code 0)` or `failed: no agreement`.
+    pub outcome: String,
+    /// Consensus k of the job.
+    pub k: u8,
+    /// Redundancy n of the job.
+    pub n: u8,
+    /// Credits per agreeing worker.
+    pub reward: u64,
+    /// Each worker's line, in the verdict's order (the order its results were counted).
+    pub workers: Vec<WorkerCheck>,
+    /// The content id of another verdict the issuer signed for the same job, if this node
+    /// holds one: the issuer equivocated and its weight is zero.
+    #[serde(default)]
+    pub equivocation: Option<String>,
+}
+
+/// One worker's line in a [`VerdictCheck`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerCheck {
+    /// The worker, as a PeerId.
+    pub peer_id: String,
+    /// What the verdict says: `agreed`, `disagreed`, `failed`, `silent`, `output rejected`.
+    pub result: String,
+    /// Credits paid to it.
+    pub paid: u64,
+    /// What the worker signed that proves it.
+    pub evidence: String,
+}
+
+/// The body of `POST /api/v1/verdicts/check`: a signed verdict as it travels.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerdictCheckRequest {
+    /// The CBOR encoding of the signed verdict (`Signed<Verdict>`), as lowercase hex.
+    pub verdict: String,
+}

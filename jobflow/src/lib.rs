@@ -5,6 +5,8 @@
 //!   announcement to the one verdict it ever signs.
 //! - [`worker`]: the worker's side of one job ([`WorkItem`]), from its bid to the end of its
 //!   assignment.
+//! - [`promises`]: what each submitter promised to jobs in flight, so that none promises
+//!   more than it can spend.
 //! - [`sim`]: a seeded simulator of many submitters and workers exchanging real signed
 //!   messages with delays, loss, duplication, reordering, partitions, crashes and clock skew,
 //!   and [`invariants`] it checks throughout a run.
@@ -19,6 +21,7 @@
 pub mod invariants;
 #[cfg(test)]
 mod machine_tests;
+pub mod promises;
 pub mod sim;
 pub mod submitter;
 pub mod worker;
@@ -84,9 +87,10 @@ pub trait Directory {
     fn invitees(&self, spec: &JobSpec, exclude: &[PublicKey]) -> Vec<PublicKey>;
     /// One sentence on the workers this node can reach, to say why too few bid.
     fn worker_reach(&self) -> String;
-    /// Credits an identity holds in the ledger, for the worker's check that a submitter can
-    /// pay before bidding.
-    fn credits(&self, key: &PublicKey) -> i64;
+    /// Credits an identity can spend, from the ledger (`Standing::spendable`: earned credits,
+    /// and its grant once it counts), for the worker's check that a submitter can pay before
+    /// bidding (see [`promises`]).
+    fn spendable(&self, key: &PublicKey) -> i64;
 }
 
 /// Everything a machine needs from outside for one step.

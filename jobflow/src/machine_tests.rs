@@ -34,7 +34,7 @@ impl Directory for Everyone {
     fn worker_reach(&self) -> String {
         "test".into()
     }
-    fn credits(&self, _: &PublicKey) -> i64 {
+    fn spendable(&self, _: &PublicKey) -> i64 {
         1_000
     }
 }

@@ -394,6 +394,8 @@ struct Node {
     /// Assignments it answered busy, oldest first, started as slots free (in memory only,
     /// like the node's).
     deferred: work::DeferredAssignments,
+    /// What each submitter promised to jobs in flight, as this node saw them.
+    promises: crate::promises::Promises,
     /// Jobs it held when it crashed: its runs of them are not counted as done correctly.
     crashed_holding: BTreeSet<JobId>,
     down_since: Option<u64>,
@@ -423,8 +425,12 @@ impl Directory for SimDirectory<'_> {
     fn worker_reach(&self) -> String {
         format!("{} workers in the simulation", self.workers.len())
     }
-    fn credits(&self, key: &PublicKey) -> i64 {
-        self.standings.get(key).copied().unwrap_or_default().credits
+    fn spendable(&self, key: &PublicKey) -> i64 {
+        self.standings
+            .get(key)
+            .copied()
+            .unwrap_or_default()
+            .spendable()
     }
 }
 
@@ -503,12 +509,32 @@ impl Sim {
                     ledger: BTreeMap::new(),
                     running: BTreeSet::new(),
                     deferred: Default::default(),
+                    promises: Default::default(),
                     crashed_holding: BTreeSet::new(),
                     down_since: None,
                     downtime: Vec::new(),
                 }
             })
             .collect();
+        // The simulated network is an established one: its submitters count, and their
+        // credits cover every batch, so bids are never withheld for pay (issue 19's credit
+        // rules are the ledger's, tested in the verifier; promises are tracked here as on a
+        // node). Seeded the same in every node's book, so all nodes still agree.
+        let mut nodes = nodes;
+        let submitter_keys: Vec<PublicKey> =
+            nodes[..settings.submitters].iter().map(|n| n.key).collect();
+        for node in &mut nodes {
+            for key in &submitter_keys {
+                node.standings.seed(
+                    *key,
+                    reputation::Standing {
+                        history: 20.0,
+                        credits: 1_000_000,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
         let worker_keys = nodes[settings.submitters..].iter().map(|n| n.key).collect();
         let mut sim = Self {
             now: 0,
@@ -1294,6 +1320,7 @@ impl Sim {
             GossipMessage::Cancel(signed) => {
                 if let Ok(cancel) = signed.open(context) {
                     let by = cancel.signer;
+                    self.nodes[to].promises.settle(&cancel.message.job_id, &by);
                     self.step_work(to, cancel.message.job_id, work::Input::Cancelled { by });
                 }
             }
@@ -1303,6 +1330,7 @@ impl Sim {
                     let job = signed.decode_unchecked().map(|v| v.job.job_id());
                     if let Ok(job) = job {
                         let by = signed.signer();
+                        self.nodes[to].promises.settle(&job, &by);
                         self.step_work(to, job, work::Input::Verdict { by });
                     }
                 }
@@ -1362,13 +1390,18 @@ impl Sim {
             self.step_work(node, id, work::Input::Invited);
             return;
         }
-        let credits = n
-            .standings
-            .get(&job.signer)
-            .copied()
-            .unwrap_or_default()
-            .credits;
-        if work::bid_decision(&job.message.spec, credits).is_err() {
+        let spendable = n.standings.standing(&job.signer).spendable();
+        let now = self.local_now(node);
+        let n = &mut self.nodes[node];
+        let promised = n.promises.promise(
+            job.signer,
+            id,
+            &job.message.spec,
+            job.message.expires_at,
+            spendable,
+            now,
+        );
+        if promised.is_err() {
             return;
         }
         let running = self.nodes[node].running.len() as u32;

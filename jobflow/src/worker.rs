@@ -289,23 +289,6 @@ impl DeferredAssignments {
     }
 }
 
-/// Why a worker does not bid on a job, or `Ok` if it should.
-///
-/// A worker bids even with every slot busy (its bid says how many jobs it runs): an
-/// assignment that finds no free slot is answered [`Response::Busy`] and sent again, so a
-/// batch larger than the network's slots queues instead of failing (issue 12). `credits` are
-/// the submitter's credits in the ledger, which must cover `reward x n`.
-pub fn bid_decision(spec: &JobSpec, credits: i64) -> Result<(), String> {
-    let owed =
-        i64::try_from(spec.reward.saturating_mul(spec.redundancy.into())).unwrap_or(i64::MAX);
-    if owed > 0 && credits < owed {
-        return Err(format!(
-            "the submitter cannot cover the reward: {credits} credits, {owed} owed"
-        ));
-    }
-    Ok(())
-}
-
 impl WorkItem {
     /// Bids on an announced job: the item starts in [`WorkPhase::Bid`] and the effect sends
     /// the signed bid. `running` is how many executions the node runs now (told to the

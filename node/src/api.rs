@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +63,8 @@ pub fn router(state: Arc<SharedState>) -> Router {
         .route("/api/v1/jobs/{id}/result", get(job_result))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/ledger", get(ledger))
+        .route("/api/v1/ledger/{id}/check", get(check_entry))
+        .route("/api/v1/verdicts/check", post(check_verdict))
         .route("/api/v1/events", get(events))
         .route("/metrics", get(metrics))
         .merge(crate::dashboard::routes())
@@ -266,6 +268,55 @@ async fn ledger(State(state): State<Arc<SharedState>>) -> Json<crate::ledger::Le
     )
 }
 
+/// The ledger's entry for a job, re-checked from its evidence (issue 19).
+async fn check_entry(
+    State(state): State<Arc<SharedState>>,
+    Path(id): Path<String>,
+) -> Result<Json<crate::ledger::VerdictCheck>, ApiError> {
+    let job = parse_id(&id)?;
+    let ledger = state
+        .ledger
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    match ledger.check(&job) {
+        Ok(Some(check)) => Ok(Json(check)),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "the ledger holds no verdict for this job",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+        )),
+    }
+}
+
+/// Any signed verdict, held or not, re-checked as a receiving node would (issue 19).
+async fn check_verdict(
+    Json(request): Json<distributeai_api::VerdictCheckRequest>,
+) -> Result<Json<crate::ledger::VerdictCheck>, ApiError> {
+    let bytes = hex::decode(request.verdict.trim())
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("verdict is not hex: {e}")))?;
+    if bytes.len() > distributeai_protocol::limits::MAX_MESSAGE_BYTES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "verdict is {} bytes, over the limit of {} bytes",
+                bytes.len(),
+                distributeai_protocol::limits::MAX_MESSAGE_BYTES
+            ),
+        ));
+    }
+    let signed: distributeai_protocol::Signed<distributeai_protocol::Verdict> =
+        distributeai_protocol::codec::decode(&bytes).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("verdict is not a signed verdict: {e}"),
+            )
+        })?;
+    Ok(Json(crate::ledger::check_verdict(&signed, None)))
+}
+
 /// Sets the gauges read from state on every scrape: jobs by status, the ledger, our
 /// standing. Reading them when asked keeps them exact without hooking every change.
 async fn refresh_gauges(state: &SharedState) {
@@ -351,6 +402,9 @@ async fn submit_job(
     match state.jobs.submit(spec).await {
         Ok(view) => Ok((StatusCode::CREATED, Json(view))),
         Err(SubmitError::Invalid(e)) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e @ SubmitError::Uncovered { .. }) => {
+            Err(ApiError::new(StatusCode::PAYMENT_REQUIRED, e.to_string()))
+        }
         Err(e) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             e.to_string(),

@@ -40,6 +40,25 @@ pub enum LogFormat {
     Json,
 }
 
+/// `distributeai verdict ...`.
+#[derive(Debug, Subcommand)]
+pub enum VerdictAction {
+    /// Re-check a verdict from its evidence, as every node does, and explain each worker's
+    /// line: the ledger's entry for a job, or a signed verdict in a file (its CBOR bytes, as
+    /// gossiped). Exits non-zero when the verdict is refused.
+    Check {
+        /// The job whose ledger entry to check.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        job_id: Option<String>,
+        /// A file holding a signed verdict's CBOR bytes, held by the ledger or not.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// How to reach the node.
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -102,6 +121,12 @@ pub enum Command {
         /// How to reach the node.
         #[command(flatten)]
         api: ApiArgs,
+    },
+    /// Work with verdicts, the ledger's entries.
+    Verdict {
+        /// What to do.
+        #[command(subcommand)]
+        action: VerdictAction,
     },
     /// Show this node: PeerId, addresses, whether it is reachable from the internet (public,
     /// behind NAT, unknown) and the relays it can be reached through.
@@ -245,6 +270,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cancel { id, api } => crate::client::cancel(&id, &api).await,
         Command::Stats { api } => crate::client::stats(&api).await,
         Command::Ledger { api } => crate::client::ledger(&api).await,
+        Command::Verdict {
+            action: VerdictAction::Check { job_id, file, api },
+        } => crate::client::verdict_check(job_id.as_deref(), file.as_deref(), &api).await,
         Command::Status { api } => crate::client::status(&api).await,
         Command::Tui { api } => distributeai_tui::run(&api).await,
         Command::Identity { data_dir, json } => identity(data_dir, json),

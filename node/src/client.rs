@@ -469,6 +469,62 @@ pub async fn status(args: &ApiArgs) -> Result<()> {
     Ok(())
 }
 
+/// `distributeai verdict check`: the ledger's entry for `job_id`, or the signed verdict in
+/// `file`, re-checked by the node; fails when the verdict is refused.
+pub async fn verdict_check(
+    job_id: Option<&str>,
+    file: Option<&std::path::Path>,
+    args: &ApiArgs,
+) -> Result<()> {
+    let api = client(args);
+    let check = match (job_id, file) {
+        (_, Some(path)) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading the verdict in {}", path.display()))?;
+            api.check_verdict(&bytes)
+                .await
+                .context("checking the verdict")?
+        }
+        (Some(id), None) => api
+            .check_entry(id)
+            .await
+            .with_context(|| format!("checking the ledger's entry for job {id}"))?,
+        (None, None) => anyhow::bail!("give a job id or --file"),
+    };
+    if args.json {
+        print_json(&check)?;
+    } else {
+        outln!("job      {}", check.job_id);
+        outln!("verdict  {} by {}", check.verdict_id, check.issuer);
+        outln!(
+            "job asks n = {}, k = {}, reward {} per agreeing worker",
+            check.n,
+            check.k,
+            check.reward
+        );
+        outln!("outcome  {}", check.outcome);
+        for w in &check.workers {
+            outln!("- {}: {}, paid {}", w.peer_id, w.result, w.paid);
+            outln!("    proved by {}", w.evidence);
+        }
+        if let Some(other) = &check.equivocation {
+            outln!(
+                "equivocation: the issuer also signed verdict {other} for this job; its weight is zero"
+            );
+        }
+        match &check.error {
+            None => outln!(
+                "valid: every node accepts it; each line follows from the worker's own signatures"
+            ),
+            Some(e) => outln!("REFUSED by every node: {e}"),
+        }
+    }
+    if let Some(e) = &check.error {
+        anyhow::bail!("the verdict is refused: {e}");
+    }
+    Ok(())
+}
+
 /// `distributeai ledger`.
 pub async fn ledger(args: &ApiArgs) -> Result<()> {
     let view = client(args).ledger().await.context("reading the ledger")?;

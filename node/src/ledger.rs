@@ -293,7 +293,7 @@ impl Ledger {
     }
 }
 
-pub use distributeai_api::{LedgerView, StandingView};
+pub use distributeai_api::{LedgerView, StandingView, VerdictCheck, WorkerCheck};
 
 /// A standing as JSON.
 pub fn standing_view(key: &PublicKey, s: &Standing) -> StandingView {
@@ -330,6 +330,133 @@ impl Ledger {
             entries: self.len(),
             peers,
         }
+    }
+}
+
+/// Re-checks a signed verdict from its evidence, as every node does on receiving it, and
+/// explains each worker's line: what it is charged or paid, and what it signed that proves it.
+/// `equivocation` is the content id of another verdict of the same issuer for the job, if held.
+pub fn check_verdict(signed: &Signed<Verdict>, equivocation: Option<Digest>) -> VerdictCheck {
+    use distributeai_protocol::{CommittedOutcome, Evidence, VerdictOutcome, WorkerResult};
+    let peer = |key: &PublicKey| {
+        key.peer_id()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|_| key.to_hex())
+    };
+    let opened = signed.open(&ValidationContext::live().archived());
+    let error = opened.as_ref().err().map(|e| e.to_string());
+    let verdict = match opened {
+        Ok(v) => Ok(v.message),
+        Err(_) => signed.decode_unchecked(),
+    };
+    let mut check = VerdictCheck {
+        job_id: String::new(),
+        issuer: peer(&signed.signer()),
+        verdict_id: signed.content_id().to_hex(),
+        valid: error.is_none(),
+        error,
+        outcome: String::new(),
+        k: 0,
+        n: 0,
+        reward: 0,
+        workers: Vec::new(),
+        equivocation: equivocation.map(|d| d.to_hex()),
+    };
+    let Ok(verdict) = verdict else {
+        check.outcome = "undecodable".into();
+        return check;
+    };
+    check.job_id = verdict.job.job_id().to_hex();
+    if let Ok(job) = verdict.job.decode_unchecked() {
+        check.k = job.spec.consensus;
+        check.n = job.spec.redundancy;
+        check.reward = job.spec.reward;
+    }
+    check.outcome = match &verdict.outcome {
+        VerdictOutcome::Accepted(a) => {
+            format!("accepted {} ({})", a.hash.short(), a.end.describe())
+        }
+        VerdictOutcome::Failed(reason) => format!("failed: {reason}"),
+    };
+    for record in &verdict.workers {
+        let result = match &record.result {
+            WorkerResult::Agreed => "agreed".to_string(),
+            WorkerResult::OutputRejected => "output rejected".into(),
+            WorkerResult::Disagreed(h) => format!("disagreed ({})", h.short()),
+            WorkerResult::Failed(f) => format!("failed: {}", f.reason),
+            WorkerResult::Silent => "silent".into(),
+        };
+        let evidence = match &record.evidence {
+            Evidence::Revealed { commitment, reveal } => {
+                match (commitment.decode_unchecked(), reveal.decode_unchecked()) {
+                    (Ok(c), Ok(r)) => {
+                        let opens = matches!(c.outcome, CommittedOutcome::Committed(d)
+                            if d == distributeai_protocol::result_hash::commitment(
+                                &record.bid.signer(), &r.job_id, r.attempt, &r.result_hash, &r.salt));
+                        format!(
+                            "its commitment (attempt {}) and its reveal of {} ({}), which {} it",
+                            c.attempt,
+                            r.result_hash.short(),
+                            r.end.describe(),
+                            if opens { "opens" } else { "does NOT open" }
+                        )
+                    }
+                    _ => "an undecodable commitment or reveal".into(),
+                }
+            }
+            Evidence::Failed { commitment } => match commitment.decode_unchecked() {
+                Ok(c) => match c.outcome {
+                    CommittedOutcome::Failed(f) => {
+                        format!("its signed failure report: {}", f.reason)
+                    }
+                    CommittedOutcome::Committed(_) => {
+                        "a commitment to a result, NOT a failure report".into()
+                    }
+                },
+                Err(_) => "an undecodable failure report".into(),
+            },
+            Evidence::Accepted { acceptance } => match acceptance.decode_unchecked() {
+                Ok(a) => format!(
+                    "its signed acceptance of attempt {} with {} s to commit, deadline {} ms \
+                     before the verdict",
+                    a.attempt,
+                    a.deadline_ms / 1000,
+                    i128::from(verdict.issued_at)
+                        - i128::from(a.issued_at.saturating_add(a.deadline_ms))
+                ),
+                Err(_) => "an undecodable acceptance".into(),
+            },
+        };
+        let signed_by = if evidence_signer(&record.evidence) == record.bid.signer() {
+            ""
+        } else {
+            " (signed by ANOTHER key)"
+        };
+        check.workers.push(WorkerCheck {
+            peer_id: peer(&record.bid.signer()),
+            result,
+            paid: record.paid,
+            evidence: format!("{evidence}{signed_by}"),
+        });
+    }
+    check
+}
+
+fn evidence_signer(evidence: &distributeai_protocol::Evidence) -> PublicKey {
+    use distributeai_protocol::Evidence;
+    match evidence {
+        Evidence::Revealed { reveal, .. } => reveal.signer(),
+        Evidence::Failed { commitment } => commitment.signer(),
+        Evidence::Accepted { acceptance } => acceptance.signer(),
+    }
+}
+
+impl Ledger {
+    /// The entry held for `job`, re-checked (see [`check_verdict`]); `None` when the ledger
+    /// holds none.
+    pub fn check(&self, job: &JobId) -> Result<Option<VerdictCheck>, StoreError> {
+        let (kept, evidence) = self.verdicts_of(job)?;
+        Ok(kept.map(|k| check_verdict(&k, evidence.map(|e| e.content_id()))))
     }
 }
 

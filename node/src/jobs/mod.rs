@@ -113,6 +113,22 @@ pub enum SubmitError {
     /// The job could not be stored.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// This node's identity cannot pay the job's rewards on top of what it promised to its
+    /// jobs in flight (issue 19): workers would not bid.
+    #[error(
+        "this node cannot pay for the job: reward x n is {owed} credits, it can spend \
+         {spendable} and has promised {promised} to jobs in flight (a new identity's grant \
+         becomes spendable once others who count have judged its work; submit with reward 0 \
+         until then)"
+    )]
+    Uncovered {
+        /// `reward x n` of the job.
+        owed: u64,
+        /// What this node's identity can spend, from the ledger.
+        spendable: i64,
+        /// What it promised to its jobs not decided yet.
+        promised: u64,
+    },
     /// The job manager has stopped.
     #[error("the node is shutting down")]
     Stopped,
@@ -372,6 +388,8 @@ pub struct JobManager {
     probing: std::collections::HashSet<PeerId>,
     /// Assignments answered busy, started as soon as a slot frees.
     deferred: work::DeferredAssignments,
+    /// What each submitter promised to paid jobs in flight, as announced to this node.
+    promises: distributeai_jobflow::promises::Promises,
 }
 
 /// The node's view of its peers, as the machines ask for it: reputation from the ledger,
@@ -444,9 +462,9 @@ impl Directory for NodeDirectory<'_> {
         )
     }
 
-    fn credits(&self, key: &PublicKey) -> i64 {
+    fn spendable(&self, key: &PublicKey) -> i64 {
         let ledger = self.ledger.read().unwrap_or_else(|p| p.into_inner());
-        ledger.standing(key).credits
+        ledger.standing(key).spendable()
     }
 }
 
@@ -527,6 +545,7 @@ impl JobManager {
                 unsaved: Default::default(),
                 probing: Default::default(),
                 deferred: Default::default(),
+                promises: Default::default(),
             },
             handle,
         ))
@@ -646,11 +665,13 @@ impl JobManager {
             VerifiedGossip::Job(job) => self.consider_job(author, job),
             VerifiedGossip::Cancel(cancel) => {
                 let by = cancel.signer;
+                self.promises.settle(&cancel.message.job_id, &by);
                 self.step_work(cancel.message.job_id, work::Input::Cancelled { by });
             }
             VerifiedGossip::Verdict(verdict) => {
                 self.record_verdict(&verdict);
                 let by = verdict.signer;
+                self.promises.settle(&verdict.message.job.job_id(), &by);
                 self.step_work(verdict.message.job.job_id(), work::Input::Verdict { by });
             }
             VerifiedGossip::Node(_) => {}

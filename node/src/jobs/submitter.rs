@@ -27,6 +27,29 @@ pub(super) fn answer_of(result: Result<VerifiedResponse, NetworkError>) -> Answe
 
 impl JobManager {
     pub(super) fn submit(&mut self, spec: JobSpec) -> Result<JobView, SubmitError> {
+        // What workers check before they bid, checked here first so the user hears why:
+        // our spendable credits cover this job on top of our jobs in flight (issue 19).
+        let owed = distributeai_jobflow::promises::owed(&spec);
+        if owed > 0 {
+            let spendable = {
+                let ledger = self.ledger.read().unwrap_or_else(|p| p.into_inner());
+                ledger.standing(&self.identity.public_key()).spendable()
+            };
+            let promised = self
+                .jobs
+                .values()
+                .filter(|j| !j.status().is_final())
+                .fold(0u64, |sum, j| {
+                    sum.saturating_add(distributeai_jobflow::promises::owed(&j.spec))
+                });
+            if i128::from(promised) + i128::from(owed) > i128::from(spendable) {
+                return Err(SubmitError::Uncovered {
+                    owed,
+                    spendable,
+                    promised,
+                });
+            }
+        }
         let submitted = self.with_ctx(|_, _, ctx| flow::SubmittedJob::submit(spec, ctx));
         let (job, effects) = submitted.map_err(|e| match e {
             flow::SubmitError::Invalid(e) => SubmitError::Invalid(e),

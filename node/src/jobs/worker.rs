@@ -4,7 +4,7 @@
 use super::spawn_traced;
 use std::path::{Path, PathBuf};
 
-use distributeai_jobflow::worker::{self as work, Effect, Executed, WorkItem, bid_decision};
+use distributeai_jobflow::worker::{self as work, Effect, Executed, WorkItem};
 use distributeai_jobflow::{Answer, Directory};
 use distributeai_protocol::limits::MAX_OUTPUT_CHUNK_BYTES;
 use distributeai_protocol::time::now_ms;
@@ -53,8 +53,17 @@ impl JobManager {
             peers: &self.peers,
             ledger: &self.ledger,
         };
-        let credits = directory.credits(&job.signer);
-        if let Err(reason) = bid_decision(&job.message.spec, credits) {
+        let spendable = directory.spendable(&job.signer);
+        let promised = self.promises.promise(
+            job.signer,
+            id,
+            &job.message.spec,
+            job.message.expires_at,
+            spendable,
+            now_ms(),
+        );
+        if let Err(reason) = promised {
+            self.metrics.dropped("job", "uncovered_reward");
             debug!(job_id = %id.short(), %reason, "not bidding");
             return;
         }
