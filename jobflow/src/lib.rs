@@ -5,6 +5,8 @@
 //!   announcement to the one verdict it ever signs.
 //! - [`worker`]: the worker's side of one job ([`WorkItem`]), from its bid to the end of its
 //!   assignment.
+//! - [`first_hand`]: what a submitter saw itself of the workers on its own jobs, which
+//!   steers its draws at once.
 //! - [`promises`]: what each submitter promised to jobs in flight, so that none promises
 //!   more than it can spend.
 //! - [`sim`]: a seeded simulator of many submitters and workers exchanging real signed
@@ -18,6 +20,7 @@
 //! clock, rng, network, store or Docker is reached from here: the node's `jobs` module is the
 //! driver that carries the effects out, and the simulator is another.
 
+pub mod first_hand;
 pub mod invariants;
 #[cfg(test)]
 mod machine_tests;
@@ -43,8 +46,10 @@ pub struct FlowConfig {
     /// Bids beyond n taken as reserves as they come (0 by default: replacements are then
     /// invited when needed, and bids not needed are refused at once).
     pub reserve_bids: usize,
-    /// With n bids not yet spread over as many operators as could bid, wait this long after
-    /// the n-th bid for a better spread before assigning.
+    /// The selection window: after the n-th bid, collect more candidates for up to this
+    /// long (until [`CANDIDATES_PER_SLOT`] x n are in, or every peer that could run the job
+    /// has bid), so that the weighted draw among them decides who runs the job, not who
+    /// answered first (issue 19).
     pub bid_quiet_ms: u64,
     /// After this long with fewer than n bids, run with what there is (at least k), or fail
     /// saying why; until then the job waits (`queued`) while peers that could run it have
@@ -64,7 +69,10 @@ impl Default for FlowConfig {
         Self {
             bid_window_ms: 3_000,
             reserve_bids: 0,
-            bid_quiet_ms: 150,
+            // A LAN round trip is under 1 ms and an internet one under 300 ms: 250 ms lets the
+            // bids of peers that heard the announcement at once arrive, and costs a few
+            // percent of a job that runs for seconds (scripts/bench-latency.sh measures it).
+            bid_quiet_ms: 250,
             bid_wait_max_ms: 60_000,
             deadline_grace_ms: 60_000,
             max_reassignments: 4,
@@ -92,6 +100,11 @@ pub trait Directory {
     /// bidding (see [`promises`]).
     fn spendable(&self, key: &PublicKey) -> i64;
 }
+
+/// Candidates a submitter waits for per slot before drawing, within the selection window:
+/// with twice as many candidates as slots, a bidder's chance of a slot depends on its weight,
+/// and k Sybils that bid instantly no longer take every slot.
+pub const CANDIDATES_PER_SLOT: usize = 2;
 
 /// Everything a machine needs from outside for one step.
 pub struct Ctx<'a> {

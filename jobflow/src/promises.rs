@@ -8,7 +8,7 @@
 //! arrives, and lapses at the job's expiry. The tracker is bounded, since every entry comes
 //! from a stranger's announcement.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use distributeai_protocol::time::TimestampMs;
 use distributeai_protocol::{JobId, JobSpec, PublicKey};
@@ -28,6 +28,9 @@ pub const MAX_PROMISES: usize = 65_536;
 pub struct Promises {
     by_submitter: HashMap<PublicKey, BTreeMap<JobId, (u64, TimestampMs)>>,
     job_submitter: HashMap<JobId, PublicKey>,
+    /// Every promise by expiry, so that the first to lapse is found in O(log n) when the
+    /// tracker is full: a stranger's announcement never costs a scan of all of them.
+    by_expiry: BTreeSet<(TimestampMs, JobId)>,
 }
 
 /// Why a job cannot be promised.
@@ -110,6 +113,7 @@ impl Promises {
             .or_default()
             .insert(job, (owed, expires_at));
         self.job_submitter.insert(job, submitter);
+        self.by_expiry.insert((expires_at, job));
         Ok(())
     }
 
@@ -122,7 +126,9 @@ impl Promises {
         if let Some(submitter) = self.job_submitter.remove(job)
             && let Some(jobs) = self.by_submitter.get_mut(&submitter)
         {
-            jobs.remove(job);
+            if let Some((_, expires_at)) = jobs.remove(job) {
+                self.by_expiry.remove(&(expires_at, *job));
+            }
             if jobs.is_empty() {
                 self.by_submitter.remove(&submitter);
             }
@@ -158,7 +164,9 @@ impl Promises {
             .map(|(id, _)| *id)
             .collect();
         for id in lapsed {
-            jobs.remove(&id);
+            if let Some((_, expires_at)) = jobs.remove(&id) {
+                self.by_expiry.remove(&(expires_at, id));
+            }
             self.job_submitter.remove(&id);
         }
         if jobs.is_empty() {
@@ -167,12 +175,7 @@ impl Promises {
     }
 
     fn drop_first_to_lapse(&mut self) {
-        let first = self
-            .by_submitter
-            .values()
-            .flat_map(|jobs| jobs.iter().map(|(id, (_, at))| (*at, *id)))
-            .min();
-        if let Some((_, job)) = first
+        if let Some((_, job)) = self.by_expiry.first().copied()
             && let Some(submitter) = self.job_submitter.get(&job).copied()
         {
             self.settle(&job, &submitter);

@@ -396,6 +396,8 @@ struct Node {
     deferred: work::DeferredAssignments,
     /// What each submitter promised to jobs in flight, as this node saw them.
     promises: crate::promises::Promises,
+    /// What this node saw itself of the workers on its own jobs.
+    first_hand: crate::first_hand::FirstHand,
     /// Jobs it held when it crashed: its runs of them are not counted as done correctly.
     crashed_holding: BTreeSet<JobId>,
     down_since: Option<u64>,
@@ -405,12 +407,14 @@ struct Node {
 /// What a simulated node knows of the others.
 struct SimDirectory<'a> {
     standings: &'a reputation::Book<PublicKey>,
+    first_hand: &'a crate::first_hand::FirstHand,
     workers: &'a [PublicKey],
 }
 
 impl Directory for SimDirectory<'_> {
     fn weight(&self, worker: &PublicKey) -> f64 {
-        reputation::selection_weight(&self.standings.get(worker).copied().unwrap_or_default())
+        reputation::selection_weight(&self.standings.standing(worker))
+            * self.first_hand.factor(worker)
     }
     fn group(&self, worker: &PublicKey) -> String {
         worker.to_hex()
@@ -510,6 +514,7 @@ impl Sim {
                     running: BTreeSet::new(),
                     deferred: Default::default(),
                     promises: Default::default(),
+                    first_hand: Default::default(),
                     crashed_holding: BTreeSet::new(),
                     down_since: None,
                     downtime: Vec::new(),
@@ -836,6 +841,7 @@ impl Sim {
         let n = &mut self.nodes[node];
         let directory = SimDirectory {
             standings: &n.standings,
+            first_hand: &n.first_hand,
             workers: &self.worker_keys,
         };
         let mut ctx = Ctx {
@@ -967,6 +973,7 @@ impl Sim {
                     let Ok(verdict) = signed.decode_unchecked() else {
                         continue;
                     };
+                    self.nodes[node].first_hand.observe(&verdict);
                     self.note(|| {
                         format!(
                             "node {node} signs the verdict of {}: {:?}",

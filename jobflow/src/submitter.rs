@@ -31,7 +31,7 @@ use rand::RngExt;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::{Answer, Ctx, Level, count, short};
+use crate::{Answer, CANDIDATES_PER_SLOT, Ctx, Level, count, short};
 
 /// Most peers invited at once when bidding re-opens.
 const MAX_INVITES: usize = 8;
@@ -947,14 +947,15 @@ impl SubmittedJob {
         let bidders = self.bidders();
         let others = ctx.directory.invitees(&self.spec, &bidders);
         if self.bids.len() >= n {
-            let groups = |keys: &mut dyn Iterator<Item = &PublicKey>| {
-                keys.map(|w| ctx.directory.group(w))
-                    .collect::<HashSet<String>>()
-            };
-            let spread = groups(&mut bidders.iter()).len();
-            let possible = groups(&mut bidders.iter().chain(others.iter())).len();
+            // The selection window (issue 19): the draw, not the speed of an answer, decides
+            // who runs the job. It closes early once enough candidates are in or nobody else
+            // could bid, so a small network loses no time to it.
+            let enough = (CANDIDATES_PER_SLOT * n).min(MAX_VERDICT_WORKERS);
             let nth_bid_at = self.bids[n - 1].received_at;
-            if spread >= n.min(possible) || now >= nth_bid_at + config.bid_quiet_ms {
+            if self.bids.len() >= enough
+                || others.is_empty()
+                || now >= nth_bid_at + config.bid_quiet_ms
+            {
                 self.queued_reason = None;
                 self.close_bidding(n, ctx, fx);
             }

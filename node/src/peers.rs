@@ -19,6 +19,11 @@ pub struct PeerRecord {
     pub public_key: Option<PublicKey>,
     /// Addresses it announced.
     pub addresses: Vec<Multiaddr>,
+    /// The IP address a direct connection of its came from, as this node saw it: the
+    /// operator it belongs to as far as can be told (see [`NetworkEvent::PeerConnected`]).
+    ///
+    /// [`NetworkEvent::PeerConnected`]: crate::network::NetworkEvent::PeerConnected
+    pub observed_ip: Option<std::net::IpAddr>,
     /// What it offers, from its latest signed announcement.
     pub capabilities: Option<Capabilities>,
     /// Whether it bids for jobs.
@@ -72,6 +77,7 @@ impl PeerTable {
             peer_id: peer,
             public_key: None,
             addresses: Vec::new(),
+            observed_ip: None,
             capabilities: None,
             accepts_jobs: false,
             last_seen: now,
@@ -132,9 +138,18 @@ impl PeerTable {
     }
 
     /// Records that a connection to `peer` opened.
-    pub fn on_connected(&mut self, peer: PeerId, source: DiscoverySource, now: TimestampMs) {
+    pub fn on_connected(
+        &mut self,
+        peer: PeerId,
+        source: DiscoverySource,
+        observed: Option<std::net::IpAddr>,
+        now: TimestampMs,
+    ) {
         let record = self.entry(peer, now);
         record.connected = true;
+        if observed.is_some() {
+            record.observed_ip = observed;
+        }
         record.last_seen = now;
         record.source = Some(crate::network::prefer_source(record.source, source));
     }
@@ -273,7 +288,7 @@ mod tests {
         );
         assert_eq!(record.last_seen, 20);
 
-        table.on_connected(peer, DiscoverySource::Mdns, 30);
+        table.on_connected(peer, DiscoverySource::Mdns, None, 30);
         assert_eq!(table.list(900)[0].last_seen, 900, "connected: seen now");
         assert!(
             table.expire(5000).is_empty(),
@@ -294,7 +309,7 @@ mod tests {
     fn lan_and_bootstrap_sources_win_over_how_a_peer_first_connected() {
         let peer = NodeIdentity::from_secret([4; 32]).peer_id();
         let mut table = PeerTable::new(1000);
-        table.on_connected(peer, DiscoverySource::Inbound, 0);
+        table.on_connected(peer, DiscoverySource::Inbound, None, 0);
         table.on_source(peer, DiscoverySource::Dht);
         assert_eq!(
             table.get(&peer).expect("peer").source,
@@ -305,7 +320,7 @@ mod tests {
             table.get(&peer).expect("peer").source,
             Some(DiscoverySource::Mdns)
         );
-        table.on_connected(peer, DiscoverySource::Dialed, 10);
+        table.on_connected(peer, DiscoverySource::Dialed, None, 10);
         assert_eq!(
             table.get(&peer).expect("peer").source,
             Some(DiscoverySource::Mdns)

@@ -410,8 +410,12 @@ impl Service {
                     .await;
                 None
             }
-            NetworkEvent::PeerConnected { peer, source } => {
-                self.write_peers(|t| t.on_connected(peer, source, now));
+            NetworkEvent::PeerConnected {
+                peer,
+                source,
+                observed,
+            } => {
+                self.write_peers(|t| t.on_connected(peer, source, observed, now));
                 let _ = self.sync_trigger.try_send(());
                 Some(ANNOUNCE_AFTER_CONNECT)
             }

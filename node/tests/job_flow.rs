@@ -607,3 +607,43 @@ async fn a_paid_job_beyond_what_the_submitter_can_spend_is_refused_with_the_reas
     let job = wait_final(&net.submitter.node, &job.id).await;
     assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
 }
+
+/// Issue 19, as a new user tried it: four honest workers and one that lies, 16 jobs at n=3,
+/// k=2. Before, after the liar was first caught it still ran 8 of the next 12 jobs: bidding
+/// closed at the n-th bid and the fastest got the job. Now the submitter draws among every
+/// candidate, weighted by standing times what it saw itself, and a liar it caught is a last
+/// resort at once, though its global weight barely moved on this fresh network.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_liar_the_submitter_caught_stops_getting_its_jobs() {
+    let net = network(&[
+        (FakeBehaviour::Honest, None),
+        (FakeBehaviour::Honest, None),
+        (FakeBehaviour::Honest, None),
+        (FakeBehaviour::Honest, None),
+        (FakeBehaviour::Honest, Some(Fault::WrongResult)),
+    ])
+    .await;
+    let liar = net.worker_id(4);
+    let mut caught_at = None;
+    let mut ran_after = 0;
+    for i in 0..16 {
+        let job = submit(&net.submitter.node, spec(3, 2)).await;
+        let job = wait_final(&net.submitter.node, &job.id).await;
+        assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
+        let assigned = job.executions.iter().any(|e| e.peer_id == liar);
+        if caught_at.is_some() && assigned {
+            ran_after += 1;
+        }
+        let verdict = job.verdict.expect("verdict");
+        if caught_at.is_none() && verdict.disagreeing.contains(&liar) {
+            caught_at = Some(i);
+        }
+    }
+    let caught_at = caught_at.expect("the liar was drawn and caught at least once in 16 jobs");
+    assert_eq!(
+        ran_after,
+        0,
+        "the liar ran {ran_after} of the {} jobs after it was caught",
+        15 - caught_at
+    );
+}

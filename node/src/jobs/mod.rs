@@ -390,6 +390,8 @@ pub struct JobManager {
     deferred: work::DeferredAssignments,
     /// What each submitter promised to paid jobs in flight, as announced to this node.
     promises: distributeai_jobflow::promises::Promises,
+    /// What this node saw itself of the workers on its own jobs, which steers its draws.
+    first_hand: distributeai_jobflow::first_hand::FirstHand,
 }
 
 /// The node's view of its peers, as the machines ask for it: reputation from the ledger,
@@ -397,32 +399,35 @@ pub struct JobManager {
 struct NodeDirectory<'a> {
     peers: &'a std::sync::RwLock<PeerTable>,
     ledger: &'a std::sync::RwLock<crate::ledger::Ledger>,
+    first_hand: &'a distributeai_jobflow::first_hand::FirstHand,
 }
 
 impl Directory for NodeDirectory<'_> {
+    /// The ledger's selection weight times what this node saw itself (issue 19): a worker
+    /// caught lying on our own jobs is a last resort at once, however slowly its global
+    /// standing moves.
     fn weight(&self, worker: &PublicKey) -> f64 {
         let ledger = self.ledger.read().unwrap_or_else(|p| p.into_inner());
         distributeai_verifier::reputation::selection_weight(&ledger.standing(worker))
+            * self.first_hand.factor(worker)
     }
 
-    /// The IP address the worker announced, as far as we can tell.
+    /// The operator a worker belongs to, as far as this node can tell: the IP address its
+    /// connection came from.
     fn group(&self, worker: &PublicKey) -> String {
         let Ok(peer) = worker.peer_id() else {
             return worker.to_hex();
         };
+        // The IP we saw its connection come from, never the addresses it announced: a
+        // Sybil could announce a fresh address each and, as the only member of its group,
+        // be drawn first every time (issue 19). Peers we reach only through a relay share
+        // one group, so an unknown operator earns no spread bonus.
         let table = self.peers.read().unwrap_or_else(|p| p.into_inner());
         table
             .get(&peer)
-            .and_then(|r| {
-                r.addresses.iter().find_map(|a| {
-                    a.iter().find_map(|p| match p {
-                        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.to_string()),
-                        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.to_string()),
-                        _ => None,
-                    })
-                })
-            })
-            .unwrap_or_else(|| peer.to_string())
+            .and_then(|r| r.observed_ip)
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "unobserved".into())
     }
 
     fn invitees(&self, spec: &JobSpec, exclude: &[PublicKey]) -> Vec<PublicKey> {
@@ -500,11 +505,18 @@ impl JobManager {
             events,
         } = parts;
         let (tx, rx) = mpsc::channel(1024);
-        let jobs = store
+        let jobs: HashMap<JobId, Job> = store
             .all::<Job>(Table::Jobs)?
             .into_iter()
             .map(|job| (job.id, job))
             .collect();
+        // First-hand evidence is what our own verdicts say: rebuilt from them at start.
+        let mut first_hand = distributeai_jobflow::first_hand::FirstHand::new();
+        for job in jobs.values() {
+            if let Some(Ok(verdict)) = job.verdict.as_ref().map(|v| v.decode_unchecked()) {
+                first_hand.observe(&verdict);
+            }
+        }
         let work = store
             .all::<WorkItem>(Table::Work)?
             .into_iter()
@@ -514,7 +526,7 @@ impl JobManager {
         if earlier > 0 {
             warn!(
                 records = earlier,
-                "records stored by an earlier version (wire version 1) are not resumed; they stay in the store's older trees"
+                "records stored by an earlier version (wire version 2 or before) are not resumed or read; they stay in the store's older trees"
             );
         }
         let outputs_dir = data_dir.join("outputs");
@@ -546,6 +558,7 @@ impl JobManager {
                 probing: Default::default(),
                 deferred: Default::default(),
                 promises: Default::default(),
+                first_hand,
             },
             handle,
         ))
@@ -821,6 +834,7 @@ impl JobManager {
         let directory = NodeDirectory {
             peers: &self.peers,
             ledger: &self.ledger,
+            first_hand: &self.first_hand,
         };
         let mut ctx = Ctx {
             now: now_ms(),

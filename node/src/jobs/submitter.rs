@@ -173,7 +173,10 @@ impl JobManager {
                 Effect::RecordVerdict(signed) => {
                     let context = distributeai_protocol::ValidationContext::live().archived();
                     match signed.open(&context) {
-                        Ok(verified) => self.record_verdict(&verified),
+                        Ok(verified) => {
+                            self.first_hand.observe(&verified.message);
+                            self.record_verdict(&verified);
+                        }
                         Err(e) => {
                             warn!(job_id = %id.short(), error = %e, "our own verdict does not validate")
                         }

@@ -52,6 +52,7 @@ impl JobManager {
         let directory = NodeDirectory {
             peers: &self.peers,
             ledger: &self.ledger,
+            first_hand: &self.first_hand,
         };
         let spendable = directory.spendable(&job.signer);
         let promised = self.promises.promise(

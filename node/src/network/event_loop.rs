@@ -908,9 +908,19 @@ impl EventLoop {
         };
         self.sources.insert(peer_id, source);
         debug!(%peer_id, ?source, %address, relayed, "connected");
+        let observed = if relayed {
+            None
+        } else {
+            address.iter().find_map(|p| match p {
+                Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+                Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+                _ => None,
+            })
+        };
         self.emit(NetworkEvent::PeerConnected {
             peer: peer_id,
             source,
+            observed,
         });
     }
 

@@ -287,6 +287,10 @@ pub enum NetworkEvent {
         peer: PeerId,
         /// How we found it.
         source: DiscoverySource,
+        /// The IP address its first direct connection comes from, as this node sees it
+        /// (`None` over a relay): unlike the addresses a peer announces, a stranger cannot
+        /// choose it freely, so selection spreads jobs over operators by it (issue 19).
+        observed: Option<std::net::IpAddr>,
     },
     /// A connected peer was met again through a more telling source (say, mDNS after it
     /// dialed us).
