@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+#[allow(dead_code)]
+pub mod adversary;
 pub mod jobs;
 
 use std::future::Future;

@@ -1,0 +1,233 @@
+//! Issue 19 across real nodes: a hostile peer with keys of its own signs forged ledger
+//! entries, gossips them and serves them over ledger sync. Afterwards every honest node's
+//! ledger summary is equal, no honest identity's standing moved, the equivocating issuer is
+//! known to every node, and no forged credit buys a job.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::adversary::Forger;
+use common::jobs::*;
+use common::*;
+use distributeai_node::executor::fake::FakeBehaviour;
+use distributeai_node::jobs::model::JobStatus;
+use distributeai_node::network::{InboundRequest, NetworkEvent, Role};
+use distributeai_protocol::{
+    Bid, Digest, GossipMessage, LedgerSyncResponse, Response, Signed, Verdict,
+};
+
+/// Publishes until the mesh takes it (a fresh peer has no mesh peers for a moment).
+async fn publish(peer: &TestPeer, message: GossipMessage) {
+    let published = wait_until(BOUND, || {
+        let message = message.clone();
+        async move { peer.client.publish(message).await.is_ok() }
+    })
+    .await;
+    assert!(published, "the adversary's gossip was never published");
+}
+
+/// Each honest node's view of every honest identity: (reputation, credits, agreed,
+/// disagreed, failed, silent), by PeerId.
+fn honest_standings(net: &Net) -> Vec<BTreeMap<String, String>> {
+    let honest: Vec<String> = std::iter::once(&net.submitter)
+        .chain(&net.workers)
+        .map(|n| n.node.peer_id.to_string())
+        .collect();
+    std::iter::once(&net.submitter)
+        .chain(&net.workers)
+        .map(|node| {
+            let view = node.node.state.ledger.read().expect("ledger").view();
+            view.peers
+                .into_iter()
+                .filter(|p| honest.contains(&p.peer_id))
+                .map(|p| {
+                    let line = format!(
+                        "{} {} {} {} {} {}",
+                        p.reputation, p.credits, p.agreed, p.disagreed, p.failed, p.silent
+                    );
+                    (p.peer_id, line)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_entries_move_no_honest_standing_and_buy_nothing() {
+    let honest = (FakeBehaviour::Honest, None);
+    let net = network(&[honest, honest, honest]).await;
+    let nodes = || std::iter::once(&net.submitter).chain(&net.workers);
+    for _ in 0..2 {
+        let job = submit(&net.submitter.node, spec(3, 2)).await;
+        let job = wait_final(&net.submitter.node, &job.id).await;
+        assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
+    }
+    let summary = || {
+        nodes()
+            .map(|n| n.node.state.ledger.read().expect("ledger").summary())
+            .collect::<Vec<Digest>>()
+    };
+    let settled = wait_until(BOUND, || async {
+        let s = summary();
+        s.iter().all(|d| *d == s[0])
+            && net
+                .submitter
+                .node
+                .state
+                .ledger
+                .read()
+                .expect("ledger")
+                .len()
+                == 2
+    })
+    .await;
+    assert!(settled, "honest ledgers agree before the attack");
+    let before = honest_standings(&net);
+
+    // The adversary: its own peer and key, and an accomplice peer whose key plays the worker.
+    let mut adversary = TestPeer::start(Role::Node, net.bootstrap.addrs.clone()).await;
+    let mut accomplice = TestPeer::start(Role::Node, net.bootstrap.addrs.clone()).await;
+    let mut events = std::mem::replace(&mut adversary.events, tokio::sync::mpsc::channel(1).1);
+    let adversary_client = adversary.client.clone();
+    let forger = Forger {
+        issuer: &adversary.identity,
+        accomplice: &accomplice.identity,
+    };
+    let issuer = adversary.identity.public_key();
+
+    // It announces itself, so that honest nodes sync from it, and a job, so that honest
+    // workers send it their signed bids: the material of slander.
+    let listen = adversary.addrs.clone();
+    let peer = &adversary;
+    publish(peer, GossipMessage::Node(forger.node_announcement(&listen))).await;
+    let bait = forger.job(1, 0);
+    publish(peer, GossipMessage::Job(bait.clone())).await;
+
+    // What it serves over ledger sync, filled in below; the bids it receives.
+    let served: Arc<Mutex<Vec<Signed<Verdict>>>> = Arc::default();
+    let bids: Arc<Mutex<Vec<Signed<Bid>>>> = Arc::default();
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let serving = {
+        let (served, bids, syncs) = (served.clone(), bids.clone(), syncs.clone());
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let NetworkEvent::Request { request, id, .. } = event else {
+                    continue;
+                };
+                let response = match request {
+                    InboundRequest::Bid(bid) => {
+                        bids.lock().expect("bids").push(bid.envelope);
+                        Response::Ack
+                    }
+                    InboundRequest::LedgerSync(_) => {
+                        syncs.fetch_add(1, Ordering::SeqCst);
+                        // A summary that never matches: the honest node takes every entry
+                        // and checks each.
+                        Response::Ledger(LedgerSyncResponse {
+                            entries: served.lock().expect("served").clone(),
+                            more: false,
+                            summary: Digest([0xab; 32]),
+                        })
+                    }
+                    _ => Response::Refused("no".into()),
+                };
+                let _ = adversary_client.respond(id, response).await;
+            }
+        })
+    };
+    let got_bid = wait_until(BOUND, || async { !bids.lock().expect("bids").is_empty() }).await;
+    assert!(
+        got_bid,
+        "an honest worker bids on the adversary's unpaid job"
+    );
+    let honest_bid = bids.lock().expect("bids")[0].clone();
+
+    // The forged entries: minted credits, a farming ring's entries, an equivocation, and
+    // slander of the honest bidder.
+    let mut forged = vec![forger.minted(2)];
+    forged.extend((3..8).map(|n| forger.farmed(n)));
+    let (first, second) = forger.equivocation(9);
+    forged.push(first);
+    forged.push(second);
+    let slander = forger.slander(&bait, honest_bid);
+    forged.extend(slander.iter().cloned());
+    *served.lock().expect("served") = forged.clone();
+    for verdict in &forged {
+        publish(peer, GossipMessage::Verdict(verdict.clone())).await;
+    }
+
+    // Every honest node refuses the slander (by gossip, or when it syncs from the
+    // adversary), records the equivocation, and the honest ledgers agree.
+    let refused = |node: &TestNode| {
+        let m = &node.node.state.metrics;
+        m.dropped_count("gossip", "inconsistent") + m.dropped_count("ledger_entry", "inconsistent")
+    };
+    let converged = wait_until(BOUND, || async {
+        let s = summary();
+        s.iter().all(|d| *d == s[0])
+            && nodes().all(|n| {
+                let ledger = n.node.state.ledger.read().expect("ledger");
+                ledger.equivocators().contains(&issuer) && ledger.len() == 2 + 5 + 1 + 1
+            })
+            && nodes().all(|n| refused(n) >= 1)
+    })
+    .await;
+    assert!(
+        converged,
+        "summaries {:?}, refused {:?}, served {} syncs",
+        summary(),
+        nodes().map(refused).collect::<Vec<_>>(),
+        syncs.load(Ordering::SeqCst)
+    );
+
+    // No honest identity's standing moved, on any node.
+    assert_eq!(honest_standings(&net), before);
+    // The minted 10^18 credits were never paid: the issuer could not spend them. The
+    // accomplice holds only its own locked grant, and can spend nothing.
+    let accomplice_key = accomplice.identity.public_key();
+    for node in nodes() {
+        let ledger = node.node.state.ledger.read().expect("ledger");
+        let s = ledger.standing(&accomplice_key);
+        assert_eq!((s.credits, s.spendable()), (50, 0), "{s:?}");
+        assert_eq!(ledger.standing(&issuer).issuer_weight(), 0.0);
+    }
+    // And it cannot buy a job: its paid announcement gets no bid from any honest worker.
+    let accomplice_forger = Forger {
+        issuer: &accomplice.identity,
+        accomplice: &accomplice.identity,
+    };
+    let paid = accomplice_forger.job(20, 1);
+    publish(&accomplice, GossipMessage::Job(paid)).await;
+    let unbid = wait_until(BOUND, || async {
+        net.workers.iter().all(|w| {
+            w.node
+                .state
+                .metrics
+                .dropped_count("job", "uncovered_reward")
+                >= 1
+        })
+    })
+    .await;
+    assert!(
+        unbid,
+        "every honest worker declines the accomplice's paid job"
+    );
+    while let Ok(event) = accomplice.events.try_recv() {
+        assert!(
+            !matches!(
+                event,
+                NetworkEvent::Request {
+                    request: InboundRequest::Bid(_),
+                    ..
+                }
+            ),
+            "an honest worker bid on a job paid with forged credits"
+        );
+    }
+    serving.abort();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
