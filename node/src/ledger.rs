@@ -52,6 +52,10 @@ pub enum LedgerError {
     Store(#[from] StoreError),
 }
 
+/// A job's entry in the ledger and, if its issuer equivocated, the other verdict kept as
+/// evidence.
+pub type HeldVerdicts = (Option<Signed<Verdict>>, Option<Signed<Verdict>>);
+
 struct Held {
     content_id: Digest,
     entry: Entry<PublicKey>,
@@ -217,10 +221,7 @@ impl Ledger {
     }
 
     /// The entry held for a job, and the evidence of its issuer's equivocation if any.
-    pub fn verdicts_of(
-        &self,
-        job: &JobId,
-    ) -> Result<(Option<Signed<Verdict>>, Option<Signed<Verdict>>), StoreError> {
+    pub fn verdicts_of(&self, job: &JobId) -> Result<HeldVerdicts, StoreError> {
         Ok((
             self.store.get(Table::Ledger, job.as_bytes())?,
             self.store.get(Table::Equivocations, job.as_bytes())?,
