@@ -37,8 +37,15 @@ say "The verdict, as the submitter's API shows it (distributeai get $job)"
 say "The lying worker"
 echo "node 3 (${ids[3]}) is named as disagreeing; its result was not accepted."
 
+say "The verdict proves itself: another node re-checks it from the workers' own signatures"
+# Node 2 heard the verdict by gossip; each line says what the worker signed that proves it.
+for _ in $(seq 1 50); do
+  "$bin/distributeai" verdict check --api "${apis[2]}" "$job" >"$work/check.out" 2>&1 && break
+  sleep 0.2
+done
+cat "$work/check.out"
+
 say "The ledger the verdict fed (every node computes the same; distributeai ledger)"
-sleep 1
 "$bin/distributeai" ledger --api "${apis[1]}"
 if $keep; then
   say "The network keeps running. In another terminal:"

@@ -1134,21 +1134,17 @@ impl SubmittedJob {
             return;
         }
         let text = match answer {
-            Answer::Accepted(ack) => {
-                let a = &ack.message;
-                let fits = ack.signer == worker && a.job_id == id && a.attempt == e.attempt;
-                if fits && e.acceptance.is_none() {
-                    e.acceptance = Some(ack.envelope.clone());
+            Answer::Accepted(_) | Answer::Ack => {
+                // Its signed acceptance, kept as the proof a verdict may need; a bare ack
+                // (from a worker that signs none) is taken too, but proves nothing later.
+                if let Answer::Accepted(ack) = &answer {
+                    let a = &ack.message;
+                    let fits = ack.signer == worker && a.job_id == id && a.attempt == e.attempt;
+                    if fits && e.acceptance.is_none() {
+                        e.acceptance = Some(ack.envelope.clone());
+                        fx.push(Effect::Persist);
+                    }
                 }
-                e.transport_failures = 0;
-                e.busy_since = None;
-                if !e.assign_acked {
-                    e.assign_acked = true;
-                    fx.push(Effect::Persist);
-                }
-                return;
-            }
-            Answer::Ack => {
                 e.transport_failures = 0;
                 e.busy_since = None;
                 if !e.assign_acked {

@@ -573,11 +573,10 @@ pub async fn run_sync(
 
 #[cfg(test)]
 mod tests {
-    use distributeai_protocol::result_hash::commitment;
     use distributeai_protocol::time::now_ms;
     use distributeai_protocol::{
-        Bid, CommittedOutcome, Evidence, JobAnnouncement, JobSpec, NodeIdentity, OutputManifest,
-        ResultCommitment, ResultReveal, VerdictOutcome, WorkerRecord, WorkerResult,
+        Bid, Evidence, JobAnnouncement, JobSpec, NodeIdentity, OutputManifest, VerdictOutcome,
+        WorkerRecord, WorkerResult,
     };
 
     use super::*;
@@ -607,7 +606,6 @@ mod tests {
         let job_id = job.job_id();
         let manifest = OutputManifest::from_outputs(0, IMAGE, b"ok", &[]).expect("manifest");
         let hash = manifest.result_hash().expect("hash");
-        let salt = Digest([7; 32]);
         let workers = agree
             .iter()
             .map(|w| {
@@ -617,33 +615,10 @@ mod tests {
                     running_jobs: 0,
                     issued_at: at,
                 };
-                let commit = ResultCommitment {
-                    job_id,
-                    attempt: 0,
-                    outcome: CommittedOutcome::Committed(commitment(
-                        &w.public_key(),
-                        &job_id,
-                        0,
-                        &hash,
-                        &salt,
-                    )),
-                    issued_at: at,
-                };
-                let reveal = ResultReveal {
-                    job_id,
-                    attempt: 0,
-                    result_hash: hash,
-                    salt,
-                    end: manifest.end,
-                    image: IMAGE.into(),
-                    issued_at: at,
-                };
                 WorkerRecord {
                     bid: Signed::sign(w, &bid).expect("sign"),
-                    evidence: Evidence::Revealed {
-                        commitment: Signed::sign(w, &commit).expect("sign"),
-                        reveal: Signed::sign(w, &reveal).expect("sign"),
-                    },
+                    evidence: Evidence::revealed_by(w, job_id, 0, &manifest, Digest([7; 32]), at)
+                        .expect("sign"),
                     result: WorkerResult::Agreed,
                     paid: 0,
                 }

@@ -655,3 +655,48 @@ impl SignedMessage for ResultReveal {
 impl SignedMessage for Verdict {
     const KIND: MessageKind = MessageKind::Verdict;
 }
+
+impl Evidence {
+    /// `worker`'s commitment to `manifest`'s result and the reveal that opens it, both signed
+    /// at `issued_at` in one go. A worker signs these at two moments (after executing, and
+    /// when asked to reveal); tests and tools that need the evidence of a revealed result
+    /// whole use this.
+    pub fn revealed_by(
+        worker: &crate::NodeIdentity,
+        job_id: JobId,
+        attempt: u32,
+        manifest: &OutputManifest,
+        salt: Digest,
+        issued_at: TimestampMs,
+    ) -> Result<Self, crate::EncodeError> {
+        let result_hash = manifest
+            .result_hash()
+            .map_err(|e| crate::EncodeError::Cbor(e.to_string()))?;
+        let digest = crate::result_hash::commitment(
+            &worker.public_key(),
+            &job_id,
+            attempt,
+            &result_hash,
+            &salt,
+        );
+        let commitment = ResultCommitment {
+            job_id,
+            attempt,
+            outcome: CommittedOutcome::Committed(digest),
+            issued_at,
+        };
+        let reveal = ResultReveal {
+            job_id,
+            attempt,
+            result_hash,
+            salt,
+            end: manifest.end,
+            image: manifest.image.clone(),
+            issued_at,
+        };
+        Ok(Evidence::Revealed {
+            commitment: Signed::sign(worker, &commitment)?,
+            reveal: Signed::sign(worker, &reveal)?,
+        })
+    }
+}

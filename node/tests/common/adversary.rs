@@ -3,7 +3,6 @@
 //! (issue 19). Nothing here is in the product: it is what an attacker with a modified node
 //! would send.
 
-use distributeai_protocol::result_hash::commitment;
 use distributeai_protocol::time::now_ms;
 use distributeai_protocol::*;
 
@@ -49,44 +48,24 @@ impl Forger<'_> {
     /// The accomplice's record as a worker that "agreed", with evidence it signed itself:
     /// valid by the protocol, since the accomplice signs whatever it is asked to.
     pub fn agreed(&self, job: &Signed<JobAnnouncement>, paid: u64) -> (WorkerRecord, AgreedResult) {
-        let w = self.accomplice;
-        let job_id = job.job_id();
         let manifest = OutputManifest::from_outputs(0, IMAGE, b"forged", &[]).expect("manifest");
-        let hash = manifest.result_hash().expect("hash");
-        let salt = Digest([3; 32]);
-        let now = now_ms();
-        let commit = ResultCommitment {
-            job_id,
-            attempt: 0,
-            outcome: CommittedOutcome::Committed(commitment(
-                &w.public_key(),
-                &job_id,
-                0,
-                &hash,
-                &salt,
-            )),
-            issued_at: now,
-        };
-        let reveal = ResultReveal {
-            job_id,
-            attempt: 0,
-            result_hash: hash,
-            salt,
-            end: manifest.end,
-            image: IMAGE.into(),
-            issued_at: now,
-        };
+        let evidence = Evidence::revealed_by(
+            self.accomplice,
+            job.job_id(),
+            0,
+            &manifest,
+            Digest([3; 32]),
+            now_ms(),
+        )
+        .expect("sign");
         let record = WorkerRecord {
-            bid: self.bid(w, job),
-            evidence: Evidence::Revealed {
-                commitment: Signed::sign(w, &commit).expect("sign"),
-                reveal: Signed::sign(w, &reveal).expect("sign"),
-            },
+            bid: self.bid(self.accomplice, job),
+            evidence,
             result: WorkerResult::Agreed,
             paid,
         };
         let agreed = AgreedResult {
-            hash,
+            hash: manifest.result_hash().expect("hash"),
             end: manifest.end,
             image: IMAGE.into(),
         };

@@ -196,10 +196,8 @@ pub fn commitment_to(i: u8, manifest: &OutputManifest) -> Signed<ResultCommitmen
 
 /// Worker `i`'s evidence of having revealed `manifest`.
 pub fn revealed_evidence(i: u8, manifest: &OutputManifest) -> Evidence {
-    Evidence::Revealed {
-        commitment: commitment_to(i, manifest),
-        reveal: Signed::sign(&worker(i), &reveal_of(i, manifest)).expect("sign"),
-    }
+    Evidence::revealed_by(&worker(i), signed_job().job_id(), 0, manifest, salt(i), NOW)
+        .expect("sign")
 }
 
 /// Worker `i`'s signed failure report.
