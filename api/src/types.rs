@@ -485,6 +485,10 @@ pub struct VerdictCheck {
     pub reward: u64,
     /// Each worker's line, in the verdict's order (the order its results were counted).
     pub workers: Vec<WorkerCheck>,
+    /// How the first workers were drawn, replayed from the recorded bids: the candidates and
+    /// the workers the draw picks.
+    #[serde(default)]
+    pub draw: String,
     /// The content id of another verdict the issuer signed for the same job, if this node
     /// holds one: the issuer equivocated and its weight is zero.
     #[serde(default)]

@@ -143,6 +143,7 @@ mod tests {
                 end: JobEnd::Exited { code: 0 },
                 image: String::new(),
             }),
+            draw: distributeai_protocol::Draw::even(Vec::new()),
             workers,
             issued_at: 0,
         }

@@ -429,13 +429,17 @@ mod tests {
     ) -> SignedVerdict {
         let job = announcement(submitter, 1);
         let id = job.job_id();
+        let workers: Vec<WorkerRecord> = workers
+            .into_iter()
+            .map(|(w, r, p)| record(w, id, r, p))
+            .collect();
+        let draw =
+            distributeai_protocol::Draw::even(workers.iter().map(|w| w.bid.clone()).collect());
         let v = Verdict {
             job,
             outcome,
-            workers: workers
-                .into_iter()
-                .map(|(w, r, p)| record(w, id, r, p))
-                .collect(),
+            workers,
+            draw,
             issued_at,
         };
         let signed = Signed::sign(submitter, &v).expect("sign");

@@ -21,12 +21,12 @@ use distributeai_protocol::result_hash::commitment;
 use distributeai_protocol::time::TimestampMs;
 use distributeai_protocol::validate::{reason_text, short_text};
 use distributeai_protocol::{
-    AgreedResult, Assignment, AssignmentAck, Bid, CommittedOutcome, Diagnostics, Digest, Evidence,
-    GossipMessage, JobAnnouncement, JobCancel, JobEnd, JobId, JobSpec, OutputManifest, PublicKey,
-    Response, ResultCommitment, ResultHash, ResultReveal, Signed, ValidationError, Verdict,
-    VerdictOutcome, Verified, WorkerFault, WorkerRecord, WorkerResult,
+    AgreedResult, Assignment, AssignmentAck, Bid, CommittedOutcome, Diagnostics, Digest, Draw,
+    Evidence, GossipMessage, JobAnnouncement, JobCancel, JobEnd, JobId, JobSpec, OutputManifest,
+    PublicKey, Response, ResultCommitment, ResultHash, ResultReveal, Signed, ValidationError,
+    Verdict, VerdictOutcome, Verified, WorkerFault, WorkerRecord, WorkerResult,
 };
-use distributeai_verifier::{Candidate, Decision, Report, Tally, select};
+use distributeai_verifier::{Candidate, Decision, Report, Tally, select_with_uniforms};
 use rand::RngExt;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -311,6 +311,9 @@ pub struct SubmittedJob {
     pub reassignments: u32,
     /// The k-of-n tally over the active slots, from the close of bidding.
     pub tally: Option<Tally<PublicKey, ResultHash>>,
+    /// How the first workers were drawn, for the verdict.
+    #[serde(default)]
+    pub draw: Option<Draw>,
     /// The agreed hash.
     pub agreed_hash: Option<ResultHash>,
     /// Workers whose output failed verification.
@@ -532,6 +535,7 @@ impl SubmittedJob {
             reserves: Vec::new(),
             reassignments: 0,
             tally: None,
+            draw: None,
             agreed_hash: None,
             bad_outputs: Vec::new(),
             fetch_unreachable: Vec::new(),
@@ -1004,18 +1008,50 @@ impl SubmittedJob {
         }
     }
 
+    /// Draws the first n workers among every bid in (issue 19), weighted and spread over
+    /// operators, with uniforms from a hash of the job and the bids, and keeps the draw for
+    /// the verdict so that any node can replay it.
     fn close_bidding(&mut self, n: usize, ctx: &mut Ctx<'_>, fx: &mut Effects) {
         let now = ctx.now;
-        let candidates: Vec<Candidate<PublicKey, String>> = self
-            .bids
+        let mut group_names: Vec<String> = Vec::new();
+        let mut draw = Draw {
+            candidates: Vec::with_capacity(self.bids.len()),
+            weights: Vec::with_capacity(self.bids.len()),
+            groups: Vec::with_capacity(self.bids.len()),
+        };
+        for b in &self.bids {
+            let weight = ctx.directory.weight(&b.worker);
+            // In millionths, so every node replays the draw from the same integers.
+            let millionths = if weight.is_finite() && weight > 0.0 {
+                (weight * 1_000_000.0).round().min(u64::MAX as f64) as u64
+            } else {
+                0
+            };
+            let group = ctx.directory.group(&b.worker);
+            let index = match group_names.iter().position(|g| *g == group) {
+                Some(i) => i,
+                None => {
+                    group_names.push(group);
+                    group_names.len() - 1
+                }
+            };
+            draw.candidates.push(b.bid.clone());
+            draw.weights.push(millionths);
+            draw.groups.push(u16::try_from(index).unwrap_or(u16::MAX));
+        }
+        let candidates: Vec<Candidate<PublicKey, u16>> = draw
+            .candidates
             .iter()
-            .map(|b| Candidate {
-                worker: b.worker,
-                weight: ctx.directory.weight(&b.worker),
-                group: ctx.directory.group(&b.worker),
+            .zip(&draw.weights)
+            .zip(&draw.groups)
+            .map(|((bid, weight), group)| Candidate {
+                worker: bid.signer(),
+                weight: *weight as f64 / 1_000_000.0,
+                group: *group,
             })
             .collect();
-        let selection = select(&candidates, n, ctx.rng);
+        let selection = select_with_uniforms(&candidates, n, &draw.uniforms(&self.id));
+        self.draw = Some(draw);
         let k = usize::from(self.spec.consensus);
         let tally = match Tally::new(k, selection.chosen.iter().copied()) {
             Ok(tally) => tally,
@@ -2014,6 +2050,11 @@ impl SubmittedJob {
             job: self.announcement.clone(),
             outcome: verdict_outcome,
             workers,
+            draw: self.draw.clone().unwrap_or(Draw {
+                candidates: Vec::new(),
+                weights: Vec::new(),
+                groups: Vec::new(),
+            }),
             issued_at: now,
         }
     }

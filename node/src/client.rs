@@ -503,6 +503,7 @@ pub async fn verdict_check(
             check.reward
         );
         outln!("outcome  {}", check.outcome);
+        outln!("draw     {}", check.draw);
         for w in &check.workers {
             outln!("- {}: {}, paid {}", w.peer_id, w.result, w.paid);
             outln!("    proved by {}", w.evidence);

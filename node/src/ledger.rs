@@ -361,6 +361,7 @@ pub fn check_verdict(signed: &Signed<Verdict>, equivocation: Option<Digest>) -> 
         n: 0,
         reward: 0,
         workers: Vec::new(),
+        draw: String::new(),
         equivocation: equivocation.map(|d| d.to_hex()),
     };
     let Ok(verdict) = verdict else {
@@ -379,6 +380,25 @@ pub fn check_verdict(signed: &Signed<Verdict>, equivocation: Option<Digest>) -> 
         }
         VerdictOutcome::Failed(reason) => format!("failed: {reason}"),
     };
+    let job_id = verdict.job.job_id();
+    let drawn = usize::from(check.n).min(verdict.draw.candidates.len());
+    let picked: Vec<String> = verdict
+        .draw
+        .chosen(&job_id, drawn)
+        .iter()
+        .map(peer)
+        .collect();
+    check.draw = format!(
+        "among {} (weights in millionths: {:?}), the draw picks {} for the first {}",
+        jobflow_count(verdict.draw.candidates.len(), "bid", "bids"),
+        verdict.draw.weights,
+        if picked.is_empty() {
+            "nobody".to_string()
+        } else {
+            picked.join(", ")
+        },
+        jobflow_count(drawn, "slot", "slots"),
+    );
     for record in &verdict.workers {
         let result = match &record.result {
             WorkerResult::Agreed => "agreed".to_string(),
@@ -442,6 +462,8 @@ pub fn check_verdict(signed: &Signed<Verdict>, equivocation: Option<Digest>) -> 
     }
     check
 }
+
+use distributeai_jobflow::count as jobflow_count;
 
 fn evidence_signer(evidence: &distributeai_protocol::Evidence) -> PublicKey {
     use distributeai_protocol::Evidence;
@@ -575,8 +597,8 @@ pub async fn run_sync(
 mod tests {
     use distributeai_protocol::time::now_ms;
     use distributeai_protocol::{
-        Bid, Evidence, JobAnnouncement, JobSpec, NodeIdentity, OutputManifest, VerdictOutcome,
-        WorkerRecord, WorkerResult,
+        Bid, Draw, Evidence, JobAnnouncement, JobSpec, NodeIdentity, OutputManifest,
+        VerdictOutcome, WorkerRecord, WorkerResult,
     };
 
     use super::*;
@@ -606,7 +628,7 @@ mod tests {
         let job_id = job.job_id();
         let manifest = OutputManifest::from_outputs(0, IMAGE, b"ok", &[]).expect("manifest");
         let hash = manifest.result_hash().expect("hash");
-        let workers = agree
+        let workers: Vec<WorkerRecord> = agree
             .iter()
             .map(|w| {
                 let bid = Bid {
@@ -624,6 +646,12 @@ mod tests {
                 }
             })
             .collect();
+        let draw = Draw::even(
+            workers
+                .iter()
+                .map(|w: &WorkerRecord| w.bid.clone())
+                .collect(),
+        );
         let v = Verdict {
             job,
             outcome: VerdictOutcome::Accepted(distributeai_protocol::AgreedResult {
@@ -632,6 +660,7 @@ mod tests {
                 image: IMAGE.into(),
             }),
             workers,
+            draw,
             issued_at: at,
         };
         Signed::sign(submitter, &v).expect("sign")
@@ -702,6 +731,7 @@ mod tests {
                 .expect("decode")
                 .workers,
         );
+        other.draw = Draw::even(other.workers.iter().map(|w| w.bid.clone()).collect());
         let second = Signed::sign(&s, &other).expect("sign");
         let lower = first.content_id().min(second.content_id());
 

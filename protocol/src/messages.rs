@@ -595,6 +595,74 @@ pub enum VerdictOutcome {
     Failed(String),
 }
 
+/// How the submitter drew the job's first n workers, recorded so that any node can check it
+/// chose fairly (issue 19): the draw is `verifier::select_with_uniforms` over these candidates
+/// with the recorded weights and operator groups, and uniforms that come from a hash of the
+/// job id and each candidate's bid ([`Draw::uniforms`]), so the submitter cannot pick them.
+/// The weights and groups are what the submitter saw (its ledger and its own evidence, the
+/// addresses it observed): a checker verifies the draw, not those inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Draw {
+    /// Every bid in when bidding closed, in arrival order, each from a distinct worker.
+    pub candidates: Vec<Signed<Bid>>,
+    /// Each candidate's selection weight, in millionths (integers, so every node computes
+    /// the same draw from them).
+    pub weights: Vec<u64>,
+    /// Each candidate's operator group, as an index: candidates of one group share it.
+    pub groups: Vec<u16>,
+}
+
+impl Draw {
+    /// A draw among `candidates` in which every one weighs 1 and is an operator of its own:
+    /// for tests and tools whose verdicts name every candidate.
+    pub fn even(candidates: Vec<Signed<Bid>>) -> Self {
+        let count = candidates.len();
+        Self {
+            candidates,
+            weights: vec![1_000_000; count],
+            groups: (0..count)
+                .map(|i| u16::try_from(i).unwrap_or(u16::MAX))
+                .collect(),
+        }
+    }
+
+    /// The uniform in (0, 1] each candidate draws: the first 53 bits of
+    /// `blake3("distributeai/draw/v1\0" || job id || bid content id)`.
+    pub fn uniforms(&self, job_id: &JobId) -> Vec<f64> {
+        self.candidates
+            .iter()
+            .map(|bid| {
+                let mut hasher = blake3::Hasher::new();
+                hasher.update(b"distributeai/draw/v1\0");
+                hasher.update(job_id.as_bytes());
+                hasher.update(bid.content_id().as_bytes());
+                let hash = hasher.finalize();
+                let mut first = [0u8; 8];
+                first.copy_from_slice(&hash.as_bytes()[..8]);
+                let bits = u64::from_le_bytes(first) >> 11;
+                1.0 - (bits as f64) / ((1u64 << 53) as f64)
+            })
+            .collect()
+    }
+
+    /// The workers the draw picks for `n` slots, in order, from the recorded candidates,
+    /// weights and groups.
+    pub fn chosen(&self, job_id: &JobId, n: usize) -> Vec<PublicKey> {
+        let candidates: Vec<distributeai_verifier::Candidate<PublicKey, u16>> = self
+            .candidates
+            .iter()
+            .zip(&self.weights)
+            .zip(&self.groups)
+            .map(|((bid, weight), group)| distributeai_verifier::Candidate {
+                worker: bid.signer(),
+                weight: *weight as f64 / 1_000_000.0,
+                group: *group,
+            })
+            .collect();
+        distributeai_verifier::select_with_uniforms(&candidates, n, &self.uniforms(job_id)).chosen
+    }
+}
+
 /// A submitter's signed verdict on its job: one entry of the gossiped ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
@@ -604,6 +672,8 @@ pub struct Verdict {
     pub outcome: VerdictOutcome,
     /// Every worker assigned to the job, at most once each.
     pub workers: Vec<WorkerRecord>,
+    /// How the first n workers were drawn.
+    pub draw: Draw,
     /// When the submitter signed it.
     pub issued_at: TimestampMs,
 }

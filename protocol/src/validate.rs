@@ -681,6 +681,8 @@ impl Signed<JobAnnouncement> {
 struct OpenedRecord<'a> {
     worker: PublicKey,
     record: &'a WorkerRecord,
+    /// The assignment attempt its evidence is about.
+    attempt: u32,
     /// The revealed result, for [`Evidence::Revealed`].
     reveal: Option<ResultReveal>,
 }
@@ -786,26 +788,28 @@ impl Validate for Verdict {
             if opened.iter().any(|o| o.worker == worker) {
                 return Err(invalid("workers", "a worker is listed twice"));
             }
-            let reveal = open_record(record, &worker, job_id, window, &archived)?;
+            let (attempt, reveal) = open_record(record, &worker, job_id, window, &archived)?;
             opened.push(OpenedRecord {
                 worker,
                 record,
+                attempt,
                 reveal,
             });
         }
+        recheck_draw(&self.draw, job_id, spec, window, &opened, &archived)?;
         recheck_outcome(self, spec, &opened)
     }
 }
 
-/// Opens one record's evidence and checks that its kind fits the result; returns the reveal
-/// of a revealed result.
+/// Opens one record's evidence and checks that its kind fits the result; returns the
+/// assignment attempt the evidence is about, and the reveal of a revealed result.
 fn open_record(
     record: &WorkerRecord,
     worker: &PublicKey,
     job_id: JobId,
     window: (TimestampMs, TimestampMs),
     archived: &ValidationContext,
-) -> Result<Option<ResultReveal>, ValidationError> {
+) -> Result<(u32, Option<ResultReveal>), ValidationError> {
     const FIELD: &str = "workers.evidence";
     match (&record.evidence, &record.result) {
         (
@@ -845,7 +849,7 @@ fn open_record(
                     "a disagreement must name the hash the worker revealed",
                 ));
             }
-            Ok(Some(r))
+            Ok((r.attempt, Some(r)))
         }
         (Evidence::Failed { commitment }, WorkerResult::Failed(fault)) => {
             check_failure(fault)?;
@@ -858,7 +862,7 @@ fn open_record(
                     "a failure must be the one the worker signed",
                 ));
             }
-            Ok(None)
+            Ok((commitment.message.attempt, None))
         }
         (Evidence::Accepted { acceptance }, WorkerResult::Silent) => {
             let ack = open_evidence(FIELD, acceptance, worker, archived)?;
@@ -876,7 +880,7 @@ fn open_record(
                     "silent before the deadline the worker accepted had passed",
                 ));
             }
-            Ok(None)
+            Ok((ack.message.attempt, None))
         }
         (_, WorkerResult::Silent) => Err(invalid(
             "workers.evidence",
@@ -891,6 +895,57 @@ fn open_record(
             "a result needs the worker's signed commitment and the reveal that opens it",
         )),
     }
+}
+
+/// Replays the draw of the first workers from its record (issue 19): every candidate bid is
+/// its worker's own, for this job, once each; and every worker whose evidence is about one of
+/// the first attempts (those the draw filled; later ones are replacements) is one the draw
+/// picks. The weights and groups are the submitter's view and are taken as recorded.
+fn recheck_draw(
+    draw: &Draw,
+    job_id: JobId,
+    spec: &JobSpec,
+    window: (TimestampMs, TimestampMs),
+    opened: &[OpenedRecord<'_>],
+    archived: &ValidationContext,
+) -> Result<(), ValidationError> {
+    let count = draw.candidates.len();
+    check_count("draw.candidates", count, MAX_VERDICT_WORKERS)?;
+    if draw.weights.len() != count || draw.groups.len() != count {
+        return Err(invalid(
+            "draw",
+            "needs one weight and one group per candidate",
+        ));
+    }
+    let mut seen = Vec::with_capacity(count);
+    for bid in &draw.candidates {
+        let bid = bid
+            .open(archived)
+            .map_err(ValidationError::nested("draw.candidates"))?;
+        check_job_id("draw.candidates", job_id, bid.message.job_id)?;
+        check_within("draw.candidates", bid.message.issued_at, window)?;
+        if seen.contains(&bid.signer) {
+            return Err(invalid("draw.candidates", "a worker bid twice"));
+        }
+        seen.push(bid.signer);
+    }
+    if count == 0 && !opened.is_empty() {
+        return Err(invalid("draw", "the workers were drawn from no candidates"));
+    }
+    let drawn = usize::from(spec.redundancy).min(count);
+    let chosen = draw.chosen(&job_id, drawn);
+    for o in opened {
+        if (o.attempt as usize) < drawn && !chosen.contains(&o.worker) {
+            return Err(invalid(
+                "draw",
+                format!(
+                    "attempt {} went to a worker the draw did not pick",
+                    o.attempt
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Recomputes the k-of-n decision from the revealed results, in the verdict's order (the

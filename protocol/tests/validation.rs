@@ -526,6 +526,43 @@ fn a_disagreement_needs_a_reveal_that_opens_the_commitment() {
     assert!(verdict_error(v).contains("needs a commitment to one"));
 }
 
+/// Issue 19: the first workers are drawn among the bids, weighted, with uniforms from a hash
+/// of the job and the bids: anyone replays the draw from the verdict.
+#[test]
+fn the_draw_is_replayed_from_the_recorded_bids() {
+    let job_id = signed_job().job_id();
+    let draw = sample_draw();
+    let mut chosen = draw.chosen(&job_id, 3);
+    chosen.sort_by_key(|k| k.to_hex());
+    let mut expected: Vec<PublicKey> = (0..3).map(|i| worker(i).public_key()).collect();
+    expected.sort_by_key(|k| k.to_hex());
+    assert_eq!(chosen, expected);
+    // The same draw on every node: uniforms come from the job and the bids alone.
+    assert_eq!(draw.uniforms(&job_id), sample_draw().uniforms(&job_id));
+    assert!(draw.uniforms(&job_id).iter().all(|u| *u > 0.0 && *u <= 1.0));
+
+    // Attempt 0 given to a worker the draw did not pick (the submitter favoured worker 4).
+    let mut v = verdict();
+    v.draw.weights = vec![1_000_000, 1_000_000, 0, 0, 1_000_000];
+    assert!(verdict_error(v).contains("the draw did not pick"));
+    // A candidate's bid for another job, or one worker twice.
+    let mut v = verdict();
+    v.draw.candidates.push(signed_bid(0));
+    v.draw.weights.push(0);
+    v.draw.groups.push(5);
+    assert!(verdict_error(v).contains("a worker bid twice"));
+    let mut v = verdict();
+    v.draw.groups.pop();
+    assert!(verdict_error(v).contains("one weight and one group per candidate"));
+    let mut v = verdict();
+    v.draw = Draw {
+        candidates: Vec::new(),
+        weights: Vec::new(),
+        groups: Vec::new(),
+    };
+    assert!(verdict_error(v).contains("drawn from no candidates"));
+}
+
 /// Issue 19: a worker whose reveal matches the accepted hash cannot be called disagreeing.
 #[test]
 fn a_disagreement_whose_reveal_matches_the_accepted_hash_is_refused() {

@@ -14,4 +14,4 @@ pub mod selection;
 pub mod simulation;
 
 pub use consensus::{Decision, Recorded, Report, Tally, TallyError};
-pub use selection::{Candidate, Selection, select};
+pub use selection::{Candidate, Selection, select, select_with_uniforms};

@@ -31,18 +31,41 @@ pub struct Selection<W> {
     pub reserves: Vec<W>,
 }
 
-/// Picks up to `n` workers from `candidates` (see the module documentation).
+/// Picks up to `n` workers from `candidates` (see the module documentation), with `rng`
+/// drawing each candidate's uniform.
 pub fn select<W: Clone, G: Eq + Hash, R: Rng + ?Sized>(
     candidates: &[Candidate<W, G>],
     n: usize,
     rng: &mut R,
 ) -> Selection<W> {
+    // u in (0, 1].
+    let uniforms: Vec<f64> = candidates
+        .iter()
+        .map(|_| 1.0 - rng.random::<f64>())
+        .collect();
+    select_with_uniforms(candidates, n, &uniforms)
+}
+
+/// [`select`] with each candidate's uniform given, `uniforms[i]` in (0, 1] for
+/// `candidates[i]` (a missing or out-of-range one counts as 1): the same uniforms give the
+/// same choice, so a draw whose uniforms come from public data (a hash of the job and the
+/// bids) can be checked by anyone (issue 19).
+pub fn select_with_uniforms<W: Clone, G: Eq + Hash>(
+    candidates: &[Candidate<W, G>],
+    n: usize,
+    uniforms: &[f64],
+) -> Selection<W> {
     let mut keyed: Vec<(f64, &Candidate<W, G>)> = candidates
         .iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(i, c)| {
             let key = if c.weight > 0.0 && c.weight.is_finite() {
-                // u in (0, 1]; ln(u)/w is the log of u^(1/w), monotone in the key.
-                let u: f64 = 1.0 - rng.random::<f64>();
+                let u = uniforms
+                    .get(i)
+                    .copied()
+                    .filter(|u| *u > 0.0 && *u <= 1.0)
+                    .unwrap_or(1.0);
+                // ln(u)/w is the log of u^(1/w), monotone in the key.
                 u.ln() / c.weight
             } else {
                 f64::NEG_INFINITY

@@ -79,10 +79,12 @@ impl Forger<'_> {
         outcome: VerdictOutcome,
         workers: Vec<WorkerRecord>,
     ) -> Signed<Verdict> {
+        let draw = Draw::even(workers.iter().map(|w| w.bid.clone()).collect());
         let verdict = Verdict {
             job: job.clone(),
             outcome,
             workers,
+            draw,
             issued_at: now_ms(),
         };
         Signed::sign(self.issuer, &verdict).expect("sign")
@@ -109,10 +111,12 @@ impl Forger<'_> {
         let first = self.verdict(&job, VerdictOutcome::Accepted(agreed), vec![record.clone()]);
         let mut again = record;
         again.paid = 0;
+        let first_verdict = first.decode_unchecked().expect("decode");
         let second = Verdict {
             job: job.clone(),
-            outcome: first.decode_unchecked().expect("decode").outcome,
+            outcome: first_verdict.outcome,
             workers: vec![again],
+            draw: first_verdict.draw,
             issued_at: now_ms() + 1,
         };
         (first, Signed::sign(self.issuer, &second).expect("sign"))

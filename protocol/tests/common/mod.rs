@@ -194,15 +194,23 @@ pub fn commitment_to(i: u8, manifest: &OutputManifest) -> Signed<ResultCommitmen
     Signed::sign(&worker(i), &commit).expect("sign")
 }
 
-/// Worker `i`'s evidence of having revealed `manifest`.
+/// Worker `i`'s evidence of having revealed `manifest`, as the holder of attempt `i`.
 pub fn revealed_evidence(i: u8, manifest: &OutputManifest) -> Evidence {
-    Evidence::revealed_by(&worker(i), signed_job().job_id(), 0, manifest, salt(i), NOW)
-        .expect("sign")
+    Evidence::revealed_by(
+        &worker(i),
+        signed_job().job_id(),
+        u32::from(i),
+        manifest,
+        salt(i),
+        NOW,
+    )
+    .expect("sign")
 }
 
 /// Worker `i`'s signed failure report.
 pub fn failure_evidence(i: u8, reason: &str) -> Evidence {
     let commit = ResultCommitment {
+        attempt: u32::from(i),
         outcome: CommittedOutcome::Failed(WorkerFault::new(reason)),
         ..commitment()
     };
@@ -224,8 +232,22 @@ pub fn ack(at: u64, deadline_ms: u64) -> AssignmentAck {
 /// Worker `i`'s evidence of having accepted its assignment four minutes before the verdict,
 /// with a minute to commit: its deadline has passed.
 pub fn acceptance_evidence(i: u8) -> Evidence {
+    let ack = AssignmentAck {
+        attempt: u32::from(i),
+        ..ack(NOW - 240_000, 60_000)
+    };
     Evidence::Accepted {
-        acceptance: Signed::sign(&worker(i), &ack(NOW - 240_000, 60_000)).expect("sign"),
+        acceptance: Signed::sign(&worker(i), &ack).expect("sign"),
+    }
+}
+
+/// The sample draw: workers 0 to 4 bid; 0, 1 and 2 weigh 1 and 3 and 4 nothing, so the draw
+/// picks 0, 1 and 2 for the three slots, and 3 and 4 came in as replacements.
+pub fn sample_draw() -> Draw {
+    Draw {
+        candidates: (0..5).map(signed_bid).collect(),
+        weights: vec![1_000_000, 1_000_000, 1_000_000, 0, 0],
+        groups: vec![0, 1, 2, 3, 4],
     }
 }
 
@@ -282,6 +304,7 @@ pub fn verdict() -> Verdict {
                 paid: 0,
             },
         ],
+        draw: sample_draw(),
         issued_at: NOW,
     }
 }
