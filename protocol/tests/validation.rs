@@ -681,3 +681,29 @@ fn reasons_are_stable_labels() {
         "undecodable"
     );
 }
+
+/// Issue 19: a verdict about a job that could not have been announced live when its work was
+/// done is refused: a node that did not see the announcement checks that the verdict and
+/// every piece of evidence were signed within the job's life as the protocol bounds it.
+#[test]
+fn a_verdict_for_a_job_that_was_never_live_is_refused() {
+    // A job announced ten days ago, judged now: far past its expiry and the day allowed.
+    let mut old = job_announcement();
+    old.issued_at = NOW - 10 * 24 * 3_600_000;
+    old.expires_at = old.issued_at + 3_600_000;
+    let mut v = verdict();
+    v.job = Signed::sign(&submitter(), &old).expect("sign");
+    assert!(verdict_error(v).contains("soon after it expires"));
+    // Evidence signed before the job existed (a bid from an hour before its announcement).
+    let mut v = verdict();
+    let early = Bid {
+        issued_at: NOW - 3_600_000,
+        ..bid()
+    };
+    v.workers[0].bid = Signed::sign(&worker(0), &early).expect("sign");
+    assert!(verdict_error(v).contains("outside the job's life"));
+    // A verdict dated before its job.
+    let mut v = verdict();
+    v.issued_at = NOW - 3_600_000;
+    assert!(open_verdict(&submitter(), v).is_err());
+}
