@@ -1173,18 +1173,22 @@ impl SubmittedJob {
             Answer::Accepted(_) | Answer::Ack => {
                 // Its signed acceptance, kept as the proof a verdict may need; a bare ack
                 // (from a worker that signs none) is taken too, but proves nothing later.
+                let mut changed = false;
                 if let Answer::Accepted(ack) = &answer {
                     let a = &ack.message;
                     let fits = ack.signer == worker && a.job_id == id && a.attempt == e.attempt;
                     if fits && e.acceptance.is_none() {
                         e.acceptance = Some(ack.envelope.clone());
-                        fx.push(Effect::Persist);
+                        changed = true;
                     }
                 }
                 e.transport_failures = 0;
                 e.busy_since = None;
                 if !e.assign_acked {
                     e.assign_acked = true;
+                    changed = true;
+                }
+                if changed {
                     fx.push(Effect::Persist);
                 }
                 return;
