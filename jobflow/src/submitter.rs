@@ -17,7 +17,6 @@
 use std::collections::HashSet;
 
 use distributeai_protocol::limits::{MAX_JOB_LIFETIME_MS, MAX_VERDICT_WORKERS};
-use distributeai_protocol::result_hash::commitment;
 use distributeai_protocol::time::TimestampMs;
 use distributeai_protocol::validate::{reason_text, short_text};
 use distributeai_protocol::{
@@ -1384,9 +1383,7 @@ impl SubmittedJob {
                     diagnostics,
                 } = *opened;
                 let r = &reveal.message;
-                let opens = e.commitment.is_some_and(|c| {
-                    c == commitment(&worker, &id, e.attempt, &r.result_hash, &r.salt)
-                });
+                let opens = e.commitment.is_some_and(|c| r.opens(&worker, &c));
                 if reveal.signer == worker && r.job_id == id && r.attempt == e.attempt && opens {
                     e.state = ExecutionState::Revealed;
                     e.result_hash = Some(r.result_hash);

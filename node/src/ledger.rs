@@ -296,13 +296,17 @@ impl Ledger {
 
 pub use distributeai_api::{LedgerView, StandingView, VerdictCheck, WorkerCheck};
 
+/// An identity as the API shows it: its PeerId, or its key in hex if it has none.
+fn peer_text(key: &PublicKey) -> String {
+    key.peer_id()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|_| key.to_hex())
+}
+
 /// A standing as JSON.
 pub fn standing_view(key: &PublicKey, s: &Standing) -> StandingView {
     StandingView {
-        peer_id: key
-            .peer_id()
-            .map(|p| p.to_string())
-            .unwrap_or_else(|_| key.to_hex()),
+        peer_id: peer_text(key),
         reputation: (s.reputation * 100.0).round() / 100.0,
         credits: s.credits,
         agreed: s.agreed,
@@ -339,11 +343,6 @@ impl Ledger {
 /// `equivocation` is the content id of another verdict of the same issuer for the job, if held.
 pub fn check_verdict(signed: &Signed<Verdict>, equivocation: Option<Digest>) -> VerdictCheck {
     use distributeai_protocol::{CommittedOutcome, Evidence, VerdictOutcome, WorkerResult};
-    let peer = |key: &PublicKey| {
-        key.peer_id()
-            .map(|p| p.to_string())
-            .unwrap_or_else(|_| key.to_hex())
-    };
     let opened = signed.open(&ValidationContext::live().archived());
     let error = opened.as_ref().err().map(|e| e.to_string());
     let verdict = match opened {
@@ -352,7 +351,7 @@ pub fn check_verdict(signed: &Signed<Verdict>, equivocation: Option<Digest>) -> 
     };
     let mut check = VerdictCheck {
         job_id: String::new(),
-        issuer: peer(&signed.signer()),
+        issuer: peer_text(&signed.signer()),
         verdict_id: signed.content_id().to_hex(),
         valid: error.is_none(),
         error,
@@ -386,7 +385,7 @@ pub fn check_verdict(signed: &Signed<Verdict>, equivocation: Option<Digest>) -> 
         .draw
         .chosen(&job_id, drawn)
         .iter()
-        .map(peer)
+        .map(peer_text)
         .collect();
     check.draw = format!(
         "among {} (weights in millionths: {:?}), the draw picks {} for the first {}",
@@ -412,8 +411,7 @@ pub fn check_verdict(signed: &Signed<Verdict>, equivocation: Option<Digest>) -> 
                 match (commitment.decode_unchecked(), reveal.decode_unchecked()) {
                     (Ok(c), Ok(r)) => {
                         let opens = matches!(c.outcome, CommittedOutcome::Committed(d)
-                            if d == distributeai_protocol::result_hash::commitment(
-                                &record.bid.signer(), &r.job_id, r.attempt, &r.result_hash, &r.salt));
+                            if c.attempt == r.attempt && r.opens(&record.bid.signer(), &d));
                         format!(
                             "its commitment (attempt {}) and its reveal of {} ({}), which {} it",
                             c.attempt,
@@ -454,7 +452,7 @@ pub fn check_verdict(signed: &Signed<Verdict>, equivocation: Option<Digest>) -> 
             " (signed by ANOTHER key)"
         };
         check.workers.push(WorkerCheck {
-            peer_id: peer(&record.bid.signer()),
+            peer_id: peer_text(&record.bid.signer()),
             result,
             paid: record.paid,
             evidence: format!("{evidence}{signed_by}"),

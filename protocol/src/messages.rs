@@ -469,6 +469,23 @@ pub struct ResultReveal {
     pub issued_at: TimestampMs,
 }
 
+impl ResultReveal {
+    /// Whether this reveal, by `worker`, opens the hiding commitment `digest`: it must equal
+    /// [`crate::result_hash::commitment`] of the worker, this reveal's job and attempt, and
+    /// its result hash and salt. The one test of an opening, at the submitter, in a verdict's
+    /// re-check and in its explanation.
+    pub fn opens(&self, worker: &PublicKey, digest: &Digest) -> bool {
+        *digest
+            == crate::result_hash::commitment(
+                worker,
+                &self.job_id,
+                self.attempt,
+                &self.result_hash,
+                &self.salt,
+            )
+    }
+}
+
 /// A worker's answer to a reveal request: its signed reveal, with the manifest whose hash the
 /// reveal names and what it saw of the job's end. The manifest needs no signature of its own:
 /// its hash is signed.

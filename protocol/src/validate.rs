@@ -829,15 +829,7 @@ fn open_record(
                     "a revealed result needs a commitment to one",
                 ));
             };
-            let opens = c.attempt == r.attempt
-                && digest
-                    == crate::result_hash::commitment(
-                        worker,
-                        &job_id,
-                        r.attempt,
-                        &r.result_hash,
-                        &r.salt,
-                    );
+            let opens = c.attempt == r.attempt && r.opens(worker, &digest);
             if !opens {
                 return Err(invalid(FIELD, "the reveal does not open the commitment"));
             }
