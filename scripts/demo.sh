@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: a whole DistributeAI network on this machine's loopback runs the example job
 # and verifies it. It starts a bootstrap peer and four nodes (one submitter, two honest workers
-# and one worker that lies on purpose), submits examples/hash-verify with n=3, k=2, prints the
+# and one worker that lies on purpose), submits examples/hash-verify with n=3, k=2 and a reward
+# of 2 credits (node 0 is the network's genesis identity, so it can pay), prints the
 # bids, the votes, the verdict and the verified output, then stops everything it started.
 # Needs a Docker engine; no registry access (the job image is built locally).
 #
@@ -23,8 +24,8 @@ bin=target/debug
 # shellcheck source=lib/local-net.sh
 source scripts/lib/local-net.sh
 
-say "Submitting examples/hash-verify (n=3 workers, k=2 must agree) and following it"
-if ! "$bin/distributeai" submit --wait --api "$api" --file examples/hash-verify/job.json | tee "$work/submit.out"; then
+say "Submitting examples/hash-verify (n=3 workers, k=2 must agree, 2 credits to each agreeing worker) and following it"
+if ! "$bin/distributeai" submit --wait --api "$api" --file examples/hash-verify/job.json --reward 2 | tee "$work/submit.out"; then
   echo "the job failed; node logs:" >&2
   tail -n 20 "$work"/node*.log >&2
   exit 1
@@ -46,6 +47,7 @@ done
 cat "$work/check.out"
 
 say "The ledger the verdict fed (every node computes the same; distributeai ledger)"
+echo "The founder (node 0, marked *) paid 2 credits to each agreeing worker; the liar got nothing."
 "$bin/distributeai" ledger --api "${apis[1]}"
 if $keep; then
   say "The network keeps running. In another terminal:"

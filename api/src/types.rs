@@ -347,8 +347,12 @@ pub struct LedgerView {
     pub summary: String,
     /// Number of entries.
     pub entries: usize,
-    /// Every identity in the ledger, best reputation first.
+    /// Every identity in the ledger and every genesis identity, best reputation first.
     pub peers: Vec<StandingView>,
+    /// The network's genesis identities (PeerIds) as this node lists them (`--genesis`);
+    /// nodes that list different ones compute different standings.
+    #[serde(default)]
+    pub genesis: Vec<String>,
 }
 
 /// One identity's standing in the ledger.
@@ -358,8 +362,15 @@ pub struct StandingView {
     pub peer_id: String,
     /// Reputation, 0 to 1000 (every identity starts at 100), two decimals.
     pub reputation: f64,
-    /// Credits.
+    /// Credits held, including a grant still locked.
     pub credits: i64,
+    /// Credits it can promise now: its balance less a locked grant, less nothing for jobs in
+    /// flight (workers subtract those themselves).
+    #[serde(default)]
+    pub spendable: i64,
+    /// Whether it is one of the network's genesis identities.
+    #[serde(default)]
+    pub genesis: bool,
     /// Results that agreed.
     pub agreed: u64,
     /// Results that disagreed.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use distributeai_api::{ApiClient, DiscoverySource, PeerView, Reachability, Route};
-use distributeai_protocol::{Capabilities, NodeIdentity};
+use distributeai_protocol::{Capabilities, NodeIdentity, PublicKey};
 use libp2p::Multiaddr;
 
 use crate::config::FileConfig;
@@ -245,6 +245,11 @@ pub struct NodeArgs {
     /// Do not relay for nodes behind NAT, even when this node is publicly reachable.
     #[arg(long)]
     pub no_relay_service: bool,
+    /// A genesis identity of the network, by PeerId (repeatable): its founders, who count fully
+    /// from the start, so others can earn standing and rewards can be paid. Every node of one
+    /// network lists the same ones; a network with none pays no rewards.
+    #[arg(long, value_name = "PEER_ID")]
+    pub genesis: Vec<libp2p::PeerId>,
     /// Longest a circuit through this node's relay stays open, in seconds [default: 1800].
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub max_circuit_secs: Option<u64>,
@@ -352,6 +357,16 @@ pub fn node_config(args: NodeArgs) -> Result<NodeConfig> {
     capabilities
         .check()
         .map_err(|e| anyhow::anyhow!("invalid capabilities: {e}"))?;
+    let mut genesis_ids = file.genesis.unwrap_or_default();
+    genesis_ids.extend(args.genesis);
+    let mut genesis = Vec::with_capacity(genesis_ids.len());
+    for peer in genesis_ids {
+        let key = PublicKey::from_peer_id(&peer)
+            .map_err(|_| anyhow::anyhow!("--genesis {peer}: not the PeerId of an ed25519 key"))?;
+        if !genesis.contains(&key) {
+            genesis.push(key);
+        }
+    }
     let api_listen = match args.api.or(file.api) {
         Some(addr) => addr,
         None => DEFAULT_API.parse().context("default API address")?,
@@ -377,6 +392,7 @@ pub fn node_config(args: NodeArgs) -> Result<NodeConfig> {
         announce_interval: Duration::from_secs(30),
         peer_expiry: Duration::from_secs(120),
         ledger_sync_interval: Duration::from_secs(30),
+        genesis,
         jobs: JobsConfig {
             fault: args.simulate_fault,
             ..JobsConfig::default()

@@ -533,11 +533,17 @@ pub async fn ledger(args: &ApiArgs) -> Result<()> {
         return print_json(&view);
     }
     outln!("ledger: {} entries, summary {}", view.entries, view.summary);
+    if view.genesis.is_empty() {
+        outln!("genesis: none (nobody gains standing or can pay rewards; see `node --genesis`)");
+    } else {
+        outln!("genesis: {} (marked *)", view.genesis.join(", "));
+    }
     outln!(
-        "{:<54} {:>10} {:>8} {:>7} {:>10} {:>7} {:>7}",
+        "{:<54} {:>10} {:>8} {:>9} {:>7} {:>10} {:>7} {:>7}",
         "PEER ID",
         "REPUTATION",
         "CREDITS",
+        "SPENDABLE",
         "AGREED",
         "DISAGREED",
         "FAILED",
@@ -545,10 +551,15 @@ pub async fn ledger(args: &ApiArgs) -> Result<()> {
     );
     for p in &view.peers {
         outln!(
-            "{:<54} {:>10.1} {:>8} {:>7} {:>10} {:>7} {:>7}",
-            p.peer_id,
+            "{:<54} {:>10.1} {:>8} {:>9} {:>7} {:>10} {:>7} {:>7}",
+            if p.genesis {
+                format!("{}*", p.peer_id)
+            } else {
+                p.peer_id.clone()
+            },
             p.reputation,
             p.credits,
+            p.spendable,
             p.agreed,
             p.disagreed,
             p.failed,

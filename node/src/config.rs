@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub kad_server: Option<bool>,
     /// Relay for nodes behind NAT when this node is publicly reachable (default true).
     pub relay_service: Option<bool>,
+    /// The network's genesis identities, by PeerId (see `distributeai node --genesis`).
+    pub genesis: Option<Vec<libp2p::PeerId>>,
 }
 
 /// Why the config file could not be used.
@@ -103,12 +105,16 @@ mod tests {
             region = "eu-west"
             worker = false
             kad_server = true
+            genesis = ["12D3KooWGRUVh8nQnR6GMYr4k5s7pG8GyJ3jBWwmLEpX5t5rD4zs"]
             "#,
         )
         .expect("valid");
         assert_eq!(config.cpus, Some(2));
         assert_eq!(config.api, Some("127.0.0.1:7171".parse().expect("addr")));
         assert_eq!(config.bootstrap.as_ref().map(Vec::len), Some(1));
+        assert_eq!(config.genesis.as_ref().map(Vec::len), Some(1));
+        let bad_genesis = FileConfig::parse(r#"genesis = ["not a peer id"]"#).expect_err("bad id");
+        assert!(bad_genesis.contains("genesis"), "{bad_genesis}");
 
         let typo = FileConfig::parse("bootstrapp = []").expect_err("unknown key");
         assert!(typo.contains("bootstrapp"), "{typo}");

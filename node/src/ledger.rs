@@ -70,6 +70,8 @@ pub struct Ledger {
     equivocations: BTreeMap<JobId, Digest>,
     /// Issuers that signed two verdicts for one job: their weight is zero.
     equivocators: HashSet<PublicKey>,
+    /// The network's founders, who count fully from the start.
+    genesis: HashSet<PublicKey>,
     standings: Book<PublicKey>,
     /// The canonical position of the last entry applied, for applying in order cheaply.
     last: Option<(u64, [u8; 32])>,
@@ -85,12 +87,14 @@ impl std::fmt::Debug for Ledger {
 
 impl Ledger {
     /// Loads the stored entries, re-checking each; an entry that no longer validates is skipped.
-    pub fn open(store: Store) -> Result<Self, StoreError> {
+    /// `genesis` are the network's founders (the node's `--genesis` list).
+    pub fn open(store: Store, genesis: HashSet<PublicKey>) -> Result<Self, StoreError> {
         let mut ledger = Self {
             store,
             entries: BTreeMap::new(),
             equivocations: BTreeMap::new(),
             equivocators: HashSet::new(),
+            genesis,
             standings: Book::new(),
             last: None,
         };
@@ -126,7 +130,7 @@ impl Ledger {
     fn recompute(&mut self) {
         let entries: Vec<Entry<PublicKey>> =
             self.entries.values().map(|h| h.entry.clone()).collect();
-        self.standings = reputation::compute_with(&entries, &self.equivocators);
+        self.standings = reputation::compute_with(&entries, &self.equivocators, &self.genesis);
         self.last = entries.iter().map(|e| (e.issued_at, e.id)).max();
     }
 
@@ -304,11 +308,13 @@ fn peer_text(key: &PublicKey) -> String {
 }
 
 /// A standing as JSON.
-pub fn standing_view(key: &PublicKey, s: &Standing) -> StandingView {
+pub fn standing_view(key: &PublicKey, s: &Standing, genesis: bool) -> StandingView {
     StandingView {
         peer_id: peer_text(key),
         reputation: (s.reputation * 100.0).round() / 100.0,
         credits: s.credits,
+        spendable: s.spendable(),
+        genesis,
         agreed: s.agreed,
         disagreed: s.disagreed,
         failed: s.failed,
@@ -323,8 +329,14 @@ impl Ledger {
         let mut peers: Vec<StandingView> = self
             .standings
             .iter()
-            .map(|(k, s)| standing_view(k, s))
+            .map(|(k, s)| standing_view(k, s, self.genesis.contains(k)))
             .collect();
+        // Founders that appear in no entry yet still stand where the rules start them.
+        for key in &self.genesis {
+            if !self.standings.contains_key(key) {
+                peers.push(standing_view(key, &self.standings.standing(key), true));
+            }
+        }
         peers.sort_by(|a, b| {
             b.reputation
                 .total_cmp(&a.reputation)
@@ -334,6 +346,7 @@ impl Ledger {
             summary: self.summary().to_hex(),
             entries: self.len(),
             peers,
+            genesis: self.genesis.iter().map(peer_text).collect(),
         }
     }
 }
@@ -685,10 +698,11 @@ mod tests {
             tempfile::tempdir().expect("tempdir"),
             tempfile::tempdir().expect("tempdir"),
         ];
-        let mut forward =
-            Ledger::open(Store::open(dirs[0].path()).expect("store")).expect("ledger");
+        let mut forward = Ledger::open(Store::open(dirs[0].path()).expect("store"), HashSet::new())
+            .expect("ledger");
         let mut backward =
-            Ledger::open(Store::open(dirs[1].path()).expect("store")).expect("ledger");
+            Ledger::open(Store::open(dirs[1].path()).expect("store"), HashSet::new())
+                .expect("ledger");
         for e in &entries {
             assert_eq!(forward.insert(&open(e)).expect("insert"), Inserted::New);
         }
@@ -703,7 +717,8 @@ mod tests {
         assert_eq!(forward.standing(&b.public_key()).agreed, 3);
         // Reloading from the store gives the same ledger.
         drop(forward);
-        let reloaded = Ledger::open(Store::open(dirs[0].path()).expect("store")).expect("ledger");
+        let reloaded = Ledger::open(Store::open(dirs[0].path()).expect("store"), HashSet::new())
+            .expect("ledger");
         assert_eq!(reloaded.summary(), backward.summary());
         assert_eq!(reloaded.len(), 6);
     }
@@ -736,7 +751,8 @@ mod tests {
         let ledgers: Vec<(tempfile::TempDir, Ledger)> = (0..3)
             .map(|_| {
                 let dir = tempfile::tempdir().expect("tempdir");
-                let ledger = Ledger::open(Store::open(dir.path()).expect("store")).expect("ledger");
+                let ledger = Ledger::open(Store::open(dir.path()).expect("store"), HashSet::new())
+                    .expect("ledger");
                 (dir, ledger)
             })
             .collect();
@@ -783,7 +799,8 @@ mod tests {
         assert_eq!(three.summary(), one.summary());
         // And the evidence survives a restart.
         drop(one);
-        let reloaded = Ledger::open(Store::open(d1.path()).expect("store")).expect("ledger");
+        let reloaded =
+            Ledger::open(Store::open(d1.path()).expect("store"), HashSet::new()).expect("ledger");
         assert_eq!(reloaded.summary(), two.summary());
         assert!(reloaded.equivocators().contains(&s.public_key()));
     }
@@ -794,7 +811,8 @@ mod tests {
         let a = NodeIdentity::from_secret([2; 32]);
         let now = now_ms();
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut ledger = Ledger::open(Store::open(dir.path()).expect("store")).expect("ledger");
+        let mut ledger =
+            Ledger::open(Store::open(dir.path()).expect("store"), HashSet::new()).expect("ledger");
         for i in 0..70 {
             ledger
                 .insert(&open(&verdict(&s, i, &[&a], now)))

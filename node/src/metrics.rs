@@ -78,6 +78,7 @@ struct Inner {
     known_peers: Gauge,
     nat: Family<NatLabels, Counter>,
     relayed_peers: Gauge,
+    other_genesis_peers: Gauge,
     jobs_submitted: Counter,
     jobs_finished: Family<OutcomeLabels, Counter>,
     bids_sent: Counter,
@@ -164,6 +165,13 @@ impl Metrics {
             "relayed_peers",
             "Connected peers reached only through a relay",
             relayed_peers.clone(),
+        );
+        let other_genesis_peers = Gauge::default();
+        registry.register(
+            "other_genesis_peers",
+            "Peers heard since start that list other genesis identities (another network, or \
+             a misconfigured node: their standings differ from ours)",
+            other_genesis_peers.clone(),
         );
         let registry: &mut Registry = if node { registry } else { &mut unread };
         let jobs_submitted = Counter::default();
@@ -289,6 +297,7 @@ impl Metrics {
                 known_peers,
                 nat,
                 relayed_peers,
+                other_genesis_peers,
                 jobs_submitted,
                 jobs_finished,
                 bids_sent,
@@ -365,6 +374,13 @@ impl Metrics {
                 result: result.to_string(),
             })
             .clone()
+    }
+
+    /// Sets how many peers heard since start list other genesis identities.
+    pub fn set_other_genesis_peers(&self, n: usize) {
+        self.inner
+            .other_genesis_peers
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Sets the number of peers connected only through relays.

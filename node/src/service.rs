@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use distributeai_protocol::limits::MAX_ANNOUNCED_LINKS;
 use distributeai_protocol::time::{TimestampMs, now_ms};
 use distributeai_protocol::{
-    Capabilities, GossipMessage, IdentityError, NodeAnnouncement, NodeIdentity, PeerLink, Signed,
-    VerifiedGossip,
+    Capabilities, GossipMessage, IdentityError, NodeAnnouncement, NodeIdentity, PeerLink,
+    PublicKey, Signed, VerifiedGossip,
 };
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
@@ -48,6 +48,10 @@ pub struct NodeConfig {
     pub peer_expiry: Duration,
     /// How often the ledger is compared with peers.
     pub ledger_sync_interval: Duration,
+    /// The network's genesis identities (its founders, who count fully from the start;
+    /// `distributeai_verifier::reputation::GENESIS_HISTORY`). Every node of one network must
+    /// list the same ones, or their standings differ.
+    pub genesis: Vec<PublicKey>,
     /// Job-flow tunables (and the simulated fault, for tests and demos).
     pub jobs: JobsConfig,
     /// The executor to run jobs with; `None` connects to the local Docker engine.
@@ -187,7 +191,10 @@ pub async fn listen_addrs(
 pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
     let (identity, created) = NodeIdentity::load_or_create(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
-    let ledger = Arc::new(RwLock::new(Ledger::open(store.clone())?));
+    let ledger = Arc::new(RwLock::new(Ledger::open(
+        store.clone(),
+        config.genesis.iter().copied().collect(),
+    )?));
     let (api_events, _) = tokio::sync::broadcast::channel(256);
     let executor = if config.worker {
         worker_executor(&mut config, &identity).await
@@ -201,8 +208,14 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
 
-    let (client, events, event_loop) =
-        network::new(&identity, config.network.clone(), metrics.clone())?;
+    let (client, events, event_loop) = network::new(
+        &identity,
+        NetworkConfig {
+            genesis_tag: network::genesis_tag(&config.genesis),
+            ..config.network.clone()
+        },
+        metrics.clone(),
+    )?;
     tasks.spawn(event_loop.run(shutdown.clone()));
     let listen_addrs = listen_addrs(&client, config.network.listen.len()).await?;
 

@@ -14,7 +14,7 @@ use distributeai_node::jobs::model::JobStatus;
 use distributeai_node::network::{NetworkEvent, Role};
 use distributeai_protocol::time::now_ms;
 use distributeai_protocol::{
-    Bid, CommittedOutcome, Digest, Request, ResultCommitment, Signed, VerifiedGossip,
+    Bid, CommittedOutcome, Digest, NodeIdentity, Request, ResultCommitment, Signed, VerifiedGossip,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -606,6 +606,71 @@ async fn a_paid_job_beyond_what_the_submitter_can_spend_is_refused_with_the_reas
     let job = submit(&net.submitter.node, spec(1, 1)).await;
     let job = wait_final(&net.submitter.node, &job.id).await;
     assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
+}
+
+/// A network that names its founder can pay: the genesis submitter's grant is spendable from
+/// the start, workers bid on its paid job, and every node's ledger moves the same credits from
+/// it to the agreeing workers, which can spend what they earned at once (their own grant stays
+/// locked until identities that count have judged their work).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_genesis_submitter_pays_and_every_ledger_moves_the_same_credits() {
+    let net = network_founded_by_submitter(&[
+        (FakeBehaviour::Honest, None),
+        (FakeBehaviour::Honest, None),
+    ])
+    .await;
+    let mut paid = spec(2, 2);
+    paid.reward = 5;
+    let job = submit(&net.submitter.node, paid).await;
+    let job = wait_final(&net.submitter.node, &job.id).await;
+    assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
+    let founder = net.submitter.node.peer_id.to_string();
+    let workers = [net.worker_id(0), net.worker_id(1)];
+    for node in std::iter::once(&net.submitter).chain(&net.workers) {
+        let settled = wait_until(BOUND, || async {
+            let ledger = get_json(&format!("{}/api/v1/ledger", node.api())).await;
+            let standing = |id: &str| {
+                ledger["peers"]
+                    .as_array()
+                    .and_then(|peers| peers.iter().find(|p| p["peer_id"] == id).cloned())
+            };
+            let Some(f) = standing(&founder) else {
+                return false;
+            };
+            f["genesis"] == true
+                && f["credits"] == 40
+                && f["spendable"] == 40
+                && workers.iter().all(|w| {
+                    standing(w).is_some_and(|s| {
+                        s["credits"] == 55 && s["spendable"] == 5 && s["genesis"] == false
+                    })
+                })
+        })
+        .await;
+        assert!(settled, "{}: the payment is on its ledger", node.api());
+    }
+
+    // A node that lists another founder computes other standings: the founder's node says so.
+    let stranger = NodeIdentity::generate().expect("key").public_key();
+    let _misconfigured = start_worker_rooted(
+        &net.bootstrap.addrs,
+        FakeBehaviour::Honest,
+        None,
+        Duration::from_millis(300),
+        &[stranger],
+    )
+    .await;
+    let noticed = wait_until(BOUND, || async {
+        net.submitter
+            .node
+            .state
+            .metrics
+            .encode()
+            .lines()
+            .any(|l| l == "distributeai_other_genesis_peers 1")
+    })
+    .await;
+    assert!(noticed, "the misconfigured peer is counted");
 }
 
 /// Issue 19, as a new user tried it: four honest workers and one that lies, 16 jobs at n=3,

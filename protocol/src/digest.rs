@@ -153,6 +153,26 @@ impl PublicKey {
             .map_err(|_| crate::identity::IdentityError::InvalidPublicKey)?;
         Ok(libp2p_identity::PublicKey::from(key).to_peer_id())
     }
+
+    /// The key a `PeerId` was derived from, the inverse of [`PublicKey::peer_id`].
+    ///
+    /// # Errors
+    /// [`IdentityError::InvalidPublicKey`](crate::identity::IdentityError::InvalidPublicKey)
+    /// when the PeerId does not embed an ed25519 key (every DistributeAI node's does: ed25519
+    /// PeerIds are the key itself under the identity multihash, code 0x00).
+    pub fn from_peer_id(
+        peer: &libp2p_identity::PeerId,
+    ) -> Result<Self, crate::identity::IdentityError> {
+        let multihash = peer.as_ref();
+        if multihash.code() != 0x00 {
+            return Err(crate::identity::IdentityError::InvalidPublicKey);
+        }
+        libp2p_identity::PublicKey::try_decode_protobuf(multihash.digest())
+            .ok()
+            .and_then(|key| key.try_into_ed25519().ok())
+            .map(|key| Self(key.to_bytes()))
+            .ok_or(crate::identity::IdentityError::InvalidPublicKey)
+    }
 }
 
 impl Digest {

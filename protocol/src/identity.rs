@@ -306,5 +306,15 @@ mod tests {
             ed25519_dalek::VerifyingKey::from_bytes(identity.public_key().as_bytes()).expect("key");
         let sig = ed25519_dalek::Signature::from_slice(&sig).expect("sig");
         ours.verify_strict(b"hello", &sig).expect("verifies");
+        // The PeerId gives the key back; one that embeds no ed25519 key does not.
+        assert_eq!(
+            crate::PublicKey::from_peer_id(&identity.peer_id()).expect("ed25519 peer id"),
+            identity.public_key()
+        );
+        // A sha2-256 multihash (code 0x12, 32 bytes), as PeerIds of larger keys are.
+        let mut sha2 = vec![0x12, 0x20];
+        sha2.extend([1u8; 32]);
+        let other = libp2p_identity::PeerId::from_bytes(&sha2).expect("peer id");
+        assert!(crate::PublicKey::from_peer_id(&other).is_err());
     }
 }

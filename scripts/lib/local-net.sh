@@ -1,7 +1,8 @@
 # Shared by demo.sh and the bench scripts: starts a bootstrap peer and four nodes on
 # 127.0.0.1 (node 0 submits and runs no jobs; node 3 lies on purpose unless HONEST_NET=1) and
-# stops them on exit. Expects `say` and `bin` to be set; sets `work`, `api` (node 0's API) and
-# `ids`.
+# stops them on exit. Node 0 is the network's founder: every node lists it with --genesis, so
+# its grant is spendable and it can post paid jobs. Expects `say` and `bin` to be set; sets
+# `work`, `api` (node 0's API) and `ids`.
 
 work=$(mktemp -d)
 targets=""
@@ -40,11 +41,14 @@ boot_metrics=$(wait_line "$work/boot.out" "metrics: http://")
 echo "bootstrap peer: $boot"
 
 declare -a apis ids
-roles=("submitter (runs no jobs)" "honest worker" "honest worker" "LYING worker (--simulate-fault wrong-result)")
+# The founder's identity exists before any node starts, so every node can name it.
+founder=$("$bin/distributeai" identity --json --data-dir "$work/node0" 2>/dev/null | sed -n 's/.*"peer_id":"\([^"]*\)".*/\1/p')
+[[ -n $founder ]] || { echo "cannot create the founder's identity" >&2; exit 1; }
+roles=("submitter (runs no jobs; the network's genesis identity)" "honest worker" "honest worker" "LYING worker (--simulate-fault wrong-result)")
 [[ ${HONEST_NET:-0} == 1 ]] && roles[3]="honest worker"
 for i in 0 1 2 3; do
   args=(node --no-mdns --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0 --bootstrap "$boot"
-        --data-dir "$work/node$i" --cpus 1 --memory-mb 512 --region "demo-$i")
+        --data-dir "$work/node$i" --cpus 1 --memory-mb 512 --region "demo-$i" --genesis "$founder")
   [[ $i == 0 ]] && args+=(--no-worker)
   [[ $i == 3 && ${HONEST_NET:-0} != 1 ]] && args+=(--simulate-fault wrong-result)
   "$bin/distributeai" "${args[@]}" >"$work/node$i.out" 2>"$work/node$i.log" &

@@ -108,12 +108,15 @@ fn sample() -> App {
             peer_id: "12D3KooWNodeSelf".into(),
             reputation: 0.95,
             credits: 30,
+            spendable: 30,
+            genesis: false,
             agreed: 1,
             disagreed: 0,
             failed: 0,
             silent: 0,
             weight: 1.0,
         }],
+        genesis: Vec::new(),
     });
     app.push_event("job 222233334444 completed");
     app

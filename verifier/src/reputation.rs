@@ -62,12 +62,21 @@
 //!   issued: its verdicts move no reputation and vouch for nobody, independent of which verdict
 //!   arrived first. Its payments still follow the rules below.
 //!
-//! A brand-new network has no identity that counts, so none of its members ever vouches: with
-//! no trust anchor (there is deliberately none) nothing here can tell its first honest members
-//! from a ring, and by this rule both stay at a newcomer's weight until identities that count
-//! judge them. Nor does any grant unlock (next section), so on a brand-new network nobody can
-//! promise a reward above 0 until some identities count.
+//! ## Where trust starts: the genesis identities
 //!
+//! A brand-new network has no identity that counts, and by the rules above nothing can tell its
+//! first honest members from a ring of fresh keys: both would stay at a newcomer's weight for
+//! ever, no grant would unlock and no reward could be paid. So each network names its founders,
+//! as a chain names its genesis block: the identities listed with `--genesis` (the same list on
+//! every node of that network; [`compute_with`]) start at history [`GENESIS_HISTORY`] (weight
+//! 1, grant spendable) and may each vouch a worker up to [`GENESIS_PAIR_CAP`], so one founder
+//! alone can make a worker count (eight agreeing jobs unlock its grant, eighteen make it count
+//! fully). From there trust spreads by the ordinary rules: matured workers submit, judge and
+//! vouch. The founders are the one trust taken on faith, not a coordinator: nothing waits on
+//! them, they can go offline, and an equivocating founder drops to weight 0 like anyone. A
+//! network with no genesis identities runs, but every standing stays a newcomer's and only
+//! reward-0 jobs can be posted.
+
 //! ## No credits from nothing
 //!
 //! Every identity starts with a grant of [`GRANT`]; each verdict moves the paid reward from its
@@ -147,6 +156,23 @@ pub const PAIR_CAP: f64 = 1.0;
 /// distinct fully counting issuers. Chosen over 1 so that one matured identity of an attacker
 /// cannot unlock the grants of the fresh keys it judges (module docs).
 pub const UNLOCK_HISTORY: f64 = 4.0;
+/// History a genesis identity starts with (history units): `MATURITY_JOBS - 1`, so it counts
+/// fully (weight 1) and its grant is spendable from the start.
+///
+/// A network needs identities that count before anyone can vouch (the floor above), and by
+/// these rules nothing can tell the first honest members of a brand-new network from a ring of
+/// fresh keys. So a network names its founders, as a chain names its genesis: the operators
+/// who start it list their identities (`distributeai node --genesis <PeerId>`), every node of
+/// that network lists the same ones, and they are the one trust the rules take on faith. They
+/// are not a coordinator: nothing waits on them, and once others matured they matter no more
+/// than any identity that counts fully. An equivocating founder still drops to weight 0.
+pub const GENESIS_HISTORY: f64 = MATURITY_JOBS - 1.0;
+/// Most history one genesis identity can vouch for one worker (history units): enough for a
+/// founder alone to make a worker count fully (eighteen agreeing results at [`PAIR_STEP`]),
+/// where any other issuer stops at [`PAIR_CAP`]. Reason: a network may start with a single
+/// founder; under [`PAIR_CAP`] it could then raise nobody past history 1 (weight 0.04), and
+/// nobody would ever vouch.
+pub const GENESIS_PAIR_CAP: f64 = GENESIS_HISTORY;
 
 /// How a worker did, as a verdict records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -280,6 +306,7 @@ pub struct Book<P> {
     standings: HashMap<P, Standing>,
     vouches: HashMap<(P, P), f64>,
     equivocators: HashSet<P>,
+    genesis: HashSet<P>,
 }
 
 impl<P> Default for Book<P> {
@@ -288,6 +315,7 @@ impl<P> Default for Book<P> {
             standings: HashMap::new(),
             vouches: HashMap::new(),
             equivocators: HashSet::new(),
+            genesis: HashSet::new(),
         }
     }
 }
@@ -297,6 +325,7 @@ impl<P: Eq + Hash> PartialEq for Book<P> {
         self.standings == other.standings
             && self.vouches == other.vouches
             && self.equivocators == other.equivocators
+            && self.genesis == other.genesis
     }
 }
 
@@ -338,15 +367,41 @@ impl<P: Clone + Eq + Hash> Book<P> {
         }
     }
 
-    /// Where `identity` stands (a newcomer's standing if it appears in no entry).
+    /// An empty book of a network whose founders are `genesis` (see [`GENESIS_HISTORY`]), in
+    /// which `equivocators` have issuer weight 0.
+    pub fn rooted(equivocators: &HashSet<P>, genesis: &HashSet<P>) -> Self {
+        Self {
+            equivocators: equivocators.clone(),
+            genesis: genesis.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// Where `identity` stands before any entry: a newcomer's standing, or a founder's for a
+    /// genesis identity.
+    fn initial(&self, identity: &P) -> Standing {
+        Standing {
+            equivocated: self.equivocators.contains(identity),
+            history: if self.genesis.contains(identity) {
+                GENESIS_HISTORY
+            } else {
+                0.0
+            },
+            ..Standing::default()
+        }
+    }
+
+    /// Where `identity` stands (its initial standing if it appears in no entry).
     pub fn standing(&self, identity: &P) -> Standing {
         self.standings
             .get(identity)
             .copied()
-            .unwrap_or_else(|| Standing {
-                equivocated: self.equivocators.contains(identity),
-                ..Standing::default()
-            })
+            .unwrap_or_else(|| self.initial(identity))
+    }
+
+    /// Whether `identity` is one of the network's genesis identities.
+    pub fn is_genesis(&self, identity: &P) -> bool {
+        self.genesis.contains(identity)
     }
 
     /// Every identity that appears in an entry (or was seeded).
@@ -390,23 +445,23 @@ impl<P: Clone + Eq + Hash> Book<P> {
     }
 
     fn standing_mut(&mut self, identity: &P) -> &mut Standing {
-        let equivocated = self.equivocators.contains(identity);
-        self.standings
-            .entry(identity.clone())
-            .or_insert_with(|| Standing {
-                equivocated,
-                ..Standing::default()
-            })
+        let initial = self.initial(identity);
+        self.standings.entry(identity.clone()).or_insert(initial)
     }
 
     /// Raises the vouch of `issuer` for `worker` by one agreeing result at vouch value `value`;
     /// returns the history gained.
     fn vouch(&mut self, issuer: &P, worker: &P, value: f64) -> f64 {
+        let cap = if self.genesis.contains(issuer) {
+            GENESIS_PAIR_CAP
+        } else {
+            PAIR_CAP
+        };
         let held = self
             .vouches
             .entry((issuer.clone(), worker.clone()))
             .or_insert(0.0);
-        let next = (*held + PAIR_STEP * value).min(PAIR_CAP * value);
+        let next = (*held + PAIR_STEP * value).min(cap * value);
         if next > *held {
             let gained = next - *held;
             *held = next;
@@ -419,16 +474,18 @@ impl<P: Clone + Eq + Hash> Book<P> {
 
 /// Computes every identity's standing from a set of entries, independent of their order.
 pub fn compute<P: Clone + Eq + Hash>(entries: &[Entry<P>]) -> Book<P> {
-    compute_with(entries, &HashSet::new())
+    compute_with(entries, &HashSet::new(), &HashSet::new())
 }
 
 /// Computes every identity's standing from a set of entries, independent of their order, with
-/// `equivocators` (issuers that signed two different verdicts for one job) at issuer weight 0.
+/// `equivocators` (issuers that signed two different verdicts for one job) at issuer weight 0
+/// and `genesis` (the network's founders, [`GENESIS_HISTORY`]) counting fully from the start.
 pub fn compute_with<P: Clone + Eq + Hash>(
     entries: &[Entry<P>],
     equivocators: &HashSet<P>,
+    genesis: &HashSet<P>,
 ) -> Book<P> {
-    let mut book = Book::with_equivocators(equivocators);
+    let mut book = Book::rooted(equivocators, genesis);
     book.apply_in_order(entries);
     book
 }
@@ -736,6 +793,63 @@ mod tests {
     }
 
     #[test]
+    fn one_genesis_identity_bootstraps_a_fresh_network() {
+        let genesis = HashSet::from([100u8]);
+        let book: Book<u8> = Book::rooted(&HashSet::new(), &genesis);
+        // The founder counts fully and can pay from the start; nobody else does.
+        assert!((book.standing(&100).issuer_weight() - 1.0).abs() < 1e-12);
+        assert_eq!(book.standing(&100).spendable(), GRANT);
+        assert_eq!(book.standing(&1).spendable(), 0);
+        // Its jobs alone raise a worker: grant unlocked after 8, full weight after 18.
+        let mut entries = Vec::new();
+        let mut weight_after = Vec::new();
+        let mut spendable_after = Vec::new();
+        for job in 1..=18u8 {
+            entries.push(entry(job, 100, u64::from(job), &[(1, Outcome::Agreed, 1)]));
+            let book = compute_with(&entries, &HashSet::new(), &genesis);
+            weight_after.push(book[&1].issuer_weight());
+            spendable_after.push(book[&1].spendable());
+        }
+        assert_eq!(spendable_after[6], 7, "grant still locked after 7 jobs");
+        assert_eq!(spendable_after[7], GRANT + 8, "{spendable_after:?}");
+        assert!((weight_after[7] - VOUCH_FLOOR).abs() < 1e-12);
+        assert!((weight_after[17] - 1.0).abs() < 1e-12, "{weight_after:?}");
+        // Credits stay conserved: the founder paid what the worker earned.
+        let book = compute_with(&entries, &HashSet::new(), &genesis);
+        assert_eq!(book.total_credits(), 2 * i128::from(GRANT));
+        // The matured worker now vouches by the ordinary rule (at most PAIR_CAP per worker).
+        let mut more = entries.clone();
+        for i in 0..10u8 {
+            more.push(entry(
+                50 + i,
+                1,
+                100 + u64::from(i),
+                &[(2, Outcome::Agreed, 0)],
+            ));
+        }
+        let book = compute_with(&more, &HashSet::new(), &genesis);
+        assert!((book[&2].history - PAIR_CAP).abs() < 1e-12);
+        // The same entries with no genesis leave everyone a newcomer.
+        let flat = compute(&more);
+        assert!(
+            flat.values()
+                .all(|s| s.history == 0.0 && s.spendable() == 0)
+        );
+    }
+
+    #[test]
+    fn an_equivocating_founder_weighs_nothing() {
+        let genesis = HashSet::from([100u8]);
+        let entries: Vec<_> = (1..=18u8)
+            .map(|job| entry(job, 100, u64::from(job), &[(1, Outcome::Agreed, 0)]))
+            .collect();
+        let book = compute_with(&entries, &HashSet::from([100]), &genesis);
+        assert_eq!(book[&100].issuer_weight(), 0.0);
+        assert_eq!(book[&1].history, 0.0);
+        assert_eq!(book[&1].reputation, START);
+    }
+
+    #[test]
     fn an_equivocator_weighs_nothing_whenever_its_entries_arrive() {
         let mut book: Book<u8> = Book::with_equivocators(&HashSet::from([9]));
         book.seed(9, mature());
@@ -811,8 +925,8 @@ mod tests {
                 let j = (state >> 33) as usize % (i + 1);
                 shuffled.swap(i, j);
             }
-            let a = compute_with(&entries, &equivocators);
-            let b = compute_with(&shuffled, &equivocators);
+            let a = compute_with(&entries, &equivocators, &HashSet::new());
+            let b = compute_with(&shuffled, &equivocators, &HashSet::new());
             prop_assert_eq!(a.len(), b.len());
             for (k, v) in &a {
                 prop_assert_eq!(v, &b[k]);
@@ -830,7 +944,7 @@ mod tests {
             equivocators in proptest::collection::hash_set(0u8..8, 0..2),
         ) {
             let entries = entries_from(&raw);
-            for book in [compute_with(&entries, &equivocators), {
+            for book in [compute_with(&entries, &equivocators, &HashSet::new()), {
                 let mut b = seeded(&equivocators);
                 b.apply_in_order(&entries);
                 b
@@ -845,7 +959,7 @@ mod tests {
                 }
             }
             // Without established identities, nothing unlocks and nothing moves.
-            let fresh = compute_with(&entries, &equivocators);
+            let fresh = compute_with(&entries, &equivocators, &HashSet::new());
             for s in fresh.values() {
                 prop_assert_eq!((s.credits, s.spendable(), s.history), (GRANT, 0, 0.0));
             }

@@ -118,8 +118,8 @@ pub enum SubmitError {
     #[error(
         "this node cannot pay for the job: reward x n is {owed} credits, it can spend \
          {spendable} and has promised {promised} to jobs in flight (a new identity's grant \
-         becomes spendable once others who count have judged its work; submit with reward 0 \
-         until then)"
+         becomes spendable once identities that count, such as the network's genesis \
+         identities, have judged its work; submit with reward 0 until then)"
     )]
     Uncovered {
         /// `reward x n` of the job.

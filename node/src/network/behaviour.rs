@@ -122,7 +122,15 @@ pub(crate) fn build_swarm(
 
             let identify = identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
-                    .with_agent_version(format!("distributeai/{}", env!("CARGO_PKG_VERSION")))
+                    .with_agent_version(if config.genesis_tag.is_empty() {
+                        format!("distributeai/{}", env!("CARGO_PKG_VERSION"))
+                    } else {
+                        format!(
+                            "distributeai/{} genesis/{}",
+                            env!("CARGO_PKG_VERSION"),
+                            config.genesis_tag
+                        )
+                    })
                     // Peers learn at once when our addresses change (a relay reservation
                     // taken or given up), not at the next periodic identify.
                     .with_push_listen_addr_updates(true)

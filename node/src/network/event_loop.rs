@@ -167,6 +167,10 @@ pub struct EventLoop {
     relay_probes: HashMap<PeerId, Instant>,
     /// Peers whose identify listed the relay hop protocol.
     hop_peers: HashSet<PeerId>,
+    /// Peers heard listing other genesis identities than ours (at most [`MAX_ADDRESS_BOOK`]).
+    other_genesis: HashSet<PeerId>,
+    /// Our genesis tag ([`super::genesis_tag`]); empty on a bootstrap peer.
+    genesis_tag: String,
     started: Instant,
     seen: SeenCache,
 }
@@ -238,6 +242,7 @@ impl EventLoop {
         }
         let window = 2 * distributeai_protocol::limits::MAX_CLOCK_SKEW_MS;
         // A bootstrap peer is public by definition: people join through its address.
+        let genesis_tag = config.genesis_tag.clone();
         let reachability = if config.role == super::Role::Bootstrap {
             Reachability::Public
         } else {
@@ -266,6 +271,8 @@ impl EventLoop {
             released: HashSet::new(),
             relay_probes: HashMap::new(),
             hop_peers: HashSet::new(),
+            other_genesis: HashSet::new(),
+            genesis_tag,
             started: Instant::now(),
             seen: SeenCache::new(window, 200_000),
         })
@@ -1040,6 +1047,23 @@ impl EventLoop {
     }
 
     fn on_identify(&mut self, peer: PeerId, info: &identify::Info) {
+        if let Some(theirs) = super::genesis_tag_of(&info.agent_version)
+            && !self.genesis_tag.is_empty()
+            && theirs != self.genesis_tag
+            && !self.other_genesis.contains(&peer)
+            && self.other_genesis.len() < MAX_ADDRESS_BOOK
+        {
+            self.other_genesis.insert(peer);
+            self.metrics
+                .set_other_genesis_peers(self.other_genesis.len());
+            warn!(
+                %peer,
+                ours = %self.genesis_tag,
+                theirs = %theirs.chars().take(16).collect::<String>(),
+                "this peer lists other genesis identities (--genesis): its reputation and \
+                 credits will differ from ours; every node of one network must list the same"
+            );
+        }
         let own = self.own_addresses();
         let usable: Vec<Multiaddr> = info
             .listen_addrs

@@ -78,6 +78,36 @@ pub struct NetworkConfig {
     pub relay_service: bool,
     /// Limits of the relay this node runs for others.
     pub relay_limits: RelayLimits,
+    /// Which genesis identities this node lists ([`genesis_tag`]), told to peers in identify's
+    /// agent version so a node whose peers list other ones says so; empty for a bootstrap
+    /// peer, which keeps no ledger.
+    pub genesis_tag: String,
+}
+
+/// A short tag naming a set of genesis identities: the first 8 bytes, in hex, of blake3 over
+/// the sorted keys; `none` for the empty set. Two nodes with different tags compute different
+/// standings from the same ledger.
+pub fn genesis_tag(genesis: &[distributeai_protocol::PublicKey]) -> String {
+    if genesis.is_empty() {
+        return "none".to_string();
+    }
+    let mut keys: Vec<_> = genesis.iter().map(|k| *k.as_bytes()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"distributeai/genesis/v1\0");
+    for key in &keys {
+        hasher.update(key);
+    }
+    hasher.finalize().to_hex()[..16].to_string()
+}
+
+/// The genesis tag a peer's identify agent version carries (`distributeai/<version>
+/// genesis/<tag>`), if any.
+pub fn genesis_tag_of(agent_version: &str) -> Option<&str> {
+    agent_version
+        .split_whitespace()
+        .find_map(|part| part.strip_prefix("genesis/"))
 }
 
 /// Limits of the circuit relay a bootstrap peer (or a public node) runs for nodes behind NAT.
@@ -168,6 +198,7 @@ impl Default for NetworkConfig {
             redial_interval: Duration::from_secs(30),
             relay_service: true,
             relay_limits: RelayLimits::default(),
+            genesis_tag: String::new(),
         }
     }
 }
@@ -395,4 +426,24 @@ pub fn new(
     let (event_tx, event_rx) = mpsc::channel(4096);
     let event_loop = EventLoop::new(swarm, config, command_rx, event_tx, metrics)?;
     Ok((Client::new(command_tx), event_rx, event_loop))
+}
+
+#[cfg(test)]
+mod tests {
+    use distributeai_protocol::NodeIdentity;
+
+    use super::*;
+
+    #[test]
+    fn genesis_tags_name_the_set_whatever_its_order() {
+        let a = NodeIdentity::from_secret([1; 32]).public_key();
+        let b = NodeIdentity::from_secret([2; 32]).public_key();
+        assert_eq!(genesis_tag(&[]), "none");
+        assert_eq!(genesis_tag(&[a, b]), genesis_tag(&[b, a, b]));
+        assert_ne!(genesis_tag(&[a]), genesis_tag(&[a, b]));
+        assert_eq!(genesis_tag(&[a]).len(), 16);
+        let agent = format!("distributeai/0.1.0 genesis/{}", genesis_tag(&[a]));
+        assert_eq!(genesis_tag_of(&agent), Some(genesis_tag(&[a]).as_str()));
+        assert_eq!(genesis_tag_of("distributeai/0.1.0"), None);
+    }
 }

@@ -8,7 +8,7 @@ use distributeai_node::jobs::model::JobView;
 use distributeai_node::jobs::{Fault, JobsConfig};
 use distributeai_node::network::Role;
 use distributeai_node::service::{self, RunningNode};
-use distributeai_protocol::JobSpec;
+use distributeai_protocol::{JobSpec, NodeIdentity, PublicKey};
 use libp2p::Multiaddr;
 
 use super::*;
@@ -48,8 +48,20 @@ pub async fn start_worker_with_delay(
     fault: Option<Fault>,
     delay: Duration,
 ) -> TestNode {
+    start_worker_rooted(bootstrap, behaviour, fault, delay, &[]).await
+}
+
+/// A worker of a network whose genesis identities are `genesis`.
+pub async fn start_worker_rooted(
+    bootstrap: &[Multiaddr],
+    behaviour: FakeBehaviour,
+    fault: Option<Fault>,
+    delay: Duration,
+    genesis: &[PublicKey],
+) -> TestNode {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = node_config(dir.path(), bootstrap.to_vec(), "worker");
+    config.genesis = genesis.to_vec();
     config.jobs = jobs_config(fault);
     config.executor = Some(Arc::new(FakeExecutor {
         work_dir: dir.path().join("work"),
@@ -61,7 +73,17 @@ pub async fn start_worker_with_delay(
 }
 
 pub async fn start_submitter_in(dir: tempfile::TempDir, bootstrap: &[Multiaddr]) -> TestNode {
+    start_submitter_rooted(dir, bootstrap, &[]).await
+}
+
+/// A submitter of a network whose genesis identities are `genesis`.
+pub async fn start_submitter_rooted(
+    dir: tempfile::TempDir,
+    bootstrap: &[Multiaddr],
+    genesis: &[PublicKey],
+) -> TestNode {
     let mut config = node_config(dir.path(), bootstrap.to_vec(), "submitter");
+    config.genesis = genesis.to_vec();
     config.worker = false;
     config.jobs = jobs_config(None);
     let node = service::start(config).await.expect("submitter starts");
@@ -78,12 +100,33 @@ pub async fn network_with_delay(
     workers: &[(FakeBehaviour, Option<Fault>)],
     delay: Duration,
 ) -> Net {
+    network_of(workers, delay, false).await
+}
+
+/// A network whose one genesis identity is the submitter's: it counts fully and can pay
+/// rewards from the start.
+pub async fn network_founded_by_submitter(workers: &[(FakeBehaviour, Option<Fault>)]) -> Net {
+    network_of(workers, Duration::from_millis(300), true).await
+}
+
+async fn network_of(
+    workers: &[(FakeBehaviour, Option<Fault>)],
+    delay: Duration,
+    submitter_is_genesis: bool,
+) -> Net {
     let bootstrap = TestPeer::start(Role::Bootstrap, vec![]).await;
-    let submitter =
-        start_submitter_in(tempfile::tempdir().expect("tempdir"), &bootstrap.addrs).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let genesis = if submitter_is_genesis {
+        let (identity, _) = NodeIdentity::load_or_create(dir.path()).expect("identity");
+        vec![identity.public_key()]
+    } else {
+        Vec::new()
+    };
+    let submitter = start_submitter_rooted(dir, &bootstrap.addrs, &genesis).await;
     let mut nodes = Vec::new();
     for (behaviour, fault) in workers {
-        nodes.push(start_worker_with_delay(&bootstrap.addrs, *behaviour, *fault, delay).await);
+        nodes
+            .push(start_worker_rooted(&bootstrap.addrs, *behaviour, *fault, delay, &genesis).await);
     }
     let net = Net {
         bootstrap,

@@ -65,6 +65,7 @@ pub fn node_config(data_dir: &Path, bootstrap: Vec<Multiaddr>, region: &str) -> 
         announce_interval: Duration::from_secs(3),
         peer_expiry: Duration::from_secs(60),
         ledger_sync_interval: Duration::from_secs(5),
+        genesis: Vec::new(),
         jobs: distributeai_node::jobs::JobsConfig::default(),
         executor: None,
     }
