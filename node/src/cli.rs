@@ -250,6 +250,14 @@ pub struct NodeArgs {
     /// network lists the same ones; a network with none pays no rewards.
     #[arg(long, value_name = "PEER_ID")]
     pub genesis: Vec<libp2p::PeerId>,
+    /// Do not pull images: run only jobs whose image this machine already holds.
+    #[arg(long)]
+    pub no_pull: bool,
+    /// A registry this worker may pull from, exactly as images name it (`docker.io`,
+    /// `ghcr.io`, `registry.example:5000`; repeatable) [default: any on the internet, none on
+    /// this machine or its LAN].
+    #[arg(long, value_name = "HOST")]
+    pub pull_registry: Vec<String>,
     /// Longest a circuit through this node's relay stays open, in seconds [default: 1800].
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub max_circuit_secs: Option<u64>,
@@ -393,6 +401,12 @@ pub fn node_config(args: NodeArgs) -> Result<NodeConfig> {
         peer_expiry: Duration::from_secs(120),
         ledger_sync_interval: Duration::from_secs(30),
         genesis,
+        allow_pull: !args.no_pull && file.pull.unwrap_or(true),
+        pull_registries: if args.pull_registry.is_empty() {
+            file.pull_registries.unwrap_or_default()
+        } else {
+            args.pull_registry
+        },
         jobs: JobsConfig {
             fault: args.simulate_fault,
             ..JobsConfig::default()

@@ -36,6 +36,10 @@ pub struct FileConfig {
     pub relay_service: Option<bool>,
     /// The network's genesis identities, by PeerId (see `distributeai node --genesis`).
     pub genesis: Option<Vec<libp2p::PeerId>>,
+    /// Whether to pull images this machine lacks (default true).
+    pub pull: Option<bool>,
+    /// Registries to pull from (see `distributeai node --pull-registry`).
+    pub pull_registries: Option<Vec<String>>,
 }
 
 /// Why the config file could not be used.

@@ -52,6 +52,11 @@ pub struct NodeConfig {
     /// `distributeai_verifier::reputation::GENESIS_HISTORY`). Every node of one network must
     /// list the same ones, or their standings differ.
     pub genesis: Vec<PublicKey>,
+    /// Whether this worker pulls images it lacks (`--no-pull` turns it off).
+    pub allow_pull: bool,
+    /// Registries it may pull from; empty: any on the internet, none on this machine or its
+    /// LAN (`crate::executor::registry`).
+    pub pull_registries: Vec<String>,
     /// Job-flow tunables (and the simulated fault, for tests and demos).
     pub jobs: JobsConfig,
     /// The executor to run jobs with; `None` connects to the local Docker engine.
@@ -315,6 +320,10 @@ async fn worker_executor(
             max_cpus: config.capabilities.cpus.max(1),
             max_memory_mb: config.capabilities.memory_mb,
             gpus: u32::try_from(config.capabilities.gpus.len()).unwrap_or(0),
+            allow_pull: config.allow_pull,
+            registries: crate::executor::registry::RegistryPolicy {
+                allowed: config.pull_registries.clone(),
+            },
             ..SandboxLimits::default()
         },
     };

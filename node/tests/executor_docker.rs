@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use bollard::query_parameters::ListContainersOptions;
 use distributeai_node::executor::docker::{NODE_LABEL, SandboxLimits};
+use distributeai_node::executor::registry::RegistryPolicy;
 use distributeai_node::executor::{
-    DockerExecutor, DockerExecutorConfig, ExecutionOutcome, ExecutionRequest, ExecutionStatus,
-    Executor, ExecutorError,
+    BoxFuture, DockerExecutor, DockerExecutorConfig, ExecutionOutcome, ExecutionRequest,
+    ExecutionStatus, Executor, ExecutorError,
 };
 use distributeai_protocol::{JobEnd, JobId, JobSpec};
 use tokio_util::sync::CancellationToken;
@@ -462,7 +463,7 @@ async fn images_must_be_present_or_pullable_and_match_a_pinned_digest() {
     // image is its own limit, not the job's end, so it is refused (and the worker does not
     // bid for such a job: it says it holds no such image and does not pull).
     let h = Harness::default().await;
-    assert!(!h.executor.pulls_images());
+    assert!(h.executor.may_pull(&sh("true")).is_err());
     let run = |spec: JobSpec| {
         h.executor.run(
             ExecutionRequest {
@@ -508,6 +509,72 @@ async fn images_must_be_present_or_pullable_and_match_a_pinned_digest() {
         other => panic!("refused: it would have to pull the pinned digest: {other:?}"),
     }
     h.assert_no_containers_left().await;
+}
+
+/// Issue 20: a job naming a registry on the worker's own loopback made the worker's engine
+/// connect to it. A stand-in "registry" on 127.0.0.1 counts connections: under the default
+/// policy the worker refuses before any pull and nothing connects; an operator that lists it
+/// lets the engine pull from it (and then the listener sees the engine, which shows the count
+/// would have caught a pull).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_naming_a_loopback_registry_is_refused_before_any_pull() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let image = format!("127.0.0.1:{port}/distributeai/stand-in:1");
+    fn run(h: &Harness, spec: JobSpec) -> BoxFuture<'_, Result<ExecutionOutcome, ExecutorError>> {
+        h.executor.run(
+            ExecutionRequest {
+                job_id: JobId(rand_bytes()),
+                attempt: 0,
+                spec,
+            },
+            CancellationToken::new(),
+        )
+    }
+
+    let h = Harness::new(SandboxLimits {
+        allow_pull: true,
+        ..test_limits()
+    })
+    .await;
+    let spec = JobSpec::new(&image, vec!["true".into()]);
+    let why = h.executor.may_pull(&spec).expect_err("no bid for it");
+    assert!(why.contains(&format!("127.0.0.1:{port}")), "{why}");
+    match run(&h, spec.clone()).await {
+        Err(ExecutorError::Refused(reason)) => assert!(reason.contains("registry"), "{reason}"),
+        other => panic!("refused before pulling: {other:?}"),
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing connected");
+
+    // The same job on a worker whose operator lists that registry: the engine goes there.
+    let listed = Harness::new(SandboxLimits {
+        allow_pull: true,
+        registries: RegistryPolicy {
+            allowed: vec![format!("127.0.0.1:{port}")],
+        },
+        ..test_limits()
+    })
+    .await;
+    assert_eq!(listed.executor.may_pull(&spec), Ok(()));
+    let _ = run(&listed, spec).await;
+    assert!(
+        connections.load(Ordering::SeqCst) > 0,
+        "the engine connected to the listed registry"
+    );
+    server.abort();
 }
 
 #[tokio::test(flavor = "multi_thread")]

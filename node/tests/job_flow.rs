@@ -673,6 +673,46 @@ async fn a_genesis_submitter_pays_and_every_ledger_moves_the_same_credits() {
     assert!(noticed, "the misconfigured peer is counted");
 }
 
+/// Issue 20: a job whose image comes from a registry on the worker's own machine or LAN gets
+/// no bid (the engine would connect there to pull it); the refusal is counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_does_not_bid_for_an_image_from_a_loopback_or_lan_registry() {
+    let net = network(&[(FakeBehaviour::Honest, None)]).await;
+    let mut job_ids = Vec::new();
+    for image in ["127.0.0.1:5000/x:1", "192.168.1.10/x:1", "nas:5000/x:1"] {
+        let mut local = spec(1, 1);
+        local.image = image.into();
+        job_ids.push(submit(&net.submitter.node, local).await.id);
+    }
+    let line = "distributeai_messages_dropped_total{kind=\"job\",reason=\"image_not_pullable\"} 3";
+    let counted = wait_until(BOUND, || async {
+        net.workers[0]
+            .node
+            .state
+            .metrics
+            .encode()
+            .lines()
+            .any(|l| l == line)
+    })
+    .await;
+    assert!(counted, "the worker refused all three");
+    for id in job_ids {
+        let job = net
+            .submitter
+            .node
+            .state
+            .jobs
+            .get(id.parse().expect("id"))
+            .await
+            .expect("job");
+        assert!(job.bids.is_empty(), "no bid: {job:#?}");
+    }
+    // The same worker still bids for an image it may get.
+    let job = submit(&net.submitter.node, spec(1, 1)).await;
+    let job = wait_final(&net.submitter.node, &job.id).await;
+    assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
+}
+
 /// Issue 19, as a new user tried it: four honest workers and one that lies, 16 jobs at n=3,
 /// k=2. Before, after the liar was first caught it still ran 8 of the next 12 jobs: bidding
 /// closed at the n-th bid and the fastest got the job. Now the submitter draws among every

@@ -66,6 +66,9 @@ pub struct SandboxLimits {
     pub allow_network: bool,
     /// Whether missing images may be pulled from a registry.
     pub allow_pull: bool,
+    /// Which registries they may be pulled from (default: any on the internet, none on this
+    /// machine or its LAN).
+    pub registries: super::registry::RegistryPolicy,
     /// Captured stdout above this ends the job as `output_too_large`.
     pub max_stdout_bytes: u64,
     /// Captured stderr is truncated here.
@@ -88,6 +91,7 @@ impl Default for SandboxLimits {
             gpus: 0,
             allow_network: false,
             allow_pull: true,
+            registries: super::registry::RegistryPolicy::default(),
             max_stdout_bytes: 16 * 1024 * 1024,
             max_stderr_bytes: 1024 * 1024,
             max_output_bytes: 256 * 1024 * 1024,
@@ -371,6 +375,12 @@ impl DockerExecutor {
                         "{reference} is not present and this worker does not pull images"
                     )));
                 }
+                // Checked again here, right before the engine connects anywhere.
+                self.config
+                    .limits
+                    .registries
+                    .check(&reference)
+                    .map_err(ExecutorError::Refused)?;
                 if let Err(unavailable) = self.pull(&reference).await? {
                     return Ok(Err(unavailable));
                 }
@@ -892,8 +902,11 @@ impl Executor for DockerExecutor {
         self.config.limits.admits(spec)
     }
 
-    fn pulls_images(&self) -> bool {
-        self.config.limits.allow_pull
+    fn may_pull(&self, spec: &JobSpec) -> Result<(), String> {
+        if !self.config.limits.allow_pull {
+            return Err("this worker does not pull images".into());
+        }
+        self.config.limits.registries.check(&spec.image)
     }
 
     fn image_id<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Option<String>> {

@@ -42,15 +42,19 @@ impl Executor for FakeExecutor {
         Ok(())
     }
 
-    fn pulls_images(&self) -> bool {
-        true
+    fn may_pull(&self, spec: &distributeai_protocol::JobSpec) -> Result<(), String> {
+        // The fake holds every image, but keeps the real policy so job-flow tests can show
+        // a worker refusing to bid for an image from this machine's own registry.
+        super::registry::RegistryPolicy::default().check(&spec.image)
     }
 
     fn image_id<'a>(
         &'a self,
-        _spec: &'a distributeai_protocol::JobSpec,
+        spec: &'a distributeai_protocol::JobSpec,
     ) -> BoxFuture<'a, Option<String>> {
-        Box::pin(async { Some(FAKE_IMAGE.into()) })
+        // An image of a registry the policy refuses stands for one this worker lacks.
+        let held = self.may_pull(spec).is_ok();
+        Box::pin(async move { held.then(|| FAKE_IMAGE.into()) })
     }
 
     fn run(

@@ -9,6 +9,7 @@ pub mod docker;
 #[cfg(feature = "test-support")]
 pub mod fake;
 pub mod outputs;
+pub mod registry;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -167,9 +168,11 @@ pub trait Executor: Send + Sync {
     /// (bids say so); `None` when it would have to pull it.
     fn image_id<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Option<String>>;
 
-    /// Whether this worker pulls images it does not hold; one that does not never bids
-    /// for a job whose image it lacks.
-    fn pulls_images(&self) -> bool;
+    /// Whether this worker would pull `spec`'s image when it does not hold it: it pulls at
+    /// all, and the image's registry passes the operator's policy
+    /// ([`registry::RegistryPolicy`]). A worker never bids for a job whose image it lacks
+    /// and may not pull; the error says why.
+    fn may_pull(&self, spec: &JobSpec) -> Result<(), String>;
 
     /// Runs the job to completion, timeout, failure or cancellation. The container is gone
     /// when this returns, whatever happened.

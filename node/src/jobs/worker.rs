@@ -69,10 +69,14 @@ impl JobManager {
             return;
         }
         let tx = self.tx.clone();
+        let metrics = self.metrics.clone();
         spawn_traced(async move {
             let image = executor.image_id(&job.message.spec).await;
-            if image.is_none() && !executor.pulls_images() {
-                debug!(job_id = %id.short(), "not bidding: no such image here, and this worker does not pull");
+            if image.is_none()
+                && let Err(reason) = executor.may_pull(&job.message.spec)
+            {
+                metrics.dropped("job", "image_not_pullable");
+                debug!(job_id = %id.short(), %reason, "not bidding: no such image here");
                 return;
             }
             let _ = tx.send(JobMsg::BidDecided { job, image }).await;

@@ -66,6 +66,8 @@ pub fn node_config(data_dir: &Path, bootstrap: Vec<Multiaddr>, region: &str) -> 
         peer_expiry: Duration::from_secs(60),
         ledger_sync_interval: Duration::from_secs(5),
         genesis: Vec::new(),
+        allow_pull: true,
+        pull_registries: Vec::new(),
         jobs: distributeai_node::jobs::JobsConfig::default(),
         executor: None,
     }
