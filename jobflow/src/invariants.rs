@@ -86,6 +86,10 @@ pub struct Trace {
     /// Each change of a job's decision as its submitter holds it: `None` while undecided,
     /// then how it ended, in order.
     pub decisions: Vec<(JobId, Option<Outcome>)>,
+    /// Work items that, ticked past their job's life (expiry plus
+    /// [`crate::worker::FORGET_AFTER_EXPIRY_MS`]), still held an output folder or were not
+    /// forgotten: job and worker.
+    pub held_after_life: Vec<(JobId, PublicKey)>,
 }
 
 /// One broken property, with what shows it.
@@ -113,7 +117,28 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
     out.extend(honest_workers_not_blamed(trace));
     out.extend(credits_conserved(trace));
     out.extend(no_rerun_or_resign(trace));
+    out.extend(outputs_released(trace));
     out
+}
+
+/// Whatever happened to a job (no verdict, a cancel, a crash), every worker's output folder
+/// and work record are gone once the job's life is over (issue 20: a submitter that never
+/// signs a verdict must not hold a worker's disk for good).
+pub fn outputs_released(trace: &Trace) -> Vec<Violation> {
+    trace
+        .held_after_life
+        .iter()
+        .map(|(job, worker)| {
+            violation(
+                "outputs_released",
+                format!(
+                    "job {}: worker {} still holds its output or record after the job's life",
+                    job.short(),
+                    worker.short()
+                ),
+            )
+        })
+        .collect()
 }
 
 /// Every verdict signed re-checks from its own evidence (issue 19): what any node receiving it

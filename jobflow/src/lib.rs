@@ -62,6 +62,10 @@ pub struct FlowConfig {
     pub max_reassignments: u32,
     /// Largest output (stdout and files, bytes) a submitter fetches.
     pub max_output_bytes: u64,
+    /// Least time a worker keeps a run's output past the commitment deadline for a verdict
+    /// that has not come (default [`worker::OUTPUT_KEEP_MIN_MS`], 30 minutes; see
+    /// [`worker::WorkItem::output_kept_until`]).
+    pub output_keep_ms: u64,
 }
 
 impl Default for FlowConfig {
@@ -77,6 +81,7 @@ impl Default for FlowConfig {
             deadline_grace_ms: 60_000,
             max_reassignments: 4,
             max_output_bytes: 512 * 1024 * 1024,
+            output_keep_ms: worker::OUTPUT_KEEP_MIN_MS,
         }
     }
 }

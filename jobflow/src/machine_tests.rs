@@ -1095,3 +1095,92 @@ fn deferred_assignments_run_oldest_first_only_while_their_submitter_still_asks()
     assert!(deferred.is_empty());
     assert_eq!(deferred.take(&b.message.job_id, 400), None);
 }
+
+fn removes_output(fx: &[work::Effect]) -> bool {
+    fx.iter()
+        .any(|e| matches!(e, work::Effect::RemoveOutput(dir) if dir == "/tmp/out"))
+}
+
+/// Issue 20: a submitter that never signs a verdict (killed, or hostile) left every worker's
+/// output folder on disk for good. The worker now removes it once the output's keep window is
+/// over, and deletes its record once the job's life is long over.
+#[test]
+fn a_submitter_that_never_signs_a_verdict_leaves_no_output_behind() {
+    let mut w = World::new(2, 2, 2);
+    let assignments = w.assign();
+    let (i, a) = &assignments[0];
+    w.run(*i, a, completed("ok"));
+    let item = w.items[*i].clone().expect("item");
+    let kept_until = item.output_kept_until(work::OUTPUT_KEEP_MIN_MS);
+    assert!(kept_until <= item.expires_at);
+    assert!(
+        kept_until >= item.deadline + work::OUTPUT_KEEP_MIN_MS.min(item.expires_at - item.deadline)
+    );
+    // Kept while a verdict may still need it.
+    w.now = kept_until;
+    assert!(!removes_output(&w.step_worker(*i, work::Input::Tick)));
+    // Then removed, once.
+    w.now = kept_until + 1;
+    let fx = w.step_worker(*i, work::Input::Tick);
+    assert!(removes_output(&fx), "{fx:?}");
+    assert!(matches!(
+        fx.iter().find(|e| matches!(e, work::Effect::Persist)),
+        Some(_)
+    ));
+    assert!(!removes_output(&w.step_worker(*i, work::Input::Tick)));
+    // The record goes an hour past the job's expiry.
+    w.now = item.expires_at + work::FORGET_AFTER_EXPIRY_MS;
+    assert!(
+        !w.step_worker(*i, work::Input::Tick)
+            .contains(&work::Effect::Forget)
+    );
+    w.now += 1;
+    assert!(
+        w.step_worker(*i, work::Input::Tick)
+            .contains(&work::Effect::Forget)
+    );
+}
+
+/// A hostile submitter's far expiry (the protocol allows two days) does not hold the output:
+/// the keep window is counted from the commitment deadline.
+#[test]
+fn a_far_expiry_does_not_hold_a_workers_output() {
+    let mut w = World::new(1, 1, 1);
+    let assignments = w.assign();
+    let (i, a) = &assignments[0];
+    w.run(*i, a, completed("ok"));
+    let item = w.items[*i].as_mut().expect("item");
+    item.expires_at = item.deadline + 2 * 24 * 3_600_000;
+    let timeout_ms = u64::from(item.spec.timeout_s) * 1000;
+    assert_eq!(
+        item.output_kept_until(work::OUTPUT_KEEP_MIN_MS),
+        item.deadline + work::OUTPUT_KEEP_MIN_MS.max(2 * timeout_ms)
+    );
+}
+
+/// A cancel after the commitment, and a run that ends after its job was cancelled, remove
+/// what nobody will fetch.
+#[test]
+fn a_cancel_after_the_commitment_or_during_the_run_removes_the_output() {
+    let mut w = World::new(2, 2, 2);
+    let assignments = w.assign();
+    let (i, a) = &assignments[0];
+    w.run(*i, a, completed("ok"));
+    let submitter = w.submitter.public_key();
+    let fx = w.step_worker(*i, work::Input::Cancelled { by: submitter });
+    assert!(removes_output(&fx), "{fx:?}");
+
+    let (j, b) = &assignments[1];
+    let assignment = open(b, w.now);
+    w.step_worker(
+        *j,
+        work::Input::Assigned {
+            assignment,
+            free_slots: 1,
+        },
+    );
+    let fx = w.step_worker(*j, work::Input::Cancelled { by: submitter });
+    assert!(fx.contains(&work::Effect::Stop), "{fx:?}");
+    let fx = w.step_worker(*j, work::Input::Executed(completed("late")));
+    assert!(removes_output(&fx), "{fx:?}");
+}

@@ -242,6 +242,7 @@ impl Settings {
                 deadline_grace_ms: 20_000,
                 max_reassignments: 4,
                 max_output_bytes: 1 << 20,
+                output_keep_ms: crate::worker::OUTPUT_KEEP_MIN_MS,
             },
         }
     }
@@ -828,6 +829,38 @@ impl Sim {
     }
 
     /// Runs `f` on a node's machines with its step context: its clock, rng, key and ledger.
+    /// Ticks a copy of every work item, in memory and stored, past its job's life: those that
+    /// still hold an output folder or are not forgotten ([`invariants::outputs_released`]).
+    fn held_after_life(&mut self) -> Vec<(JobId, PublicKey)> {
+        let mut held = Vec::new();
+        for node in 0..self.nodes.len() {
+            let n = &mut self.nodes[node];
+            let mut items: BTreeMap<JobId, WorkItem> = n.stored_work.clone();
+            items.extend(n.work.iter().map(|(id, item)| (*id, item.clone())));
+            let directory = SimDirectory {
+                standings: &n.standings,
+                first_hand: &n.first_hand,
+                workers: &self.worker_keys,
+            };
+            for (id, mut item) in items {
+                let mut ctx = Ctx {
+                    now: item.expires_at + work::FORGET_AFTER_EXPIRY_MS + 1,
+                    identity: &n.identity,
+                    rng: &mut n.rng,
+                    directory: &directory,
+                    config: &self.settings.flow,
+                };
+                let mut fx = item.handle(work::Input::Restarted, &mut ctx);
+                fx.extend(item.handle(work::Input::Tick, &mut ctx));
+                let released = item.result.as_ref().is_none_or(|r| r.dir.is_none());
+                if !released || !fx.contains(&work::Effect::Forget) {
+                    held.push((id, n.key));
+                }
+            }
+        }
+        held
+    }
+
     fn with_ctx<R>(
         &mut self,
         node: usize,
@@ -1604,6 +1637,7 @@ impl Sim {
                     }),
             });
         }
+        self.trace.held_after_life = self.held_after_life();
         let violations = invariants::check(&self.trace);
         Report {
             seed: self.settings.seed,

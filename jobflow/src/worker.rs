@@ -33,6 +33,14 @@ pub const MAX_STARTS: u32 = 3;
 pub const COMMIT_RETRY_MS: u64 = 2_000;
 /// How long after its deadline a worker keeps trying to deliver a commitment (ms).
 pub const COMMIT_RETRY_WINDOW_MS: u64 = 600_000;
+/// Least time a run's output is kept past the commitment deadline for a verdict that has not
+/// come (ms): 30 minutes, ample for an honest submitter to reveal and fetch (it does so as
+/// soon as k results agree); see [`WorkItem::output_kept_until`].
+pub const OUTPUT_KEEP_MIN_MS: u64 = 30 * 60 * 1000;
+/// How long past a job's expiry its work record is kept (ms): one hour, beyond the protocol's
+/// clock skew allowance (`MAX_CLOCK_SKEW_MS`), after which no message about the job validates
+/// and the record is deleted, so finished work does not pile up in memory and on disk.
+pub const FORGET_AFTER_EXPIRY_MS: u64 = 60 * 60 * 1000;
 
 /// Where a work item is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,7 +190,8 @@ pub enum Input {
 pub enum Effect {
     /// Store the record before carrying out what follows.
     Persist,
-    /// Delete the record: the bid lapsed, nothing was stored.
+    /// Delete the record, from memory and the store: the bid lapsed, or the job's life is
+    /// long over.
     Forget,
     /// Send our bid to the submitter (retried by the driver while the job lives).
     SendBid(Signed<Bid>),
@@ -443,7 +452,12 @@ impl WorkItem {
                     }
                     WorkPhase::Committed { .. } => {
                         self.phase = WorkPhase::Cancelled;
+                        // Nobody will fetch the output of a withdrawn job.
+                        let dir = self.result.as_mut().and_then(|r| r.dir.take());
                         fx.push(Effect::Persist);
+                        if let Some(dir) = dir {
+                            fx.push(Effect::RemoveOutput(dir));
+                        }
                     }
                     WorkPhase::Cancelled | WorkPhase::Done => {}
                 }
@@ -569,7 +583,10 @@ impl WorkItem {
 
     fn on_executed(&mut self, executed: Executed, ctx: &mut Ctx<'_>, fx: &mut Effects) {
         if self.phase != WorkPhase::Executing {
-            // Cancelled, or decided without us, meanwhile.
+            // Cancelled, or decided without us, meanwhile: nobody will ask for the output.
+            if let Executed::Completed { dir: Some(dir), .. } = executed {
+                fx.push(Effect::RemoveOutput(dir));
+            }
             return;
         }
         match executed {
@@ -644,8 +661,42 @@ impl WorkItem {
         }
     }
 
+    /// Until when the output of this run is kept for a verdict that has not come (ms): the
+    /// job's expiry, but no later than `keep_ms` ([`crate::FlowConfig::output_keep_ms`],
+    /// default [`OUTPUT_KEEP_MIN_MS`]) or twice the job's timeout, whichever is longer, past
+    /// the commitment deadline. Reason: a submitter fetches the
+    /// output once k results agree, which takes at most the replacement runs of reserves
+    /// (each one timeout); an expiry far beyond that, which a hostile submitter may set (the
+    /// protocol allows two days), must not hold the worker's disk.
+    pub fn output_kept_until(&self, keep_ms: u64) -> TimestampMs {
+        let timeout_ms = u64::from(self.spec.timeout_s) * 1000;
+        let bound = self
+            .deadline
+            .saturating_add(keep_ms.max(timeout_ms.saturating_mul(2)));
+        self.expires_at.min(bound)
+    }
+
     fn on_tick(&mut self, ctx: &mut Ctx<'_>, fx: &mut Effects) {
         let now = ctx.now;
+        if now > self.output_kept_until(ctx.config.output_keep_ms)
+            && let Some(dir) = self.result.as_mut().and_then(|r| r.dir.take())
+        {
+            fx.push(Effect::Log(
+                Level::Info,
+                "no verdict came while the output was kept for one: removing the output".into(),
+            ));
+            fx.push(Effect::Persist);
+            fx.push(Effect::RemoveOutput(dir));
+        }
+        // Past the job's life (and the clock skew allowed), no assignment, reveal request or
+        // verdict for it validates any more: the record has nothing left to do.
+        if self.phase != WorkPhase::Executing
+            && now > self.expires_at.saturating_add(FORGET_AFTER_EXPIRY_MS)
+            && self.result.as_ref().is_none_or(|r| r.dir.is_none())
+        {
+            fx.push(Effect::Forget);
+            return;
+        }
         match self.phase {
             WorkPhase::Bid if now > self.expires_at => fx.push(Effect::Forget),
             WorkPhase::Committed { delivered: false }

@@ -174,6 +174,14 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes one record (nothing if absent) and flushes.
+    pub fn remove(&self, table: Table, key: &[u8]) -> Result<(), StoreError> {
+        let tree = self.tree(table)?;
+        tree.remove(key).map_err(|e| self.io(e))?;
+        tree.flush().map_err(|e| self.io(e))?;
+        Ok(())
+    }
+
     /// Reads one record.
     pub fn get<T: DeserializeOwned>(
         &self,

@@ -83,6 +83,9 @@ pub struct JobsConfig {
     pub max_reassignments: u32,
     /// Largest output a submitter fetches.
     pub max_output_bytes: u64,
+    /// Least time a worker keeps a run's output for a verdict that has not come, past the
+    /// commitment deadline (default 30 minutes; `distributeai_jobflow::worker::OUTPUT_KEEP_MIN_MS`).
+    pub output_keep: Duration,
     /// A simulated fault (tests and demos only).
     pub fault: Option<Fault>,
 }
@@ -99,6 +102,7 @@ impl Default for JobsConfig {
             deadline_grace: Duration::from_secs(60),
             max_reassignments: 4,
             max_output_bytes: 512 * 1024 * 1024,
+            output_keep: Duration::from_millis(distributeai_jobflow::worker::OUTPUT_KEEP_MIN_MS),
             fault: None,
         }
     }
@@ -485,6 +489,7 @@ impl JobsConfig {
             deadline_grace_ms: ms(self.deadline_grace),
             max_reassignments: self.max_reassignments,
             max_output_bytes: self.max_output_bytes,
+            output_keep_ms: ms(self.output_keep),
         }
     }
 }

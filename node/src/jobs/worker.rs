@@ -21,6 +21,7 @@ use super::output::{self, STDOUT_FILE};
 use super::{Fault, JobManager, JobMsg, NodeDirectory, log};
 use crate::executor::{ExecutionOutcome, ExecutionRequest, ExecutionStatus, ExecutorError};
 use crate::network::VerifiedResponse;
+use crate::store::Table;
 
 /// Attempts to deliver one bid, the first retry after [`BID_RETRY_FIRST`], then doubling.
 const BID_ATTEMPTS: u32 = 6;
@@ -230,7 +231,12 @@ impl JobManager {
             match effect {
                 Effect::Persist => self.save_work(id),
                 Effect::Forget => {
-                    self.work.remove(&id);
+                    if self.work.remove(&id).is_some_and(|item| !item.is_bid()) {
+                        self.unsaved.remove(&(Table::Work, id));
+                        if let Err(e) = self.store.remove(Table::Work, id.as_bytes()) {
+                            warn!(job_id = %id.short(), error = %e, "cannot delete a finished work record");
+                        }
+                    }
                 }
                 Effect::SendBid(signed) => {
                     self.metrics.bid_sent();

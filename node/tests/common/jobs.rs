@@ -22,6 +22,9 @@ pub fn jobs_config(fault: Option<Fault>) -> JobsConfig {
         bid_wait_max: Duration::from_secs(30),
         // Generous: a loaded CI machine must not make honest workers look silent.
         deadline_grace: Duration::from_secs(10),
+        // Short, so tests see a worker drop the output of a job whose verdict never comes
+        // (issue 20); an honest submitter fetches within a second, far inside it.
+        output_keep: Duration::from_secs(2),
         fault,
         ..JobsConfig::default()
     }

@@ -1,0 +1,155 @@
+//! Issue 20 across real nodes: a hostile submitter with keys of its own has honest workers
+//! run its jobs and then never signs a verdict, or cancels after the commitment. The output
+//! folders the workers kept for it must not stay on their disks: a cancelled job's goes at
+//! once, an undecided one's once the keep window after the commitment deadline is over.
+
+mod common;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::adversary::Forger;
+use common::jobs::*;
+use common::*;
+use distributeai_node::executor::fake::FakeBehaviour;
+use distributeai_node::network::{InboundRequest, NetworkEvent, Role, VerifiedResponse};
+use distributeai_protocol::time::now_ms;
+use distributeai_protocol::{
+    Assignment, GossipMessage, JobCancel, JobId, NodeIdentity, Request, Response, Signed,
+};
+
+/// Files and folders under `dir`, recursively (0 when it does not exist).
+fn entries_under(dir: &Path) -> usize {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    read.flatten()
+        .map(|e| {
+            1 + if e.path().is_dir() {
+                entries_under(&e.path())
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
+/// Publishes until the mesh takes it (a fresh peer has no mesh peers for a moment).
+async fn publish(peer: &TestPeer, message: GossipMessage) {
+    let published = wait_until(BOUND, || {
+        let message = message.clone();
+        async move { peer.client.publish(message).await.is_ok() }
+    })
+    .await;
+    assert!(published, "the adversary's gossip was never published");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_submitter_that_never_decides_or_cancels_after_the_commit_leaves_no_output() {
+    let net = network(&[(FakeBehaviour::Honest, None)]).await;
+    let work_dir = net.workers[0].dir.path().join("work");
+    let mut adversary = TestPeer::start(Role::Node, net.bootstrap.addrs.clone()).await;
+    let accomplice = NodeIdentity::generate().expect("key");
+    let forger = Forger {
+        issuer: &adversary.identity,
+        accomplice: &accomplice,
+    };
+    let mut events = std::mem::replace(&mut adversary.events, tokio::sync::mpsc::channel(1).1);
+    let client = adversary.client.clone();
+    let identity = adversary.identity.clone();
+
+    // It assigns every bid it gets and takes every commitment, and never reveals or decides.
+    let committed: Arc<Mutex<Vec<JobId>>> = Arc::default();
+    let serving = {
+        let committed = committed.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let NetworkEvent::Request { peer, request, id } = event else {
+                    continue;
+                };
+                match request {
+                    InboundRequest::Bid(bid) => {
+                        let _ = client.respond(id, Response::Ack).await;
+                        let now = now_ms();
+                        let assignment = Assignment {
+                            job_id: bid.message.job_id,
+                            worker: bid.signer,
+                            attempt: 0,
+                            deadline: now + 8_000,
+                            issued_at: now,
+                        };
+                        let signed = Signed::sign(&identity, &assignment).expect("sign");
+                        let client = client.clone();
+                        tokio::spawn(async move {
+                            let answer = client.request(peer, Request::Assign(signed)).await;
+                            assert!(
+                                matches!(answer, Ok(VerifiedResponse::Accepted(_))),
+                                "the worker accepts: {answer:?}"
+                            );
+                        });
+                    }
+                    InboundRequest::Commit(commit) => {
+                        committed.lock().expect("lock").push(commit.message.job_id);
+                        let _ = client.respond(id, Response::Ack).await;
+                    }
+                    _ => {
+                        let _ = client.respond(id, Response::Refused("no".into())).await;
+                    }
+                }
+            }
+        })
+    };
+
+    publish(
+        &adversary,
+        GossipMessage::Node(forger.node_announcement(&adversary.addrs)),
+    )
+    .await;
+    let undecided = forger.job(1, 0);
+    let cancelled = forger.job(2, 0);
+    publish(&adversary, GossipMessage::Job(undecided.clone())).await;
+    publish(&adversary, GossipMessage::Job(cancelled.clone())).await;
+    let both = wait_until(BOUND, || async {
+        let c = committed.lock().expect("lock");
+        c.contains(&undecided.job_id()) && c.contains(&cancelled.job_id())
+    })
+    .await;
+    assert!(both, "the worker ran both jobs and committed");
+    let committed_at = Instant::now();
+    let with_both = entries_under(&work_dir);
+    assert!(with_both > 0, "the worker keeps the outputs for a verdict");
+
+    // The cancel after the commitment: that output goes at once.
+    let cancel = JobCancel {
+        job_id: cancelled.job_id(),
+        reason: "never mind".into(),
+        issued_at: now_ms(),
+    };
+    let cancel = Signed::sign(&adversary.identity, &cancel).expect("sign");
+    publish(&adversary, GossipMessage::Cancel(cancel)).await;
+    let halved = wait_until(Duration::from_secs(10), || async {
+        let left = entries_under(&work_dir);
+        left > 0 && left < with_both
+    })
+    .await;
+    assert!(halved, "the cancelled job's output is removed at once");
+
+    // The undecided one: gone after the commitment deadline (8 s) plus the keep window
+    // (twice the job's 5 s timeout, above the tests' 2 s), checked every tick.
+    let emptied = wait_until(Duration::from_secs(60), || async {
+        entries_under(&work_dir) == 0
+    })
+    .await;
+    assert!(
+        emptied,
+        "no output is left: {} entries",
+        entries_under(&work_dir)
+    );
+    let took = committed_at.elapsed();
+    assert!(
+        took >= Duration::from_secs(8) && took < Duration::from_secs(40),
+        "kept for the window, then removed: {took:?}"
+    );
+    serving.abort();
+}
