@@ -75,6 +75,7 @@ pub struct ApiClient {
     base: String,
     http: reqwest::Client,
     timeout: Option<Duration>,
+    token: Option<String>,
 }
 
 impl ApiClient {
@@ -90,7 +91,15 @@ impl ApiClient {
             base,
             http: reqwest::Client::new(),
             timeout: None,
+            token: None,
         }
+    }
+
+    /// The same client, sending `token` as `Authorization: Bearer <token>` on every request
+    /// (a node whose operator created an API token requires it; `None` sends none).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     /// The same client, giving up on each request (but not on [`ApiClient::events`]) after
@@ -117,6 +126,10 @@ impl ApiClient {
         let request = match self.timeout {
             Some(t) if timeout => request.timeout(t),
             _ => request,
+        };
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
         };
         let response = request
             .send()

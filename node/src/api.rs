@@ -69,7 +69,7 @@ pub fn router(state: Arc<SharedState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(axum::middleware::from_fn(guard))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 
@@ -78,9 +78,18 @@ pub fn router(state: Arc<SharedState>) -> Router {
 /// (DNS rebinding), and cross-site writes (CSRF) that would submit or cancel jobs with the
 /// owner's credits. The CLI and the TUI send neither `Origin` nor `Sec-Fetch-Site`, and name the
 /// address they dial. Every answer also says `nosniff`, since job output is served as is.
-async fn guard(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn guard(
+    State(state): State<Arc<SharedState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     if let Err(why) = check_request(request.method(), request.uri().path(), request.headers()) {
         return ApiError::new(StatusCode::FORBIDDEN, why).into_response();
+    }
+    if let Some(token) = &state.api_token
+        && let Err(why) = check_token(token, request.uri().path(), request.headers())
+    {
+        return ApiError::new(StatusCode::UNAUTHORIZED, why).into_response();
     }
     let mut response = next.run(request).await;
     response.headers_mut().insert(
@@ -134,6 +143,40 @@ fn check_request(
         return Err("send the job spec as Content-Type: application/json".into());
     }
     Ok(())
+}
+
+/// Why a request lacks the API token, if it does (see [`crate::api_token`]): every route but
+/// `/healthz`, `/metrics` and the page's own files (which hold nothing of the node's) needs it,
+/// as a bearer token or as the page's cookie.
+fn check_token(token: &str, path: &str, headers: &HeaderMap) -> Result<(), String> {
+    if matches!(
+        path,
+        "/healthz" | "/metrics" | "/" | "/app.js" | "/style.css"
+    ) {
+        return Ok(());
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == crate::api_token::TOKEN_COOKIE)
+        .map(|(_, value)| value);
+    match bearer.or(cookie) {
+        Some(given) if crate::api_token::matches(token, given.trim()) => Ok(()),
+        Some(_) => Err("the API token does not match this node's".into()),
+        None => Err(
+            "this node's API needs its token: send `Authorization: Bearer <token>` (`distributeai \
+             api-token` on the node prints it; the CLI and TUI take --api-token or \
+             DISTRIBUTEAI_API_TOKEN), or open the page as http://<address>/#token=<token>"
+                .into(),
+        ),
+    }
 }
 
 /// The host part of a `Host` header: `127.0.0.1` of `127.0.0.1:7070`, `::1` of `[::1]:7070`.
@@ -541,6 +584,43 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn with_a_token_every_route_but_health_metrics_and_the_page_needs_it() {
+        let token = "ab".repeat(32);
+        let bearer = format!("Bearer {token}");
+        let cookie = format!("theme=dark; {}={token}", crate::api_token::TOKEN_COOKIE);
+        for path in ["/healthz", "/metrics", "/", "/app.js", "/style.css"] {
+            assert!(check_token(&token, path, &headers(&[])).is_ok(), "{path}");
+        }
+        let why = check_token(&token, "/api/v1/jobs", &headers(&[])).expect_err("no token");
+        assert!(why.contains("Authorization: Bearer"), "{why}");
+        assert!(
+            check_token(
+                &token,
+                "/api/v1/jobs",
+                &headers(&[("authorization", &bearer)])
+            )
+            .is_ok()
+        );
+        assert!(check_token(&token, "/api/v1/events", &headers(&[("cookie", &cookie)])).is_ok());
+        let wrong = format!("Bearer {}", "cd".repeat(32));
+        let why = check_token(
+            &token,
+            "/api/v1/jobs",
+            &headers(&[("authorization", &wrong)]),
+        )
+        .expect_err("wrong token");
+        assert!(why.contains("does not match"), "{why}");
+        assert!(
+            check_token(
+                &token,
+                "/api/v1/node",
+                &headers(&[("authorization", "Basic x")])
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -146,6 +146,17 @@ pub enum Command {
         /// The node's API address.
         #[arg(long, env = "DISTRIBUTEAI_API", default_value = DEFAULT_API)]
         api: String,
+        /// The node's API token, if its operator created one [default: the one in the default
+        /// data directory, if any].
+        #[arg(long, env = "DISTRIBUTEAI_API_TOKEN", hide_env_values = true)]
+        api_token: Option<String>,
+    },
+    /// Print the token that lets clients use this node's API from other machines, creating it
+    /// (mode 0600 in the data directory) on first use. Once it exists the node requires it.
+    ApiToken {
+        /// The node's data directory [default: $XDG_DATA_HOME/distributeai].
+        #[arg(long, env = "DISTRIBUTEAI_DATA_DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Show this node's identity (PeerId and public key), creating it on first use.
     Identity {
@@ -164,6 +175,10 @@ pub struct ApiArgs {
     /// The node's API address.
     #[arg(long, env = "DISTRIBUTEAI_API", default_value = DEFAULT_API)]
     pub api: String,
+    /// The node's API token, if its operator created one [default: the one in the default
+    /// data directory, if any].
+    #[arg(long, env = "DISTRIBUTEAI_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
     /// Print JSON as the API returns it.
     #[arg(long)]
     pub json: bool,
@@ -287,8 +302,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             action: VerdictAction::Check { job_id, file, api },
         } => crate::client::verdict_check(job_id.as_deref(), file.as_deref(), &api).await,
         Command::Status { api } => crate::client::status(&api).await,
-        Command::Tui { api } => distributeai_tui::run(&api).await,
+        Command::Tui { api, api_token } => {
+            distributeai_tui::run(&api, api_token_or_default(api_token)).await
+        }
         Command::Identity { data_dir, json } => identity(data_dir, json),
+        Command::ApiToken { data_dir } => api_token(data_dir),
     }
 }
 
@@ -298,6 +316,28 @@ fn resolve_data_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
         .context("no data directory: pass --data-dir, or set HOME or XDG_DATA_HOME")?;
     // Absolute, so folders handed to Docker and printed to users are unambiguous.
     std::path::absolute(&dir).with_context(|| format!("resolving {}", dir.display()))
+}
+
+/// The token given, else the one in the default data directory (where a local node keeps
+/// it), if there is one.
+pub fn api_token_or_default(given: Option<String>) -> Option<String> {
+    given.or_else(|| {
+        let dir = crate::paths::default_data_dir()?;
+        crate::api_token::load(&dir).ok().flatten()
+    })
+}
+
+fn api_token(data_dir: Option<PathBuf>) -> Result<()> {
+    let data_dir = resolve_data_dir(data_dir)?;
+    let (token, created) = crate::api_token::load_or_create(&data_dir)?;
+    if created {
+        eprintln!(
+            "created {}: the node requires this token from its next start",
+            data_dir.join(crate::api_token::TOKEN_FILE).display()
+        );
+    }
+    outln!("{token}");
+    Ok(())
 }
 
 fn identity(data_dir: Option<PathBuf>, json: bool) -> Result<()> {

@@ -12,7 +12,7 @@ use crate::cli::{ApiArgs, SubmitArgs};
 
 /// The typed client of the node the flags point at.
 fn client(args: &ApiArgs) -> ApiClient {
-    ApiClient::new(&args.api)
+    ApiClient::new(&args.api).with_token(crate::cli::api_token_or_default(args.api_token.clone()))
 }
 
 /// Prints `value` as pretty JSON (`--json`).

@@ -41,6 +41,7 @@ impl StdoutError {
 }
 
 pub mod api;
+pub mod api_token;
 pub mod cli;
 pub mod client;
 pub mod config;

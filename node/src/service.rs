@@ -87,6 +87,21 @@ pub enum StartError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The API token could not be read.
+    #[error(transparent)]
+    ApiToken(#[from] crate::api_token::TokenError),
+    /// The API would be reachable from other machines with no token to guard it.
+    #[error(
+        "the API would listen on {addr}, reachable from other machines, and this node has no \
+         API token: create one with `distributeai api-token --data-dir {data_dir}` (clients \
+         then send it as `Authorization: Bearer <token>`), or listen on 127.0.0.1"
+    )]
+    ApiExposed {
+        /// The address.
+        addr: SocketAddr,
+        /// The node's data directory.
+        data_dir: String,
+    },
     /// The API address could not be bound.
     #[error("cannot listen for the API on {addr}: {source}")]
     Api {
@@ -124,6 +139,9 @@ pub struct SharedState {
     pub metrics: Metrics,
     /// The network handle.
     pub network: Client,
+    /// The API's bearer token, required on every route but `/healthz`, `/metrics` and the
+    /// page's files once the operator created one (`crate::api_token`).
+    pub api_token: Option<String>,
 }
 
 /// A started node; [`RunningNode::stop`] shuts it down.
@@ -195,6 +213,13 @@ pub async fn listen_addrs(
 /// Starts a node: identity, network, API and service loop.
 pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
     let (identity, created) = NodeIdentity::load_or_create(&config.data_dir)?;
+    let api_token = crate::api_token::load(&config.data_dir)?;
+    if api_token.is_none() && !config.api_listen.ip().is_loopback() {
+        return Err(StartError::ApiExposed {
+            addr: config.api_listen,
+            data_dir: config.data_dir.display().to_string(),
+        });
+    }
     let store = Store::open(&config.data_dir)?;
     let ledger = Arc::new(RwLock::new(Ledger::open(
         store.clone(),
@@ -270,6 +295,7 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
         events: api_events,
         metrics,
         network: client,
+        api_token,
     });
 
     let listener = TcpListener::bind(config.api_listen)

@@ -153,3 +153,81 @@ async fn a_submitter_that_never_decides_or_cancels_after_the_commit_leaves_no_ou
     );
     serving.abort();
 }
+
+/// Issue 20: a node whose API was bound to 0.0.0.0 served job requests to anyone. Now it does
+/// not start that way without a token, and with one it answers only requests carrying it
+/// (the health check, the metrics and the page's files aside). Traffic goes to loopback only.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_off_loopback_needs_its_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = node_config(dir.path(), vec![], "exposed");
+    config.api_listen = "0.0.0.0:0".parse().expect("addr");
+    let refused = distributeai_node::service::start(config)
+        .await
+        .err()
+        .expect("no token: the node does not start");
+    let text = refused.to_string();
+    assert!(text.contains("distributeai api-token"), "{text}");
+
+    let (token, _) = distributeai_node::api_token::load_or_create(dir.path()).expect("token");
+    let mut config = node_config(dir.path(), vec![], "exposed");
+    config.api_listen = "0.0.0.0:0".parse().expect("addr");
+    let node = distributeai_node::service::start(config)
+        .await
+        .expect("starts with a token");
+    let base = format!("http://127.0.0.1:{}", node.api_addr.port());
+    let http = reqwest::Client::new();
+    let status = |request: reqwest::RequestBuilder| async move {
+        request.send().await.expect("reachable").status().as_u16()
+    };
+    let spec = serde_json::json!({"image": "distributeai/toolbox:local", "command": ["true"]});
+    // Without the token: nothing of the node's.
+    for path in [
+        "/api/v1/node",
+        "/api/v1/jobs",
+        "/api/v1/ledger",
+        "/api/v1/events",
+    ] {
+        assert_eq!(
+            status(http.get(format!("{base}{path}"))).await,
+            401,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        status(http.post(format!("{base}/api/v1/jobs")).json(&spec)).await,
+        401
+    );
+    assert_eq!(
+        status(
+            http.get(format!("{base}/api/v1/node"))
+                .bearer_auth("0".repeat(64))
+        )
+        .await,
+        401
+    );
+    // The health check, the metrics and the page itself.
+    for path in ["/healthz", "/metrics", "/", "/app.js"] {
+        assert_eq!(
+            status(http.get(format!("{base}{path}"))).await,
+            200,
+            "{path}"
+        );
+    }
+    // With it, as the CLI sends it and as the page's cookie carries it.
+    assert_eq!(
+        status(http.get(format!("{base}/api/v1/node")).bearer_auth(&token)).await,
+        200
+    );
+    assert_eq!(
+        status(
+            http.get(format!("{base}/api/v1/jobs"))
+                .header("cookie", format!("distributeai_token={token}"))
+        )
+        .await,
+        200
+    );
+    let client = distributeai_api::ApiClient::new(&base).with_token(Some(token));
+    assert!(client.node().await.is_ok(), "the typed client sends it");
+    node.stop().await;
+}

@@ -124,9 +124,12 @@ async fn follow_events(api: ApiClient, wake: mpsc::Sender<Wake>) {
     }
 }
 
-/// Runs the TUI against the node API at `api` (`host:port` or a URL) until the user quits.
-pub async fn run(api: &str) -> Result<()> {
-    let client = ApiClient::new(api).with_timeout(Duration::from_secs(5));
+/// Runs the TUI against the node API at `api` (`host:port` or a URL), sending `token` if the
+/// node requires one, until the user quits.
+pub async fn run(api: &str, token: Option<String>) -> Result<()> {
+    let client = ApiClient::new(api)
+        .with_timeout(Duration::from_secs(5))
+        .with_token(token);
     let mut app = App::new(api);
     // ratatui::init enters the alternate screen and installs a panic hook that restores the
     // terminal before the panic message is printed.

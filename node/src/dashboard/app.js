@@ -12,6 +12,17 @@
   const MAX_JOB_ROWS = 500;
   const SVGNS = 'http://www.w3.org/2000/svg';
 
+  // A node whose operator created an API token serves this page to anyone but its API only
+  // with the token. Opened as http://<address>/#token=<token>, the page keeps the token in a
+  // same-site cookie, which its requests and its event stream then carry; the address bar
+  // forgets it at once.
+  (function takeToken() {
+    const m = /(?:^#|&)token=([0-9a-f]{64})(?:&|$)/i.exec(location.hash);
+    if (!m) return;
+    document.cookie = 'distributeai_token=' + m[1] + '; path=/; SameSite=Strict';
+    history.replaceState(null, '', location.pathname + location.search);
+  })();
+
   // ---------------------------------------------------------------- pure helpers
 
   /** Splits a command line into argv: whitespace separates; '…' and "…" group; \ escapes. */
