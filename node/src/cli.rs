@@ -242,10 +242,12 @@ pub struct NodeArgs {
     /// Address of the local HTTP API [default: 127.0.0.1:7070].
     #[arg(long, value_name = "ADDR")]
     pub api: Option<SocketAddr>,
-    /// CPUs offered to jobs [default: all of this machine's].
+    /// CPUs the jobs running at once may use together [default: all of this machine's but
+    /// one, at least one].
     #[arg(long)]
     pub cpus: Option<u32>,
-    /// Memory offered to jobs, in MiB [default: this machine's total].
+    /// Memory the jobs running at once may use together, in MiB [default: half of this
+    /// machine's].
     #[arg(long)]
     pub memory_mb: Option<u64>,
     /// Region label shown to other nodes, e.g. eu-west.
@@ -362,6 +364,18 @@ fn identity(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// CPUs a worker offers by default: all but one of the machine's, at least one, so the owner
+/// always keeps a core (jobs are held to their share by the kernel's CPU quota).
+pub fn default_cpus(host_cpus: u32) -> u32 {
+    host_cpus.saturating_sub(1).max(1)
+}
+
+/// Memory a worker offers by default (MiB): half the machine's, so the owner's programs keep
+/// the other half; the jobs running at once share it (issue 20: a worker offered all of it).
+pub fn default_memory_mb(host_memory_mb: u64) -> u64 {
+    host_memory_mb / 2
+}
+
 /// Merges flags over the config file over defaults.
 pub fn node_config(args: NodeArgs) -> Result<NodeConfig> {
     let data_dir = resolve_data_dir(args.data_dir)?;
@@ -380,8 +394,14 @@ pub fn node_config(args: NodeArgs) -> Result<NodeConfig> {
     }
     let mut bootstrap = file.bootstrap.unwrap_or_default();
     bootstrap.extend(args.bootstrap);
-    let cpus = args.cpus.or(file.cpus).unwrap_or(host.cpus);
-    let memory_mb = args.memory_mb.or(file.memory_mb).unwrap_or(host.memory_mb);
+    let cpus = args
+        .cpus
+        .or(file.cpus)
+        .unwrap_or_else(|| default_cpus(host.cpus));
+    let memory_mb = args
+        .memory_mb
+        .or(file.memory_mb)
+        .unwrap_or_else(|| default_memory_mb(host.memory_mb));
     if cpus > host.cpus {
         bail!(
             "--cpus {cpus} is more than this machine has ({})",
@@ -618,4 +638,17 @@ async fn peers(api: &str, json: bool) -> Result<()> {
         outln!("(no peers yet)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_leaves_the_owner_a_core_and_half_the_memory_by_default() {
+        assert_eq!(default_cpus(1), 1);
+        assert_eq!(default_cpus(2), 1);
+        assert_eq!(default_cpus(8), 7);
+        assert_eq!(default_memory_mb(16_384), 8_192);
+    }
 }

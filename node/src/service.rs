@@ -254,6 +254,8 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
     )));
     let jobs_config = JobsConfig {
         worker: config.worker,
+        offered_cpus_millis: config.capabilities.cpus.saturating_mul(1000),
+        offered_memory_mb: config.capabilities.memory_mb,
         ..config.jobs.clone()
     };
     let jobs = crate::jobs::spawn(

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::query_parameters::ListContainersOptions;
-use distributeai_node::executor::docker::{NODE_LABEL, SandboxLimits};
+use distributeai_node::executor::docker::{JOB_OOM_SCORE_ADJ, NODE_LABEL, SandboxLimits};
 use distributeai_node::executor::registry::RegistryPolicy;
 use distributeai_node::executor::{
     BoxFuture, DockerExecutor, DockerExecutorConfig, ExecutionOutcome, ExecutionRequest,
@@ -281,6 +281,9 @@ async fn memory_over_the_limit_ends_as_oom_and_the_worker_keeps_running() {
     assert!(outcome.detail.contains("32 MiB"), "{}", outcome.detail);
     let after = h.run(sh("echo still here")).await;
     assert_eq!(stdout(&after), "still here\n");
+    // When the host itself runs short, the kernel picks a job before the node (issue 20).
+    let adj = h.run(sh("cat /proc/self/oom_score_adj")).await;
+    assert_eq!(stdout(&adj), format!("{JOB_OOM_SCORE_ADJ}\n"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

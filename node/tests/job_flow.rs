@@ -510,6 +510,43 @@ async fn a_worker_that_disappears_mid_run_is_replaced_within_the_liveness_bound(
     assert!(!verdict.silent.contains(&victim), "{verdict:?}");
 }
 
+/// Issue 20: a worker's offer is what the jobs running at once share, not what each may take.
+/// Two jobs that each ask for 800 of the 1,024 MiB a worker offers (two slots free) run one
+/// after the other: the second waits for the first.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_running_at_once_share_the_memory_a_worker_offers() {
+    let honest = (FakeBehaviour::Honest, None);
+    let net = network_with_delay(&[honest], Duration::from_secs(1)).await;
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let mut big = spec(1, 1);
+        big.resources.memory_mb = 800;
+        big.command = vec!["echo".into(), i.to_string()];
+        ids.push(submit(&net.submitter.node, big).await.id);
+    }
+    let mut waited = 0;
+    for id in &ids {
+        let job = wait_final(&net.submitter.node, id).await;
+        assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
+        let record = net
+            .submitter
+            .node
+            .state
+            .jobs
+            .job(id.parse().expect("id"))
+            .await
+            .expect("record");
+        if record
+            .events
+            .iter()
+            .any(|(_, e)| e.contains("waits for a free slot"))
+        {
+            waited += 1;
+        }
+    }
+    assert_eq!(waited, 1, "one of the two waited for the other's memory");
+}
+
 /// Issue 12: five jobs at once on three workers with two slots each failed with "refused the
 /// assignment: busy". A batch far larger than the free slots now queues and drains in full.
 #[tokio::test(flavor = "multi_thread")]

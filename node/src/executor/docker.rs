@@ -50,6 +50,10 @@ use super::{
 
 /// Label naming the job a container runs.
 pub const JOB_LABEL: &str = "distributeai.job";
+/// The `oom_score_adj` of every job container (`-1000..=1000`; the node and most desktop
+/// programs run at 0): 500 makes the kernel's OOM killer pick a job's processes well before
+/// anything of the owner's, without exempting anything else (issue 20).
+pub const JOB_OOM_SCORE_ADJ: i64 = 500;
 /// Label naming the node (PeerId) that created a container.
 pub const NODE_LABEL: &str = "distributeai.node";
 
@@ -520,6 +524,9 @@ impl DockerExecutor {
                 memory_swap: Some(memory_bytes),
                 nano_cpus: Some(cpus.nano_cpus()),
                 pids_limit: Some(limits.pids_limit),
+                // Above the node's own (0): when the host runs out of memory, the kernel
+                // kills a job before the node or the owner's programs.
+                oom_score_adj: Some(JOB_OOM_SCORE_ADJ),
                 cap_drop: Some(vec!["ALL".into()]),
                 security_opt: Some(vec!["no-new-privileges".into()]),
                 privileged: Some(false),

@@ -66,6 +66,11 @@ pub struct JobsConfig {
     pub worker: bool,
     /// Jobs this node runs at once as a worker.
     pub max_concurrent: usize,
+    /// CPUs, in thousandths, that the jobs running at once may ask for together (the node's
+    /// offer, `--cpus`); an assignment beyond what is left waits (answered busy).
+    pub offered_cpus_millis: u32,
+    /// Memory, in MiB, that the jobs running at once may ask for together (`--memory-mb`).
+    pub offered_memory_mb: u64,
     /// With fewer than n bids this long after the announcement, the job counts as queued
     /// (workers that could run it are busy) or runs with what there is.
     pub bid_window: Duration,
@@ -95,6 +100,8 @@ impl Default for JobsConfig {
         Self {
             worker: true,
             max_concurrent: 2,
+            offered_cpus_millis: u32::MAX,
+            offered_memory_mb: u64::MAX,
             bid_window: Duration::from_secs(3),
             reserve_bids: 0,
             bid_quiet: Duration::from_millis(150),

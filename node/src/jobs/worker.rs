@@ -37,6 +37,27 @@ impl JobManager {
             .saturating_sub(busy.max(self.running.len()))
     }
 
+    /// Executions of `spec` this node could start now: the free slots, or none when the jobs
+    /// running already hold so much of the CPUs or memory this node offers that `spec` would
+    /// not fit beside them (issue 20: two jobs each asking all of the offer would otherwise
+    /// take twice the machine).
+    fn free_slots_for(&self, spec: &distributeai_protocol::JobSpec) -> usize {
+        let (cpus, memory) =
+            self.work
+                .values()
+                .filter(|w| w.occupies_slot())
+                .fold((0u64, 0u64), |(c, m), w| {
+                    (
+                        c + u64::from(w.spec.resources.cpus.millis()),
+                        m.saturating_add(w.spec.resources.memory_mb),
+                    )
+                });
+        let fits = cpus + u64::from(spec.resources.cpus.millis())
+            <= u64::from(self.config.offered_cpus_millis)
+            && memory.saturating_add(spec.resources.memory_mb) <= self.config.offered_memory_mb;
+        if fits { self.free_slots() } else { 0 }
+    }
+
     /// A job announced on the mesh: bid if we can run it.
     pub(super) fn consider_job(&mut self, _author: PeerId, job: Verified<JobAnnouncement>) {
         let id = job.envelope.job_id();
@@ -131,7 +152,10 @@ impl JobManager {
             // Accepting a job we never bid on would skip every check a bid makes.
             return Response::Refused("this node did not bid on this job".into());
         }
-        let free_slots = self.free_slots();
+        let free_slots = self
+            .work
+            .get(&job)
+            .map_or(0, |item| self.free_slots_for(&item.spec));
         let was_bid = self.work.get(&job).is_some_and(|w| w.is_bid());
         let response = self
             .step_work(
@@ -166,7 +190,10 @@ impl JobManager {
                 return;
             };
             let job = assignment.message.job_id;
-            let free_slots = self.free_slots();
+            let free_slots = self
+                .work
+                .get(&job)
+                .map_or(0, |item| self.free_slots_for(&item.spec));
             let response = self.step_work(
                 job,
                 work::Input::Assigned {
