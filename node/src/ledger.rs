@@ -24,7 +24,7 @@ use libp2p::PeerId;
 use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
-use crate::network::{Client, VerifiedResponse};
+use crate::network::{Client, KnownVerdicts, VerifiedResponse};
 use crate::store::{Store, StoreError, Table};
 
 /// What inserting a verdict did.
@@ -72,6 +72,8 @@ pub struct Ledger {
     equivocators: HashSet<PublicKey>,
     /// The network's founders, who count fully from the start.
     genesis: HashSet<PublicKey>,
+    /// Content ids of every verdict held (entries and evidence), shared with the network task.
+    held: KnownVerdicts,
     standings: Book<PublicKey>,
     /// The canonical position of the last entry applied, for applying in order cheaply.
     last: Option<(u64, [u8; 32])>,
@@ -88,13 +90,18 @@ impl std::fmt::Debug for Ledger {
 impl Ledger {
     /// Loads the stored entries, re-checking each; an entry that no longer validates is skipped.
     /// `genesis` are the network's founders (the node's `--genesis` list).
-    pub fn open(store: Store, genesis: HashSet<PublicKey>) -> Result<Self, StoreError> {
+    pub fn open(
+        store: Store,
+        genesis: HashSet<PublicKey>,
+        held: KnownVerdicts,
+    ) -> Result<Self, StoreError> {
         let mut ledger = Self {
             store,
             entries: BTreeMap::new(),
             equivocations: BTreeMap::new(),
             equivocators: HashSet::new(),
             genesis,
+            held,
             standings: Book::new(),
             last: None,
         };
@@ -109,6 +116,7 @@ impl Ledger {
                         verified.signer,
                         content_id,
                     );
+                    ledger.held.insert(content_id);
                     ledger.entries.insert(job_id, Held { content_id, entry });
                 }
                 Err(e) => {
@@ -120,6 +128,7 @@ impl Ledger {
             if let Ok(verified) = signed.open(&ctx) {
                 let job_id = verified.message.job.job_id();
                 ledger.equivocations.insert(job_id, signed.content_id());
+                ledger.held.insert(signed.content_id());
                 ledger.equivocators.insert(verified.signer);
             }
         }
@@ -147,6 +156,7 @@ impl Ledger {
         }
         self.store
             .put(Table::Ledger, job_id.as_bytes(), &verdict.envelope)?;
+        self.held.insert(content_id);
         let entry =
             distributeai_jobflow::ledger_entry(&verdict.message, verdict.signer, content_id);
         let position = (entry.issued_at, entry.id);
@@ -176,6 +186,9 @@ impl Ledger {
         let content_id = verdict.envelope.content_id();
         let evidence = self.equivocations.get(&job_id).copied();
         let replaced = content_id < held;
+        // Held either way: as the entry, as the evidence, or as a third verdict seen and
+        // outranked, which nobody need check again.
+        self.held.insert(content_id);
         if replaced {
             // The held entry becomes the evidence (it is lower than any evidence held).
             let old: Option<Signed<Verdict>> = self.store.get(Table::Ledger, job_id.as_bytes())?;
@@ -217,6 +230,12 @@ impl Ledger {
             }
         }
         Digest(*hasher.finalize().as_bytes())
+    }
+
+    /// Whether a verdict with this content id is held (or was seen and outranked), so
+    /// that it need not be checked again.
+    pub fn holds(&self, content_id: &Digest) -> bool {
+        self.held.contains(content_id)
     }
 
     /// Issuers that signed two different verdicts for one job.
@@ -494,19 +513,75 @@ impl Ledger {
     }
 }
 
-/// Most batches fetched from one peer in one sync round.
-const MAX_PAGES: usize = 1000;
+/// Most batches fetched from one peer in one sync round (issue 20): 16 pages of at most
+/// `MAX_LEDGER_BATCH` entries and about 1 MiB each, so a round costs at most about 16 MiB of
+/// download per peer; a ledger larger than that is fetched over several rounds from where the
+/// last one stopped ([`SyncCursors`]). Before, a round restarted from the beginning and
+/// stopped after 1,000 pages, so entries past those were never fetched, and a peer that always
+/// answered `more: true` got 1,000 pages of signature checks out of every round.
+pub const MAX_PAGES_PER_ROUND: usize = 16;
 
-/// Pulls the entries `peer` has and we lack, validating each one. Returns how many were new.
+/// Where the next sync round with each peer starts: the last job id fetched from it, for the
+/// peers whose ledger we have not read to the end yet. At most [`SyncCursors::MAX`] peers
+/// (about 100 bytes each); past it the oldest cursor is dropped, and that peer's next round
+/// starts from the beginning again.
+#[derive(Debug, Default)]
+pub struct SyncCursors {
+    cursors: std::collections::VecDeque<(PeerId, JobId)>,
+}
+
+impl SyncCursors {
+    /// Most peers with a cursor.
+    pub const MAX: usize = 1024;
+
+    /// Where the next round with `peer` starts.
+    pub fn start(&self, peer: &PeerId) -> Option<JobId> {
+        self.cursors
+            .iter()
+            .find(|(p, _)| p == peer)
+            .map(|(_, cursor)| *cursor)
+    }
+
+    /// Records where a round with `peer` stopped: `None` when it read to the end.
+    pub fn stopped(&mut self, peer: PeerId, at: Option<JobId>) {
+        self.cursors.retain(|(p, _)| *p != peer);
+        if let Some(at) = at {
+            if self.cursors.len() >= Self::MAX {
+                self.cursors.pop_front();
+            }
+            self.cursors.push_back((peer, at));
+        }
+    }
+}
+
+/// What one sync round with a peer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncRound {
+    /// New entries.
+    pub added: usize,
+    /// Where it stopped when the peer had more than one round's pages; `None` when it read
+    /// to the end (or the ledgers matched).
+    pub stopped_at: Option<JobId>,
+}
+
+/// Pulls the entries `peer` has and we lack, from `start` on, at most
+/// [`MAX_PAGES_PER_ROUND`] pages, validating each new entry. Entries already held are
+/// skipped without checking a signature; the first entry that does not validate ends the
+/// round with an error (an honest peer serves only entries it verified).
 pub async fn sync_from(
     network: &Client,
     ledger: &std::sync::RwLock<Ledger>,
     metrics: &Metrics,
     peer: PeerId,
-) -> Result<usize, String> {
-    let mut after = None;
+    start: Option<JobId>,
+) -> Result<SyncRound, String> {
+    let mut after = start;
     let mut added = 0;
-    for _ in 0..MAX_PAGES {
+    let done = |added| SyncRound {
+        added,
+        stopped_at: None,
+    };
+    for _ in 0..MAX_PAGES_PER_ROUND {
         let request = Request::LedgerSync(LedgerSyncRequest {
             after,
             limit: MAX_LEDGER_BATCH as u32,
@@ -518,14 +593,44 @@ pub async fn sync_from(
             Err(e) => return Err(e.to_string()),
         };
         let ctx = ValidationContext::live().archived();
-        let mut ledger = ledger.write().unwrap_or_else(|p| p.into_inner());
-        if batch.summary == ledger.summary() {
-            metrics.ledger_matched(distributeai_protocol::time::now_ms());
-            return Ok(added);
-        }
-        for signed in &batch.entries {
+        // Under a read lock only: whether we already match, and which entries are new. The
+        // signatures of the new ones are checked with no lock held (the API and the job
+        // manager read the ledger meanwhile); the write lock is taken only to insert.
+        let fresh: Vec<&Signed<Verdict>> = {
+            let held = ledger.read().unwrap_or_else(|p| p.into_inner());
+            if batch.summary == held.summary() {
+                metrics.ledger_matched(distributeai_protocol::time::now_ms());
+                return Ok(done(added));
+            }
+            batch
+                .entries
+                .iter()
+                .filter(|signed| !held.holds(&signed.content_id()))
+                .collect()
+        };
+        metrics.dropped_by(
+            "ledger_entry",
+            "held",
+            (batch.entries.len() - fresh.len()) as u64,
+        );
+        let mut verified = Vec::with_capacity(fresh.len());
+        let mut invalid = None;
+        for signed in fresh {
             match signed.open(&ctx) {
-                Ok(verified) => match ledger.insert(&verified) {
+                Ok(v) => verified.push(v),
+                Err(e) => {
+                    metrics.dropped("ledger_entry", e.reason());
+                    invalid = Some(e);
+                    // An honest node serves only entries it verified: this peer is not,
+                    // and gets no more of our signature checks this round.
+                    break;
+                }
+            }
+        }
+        {
+            let mut ledger = ledger.write().unwrap_or_else(|p| p.into_inner());
+            for verified in &verified {
+                match ledger.insert(verified) {
                     Ok(Inserted::New) => added += 1,
                     Ok(Inserted::Duplicate) => {}
                     Ok(Inserted::Equivocation { job, .. }) => {
@@ -536,27 +641,34 @@ pub async fn sync_from(
                         metrics.dropped("ledger_entry", "store");
                         warn!(%peer, error = %e, "cannot store a synced ledger entry");
                     }
-                },
-                Err(e) => {
-                    metrics.dropped("ledger_entry", e.reason());
-                    debug!(%peer, error = %e, "refused an invalid synced ledger entry");
                 }
             }
+        }
+        if let Some(e) = invalid {
+            debug!(%peer, error = %e, "refused an invalid synced ledger entry");
+            return Err(format!(
+                "served a ledger entry that does not validate ({e}): not synced from again this round"
+            ));
+        }
+        if let Some(last) = batch.entries.last() {
             after = Some(
-                signed
-                    .decode_unchecked()
+                last.decode_unchecked()
                     .map(|v| v.job.job_id())
                     .map_err(|e| e.to_string())?,
             );
         }
         if !batch.more || batch.entries.is_empty() {
-            if batch.summary == ledger.summary() {
+            let held = ledger.read().unwrap_or_else(|p| p.into_inner());
+            if batch.summary == held.summary() {
                 metrics.ledger_matched(distributeai_protocol::time::now_ms());
             }
-            return Ok(added);
+            return Ok(done(added));
         }
     }
-    Ok(added)
+    Ok(SyncRound {
+        added,
+        stopped_at: after,
+    })
 }
 
 /// Keeps the ledger in step with peers: on every trigger (a new peer connected) and every
@@ -572,6 +684,7 @@ pub async fn run_sync(
 ) {
     use rand::seq::SliceRandom;
     let mut tick = tokio::time::interval(interval);
+    let mut cursors = SyncCursors::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -595,10 +708,19 @@ pub async fn run_sync(
         };
         candidates.shuffle(&mut rand::rng());
         for peer in candidates.into_iter().take(3) {
-            match sync_from(&network, &ledger, &metrics, peer).await {
-                Ok(0) => {}
-                Ok(added) => debug!(%peer, added, "ledger entries synced"),
-                Err(e) => debug!(%peer, error = %e, "ledger sync failed"),
+            let start = cursors.start(&peer);
+            match sync_from(&network, &ledger, &metrics, peer, start).await {
+                Ok(round) => {
+                    cursors.stopped(peer, round.stopped_at);
+                    if round.added > 0 {
+                        debug!(%peer, added = round.added, "ledger entries synced");
+                    }
+                }
+                Err(e) => {
+                    // Start over with it next time: its pages may have changed.
+                    cursors.stopped(peer, None);
+                    debug!(%peer, error = %e, "ledger sync failed");
+                }
             }
         }
     }
@@ -615,6 +737,25 @@ mod tests {
     use super::*;
 
     const IMAGE: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    #[test]
+    fn sync_cursors_resume_where_a_round_stopped_and_stay_bounded() {
+        let mut cursors = SyncCursors::default();
+        let a = PeerId::random();
+        assert_eq!(cursors.start(&a), None);
+        cursors.stopped(a, Some(JobId([7; 32])));
+        assert_eq!(cursors.start(&a), Some(JobId([7; 32])));
+        cursors.stopped(a, None);
+        assert_eq!(
+            cursors.start(&a),
+            None,
+            "read to the end: start over next time"
+        );
+        for i in 0..SyncCursors::MAX + 10 {
+            cursors.stopped(PeerId::random(), Some(JobId([(i % 250) as u8; 32])));
+        }
+        assert_eq!(cursors.cursors.len(), SyncCursors::MAX);
+    }
 
     /// A verdict on a 1-of-n job that every worker in `agree` ran with the same result, each
     /// with its signed commitment and the reveal that opens it.
@@ -698,11 +839,18 @@ mod tests {
             tempfile::tempdir().expect("tempdir"),
             tempfile::tempdir().expect("tempdir"),
         ];
-        let mut forward = Ledger::open(Store::open(dirs[0].path()).expect("store"), HashSet::new())
-            .expect("ledger");
-        let mut backward =
-            Ledger::open(Store::open(dirs[1].path()).expect("store"), HashSet::new())
-                .expect("ledger");
+        let mut forward = Ledger::open(
+            Store::open(dirs[0].path()).expect("store"),
+            HashSet::new(),
+            KnownVerdicts::default(),
+        )
+        .expect("ledger");
+        let mut backward = Ledger::open(
+            Store::open(dirs[1].path()).expect("store"),
+            HashSet::new(),
+            KnownVerdicts::default(),
+        )
+        .expect("ledger");
         for e in &entries {
             assert_eq!(forward.insert(&open(e)).expect("insert"), Inserted::New);
         }
@@ -717,8 +865,12 @@ mod tests {
         assert_eq!(forward.standing(&b.public_key()).agreed, 3);
         // Reloading from the store gives the same ledger.
         drop(forward);
-        let reloaded = Ledger::open(Store::open(dirs[0].path()).expect("store"), HashSet::new())
-            .expect("ledger");
+        let reloaded = Ledger::open(
+            Store::open(dirs[0].path()).expect("store"),
+            HashSet::new(),
+            KnownVerdicts::default(),
+        )
+        .expect("ledger");
         assert_eq!(reloaded.summary(), backward.summary());
         assert_eq!(reloaded.len(), 6);
     }
@@ -751,8 +903,12 @@ mod tests {
         let ledgers: Vec<(tempfile::TempDir, Ledger)> = (0..3)
             .map(|_| {
                 let dir = tempfile::tempdir().expect("tempdir");
-                let ledger = Ledger::open(Store::open(dir.path()).expect("store"), HashSet::new())
-                    .expect("ledger");
+                let ledger = Ledger::open(
+                    Store::open(dir.path()).expect("store"),
+                    HashSet::new(),
+                    KnownVerdicts::default(),
+                )
+                .expect("ledger");
                 (dir, ledger)
             })
             .collect();
@@ -799,8 +955,12 @@ mod tests {
         assert_eq!(three.summary(), one.summary());
         // And the evidence survives a restart.
         drop(one);
-        let reloaded =
-            Ledger::open(Store::open(d1.path()).expect("store"), HashSet::new()).expect("ledger");
+        let reloaded = Ledger::open(
+            Store::open(d1.path()).expect("store"),
+            HashSet::new(),
+            KnownVerdicts::default(),
+        )
+        .expect("ledger");
         assert_eq!(reloaded.summary(), two.summary());
         assert!(reloaded.equivocators().contains(&s.public_key()));
     }
@@ -811,8 +971,12 @@ mod tests {
         let a = NodeIdentity::from_secret([2; 32]);
         let now = now_ms();
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut ledger =
-            Ledger::open(Store::open(dir.path()).expect("store"), HashSet::new()).expect("ledger");
+        let mut ledger = Ledger::open(
+            Store::open(dir.path()).expect("store"),
+            HashSet::new(),
+            KnownVerdicts::default(),
+        )
+        .expect("ledger");
         for i in 0..70 {
             ledger
                 .insert(&open(&verdict(&s, i, &[&a], now)))

@@ -321,6 +321,20 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts `n` dropped messages at once.
+    pub fn dropped_by(&self, kind: &str, reason: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.inner
+            .dropped
+            .get_or_create(&DropLabels {
+                kind: kind.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc_by(n);
+    }
+
     /// How many messages of `kind` were dropped for `reason`.
     pub fn dropped_count(&self, kind: &str, reason: &str) -> u64 {
         self.inner

@@ -221,9 +221,11 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
         });
     }
     let store = Store::open(&config.data_dir)?;
+    let held_verdicts = crate::network::KnownVerdicts::default();
     let ledger = Arc::new(RwLock::new(Ledger::open(
         store.clone(),
         config.genesis.iter().copied().collect(),
+        held_verdicts.clone(),
     )?));
     let (api_events, _) = tokio::sync::broadcast::channel(256);
     let executor = if config.worker {
@@ -242,6 +244,7 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
         &identity,
         NetworkConfig {
             genesis_tag: network::genesis_tag(&config.genesis),
+            held_verdicts,
             ..config.network.clone()
         },
         metrics.clone(),

@@ -231,3 +231,112 @@ async fn forged_entries_move_no_honest_standing_and_buy_nothing() {
     serving.abort();
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// Issue 20: the ledger's cost under a hostile sync peer and replayed verdicts. A peer that
+/// answers every sync page with `more: true`, a summary that never matches and an entry that
+/// does not validate used to get up to 1,000 pages of signature checks out of every round;
+/// now the first invalid entry ends the round, so each round costs one page. And a verdict the
+/// node already holds (here: learnt by sync) is ignored when it arrives by gossip, before any
+/// of its signatures is checked, and is not forwarded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_sync_peer_costs_one_page_a_round_and_held_verdicts_are_not_checked_again() {
+    let net = network(&[(FakeBehaviour::Honest, None)]).await;
+    let honest = &net.workers[0];
+    let mut adversary = TestPeer::start(Role::Node, net.bootstrap.addrs.clone()).await;
+    let accomplice = distributeai_protocol::NodeIdentity::generate().expect("key");
+    let mut events = std::mem::replace(&mut adversary.events, tokio::sync::mpsc::channel(1).1);
+    let client = adversary.client.clone();
+    let forger = Forger {
+        issuer: &adversary.identity,
+        accomplice: &accomplice,
+    };
+    let valid = forger.farmed(1);
+    // A verdict signed by a key that is not its job's submitter: refused once checked.
+    let invalid = Signed::sign(
+        &accomplice,
+        &forger.farmed(2).decode_unchecked().expect("decodes"),
+    )
+    .expect("sign");
+    let serving_invalid = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pages: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
+    // Pages served to the honest worker (the submitter node syncs from it too).
+    let watched = honest.node.peer_id;
+    let serving = {
+        let (valid, invalid, serving_invalid, pages) = (
+            valid.clone(),
+            invalid.clone(),
+            serving_invalid.clone(),
+            pages.clone(),
+        );
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let NetworkEvent::Request { request, id, peer } = event else {
+                    continue;
+                };
+                let response = match request {
+                    InboundRequest::LedgerSync(_) if serving_invalid.load(Ordering::SeqCst) => {
+                        if peer == watched {
+                            pages.lock().expect("pages").push(std::time::Instant::now());
+                        }
+                        Response::Ledger(LedgerSyncResponse {
+                            entries: vec![invalid.clone()],
+                            more: true,
+                            summary: Digest([0xab; 32]),
+                        })
+                    }
+                    InboundRequest::LedgerSync(_) => Response::Ledger(LedgerSyncResponse {
+                        entries: vec![valid.clone()],
+                        more: false,
+                        summary: Digest([0xab; 32]),
+                    }),
+                    _ => Response::Refused("no".into()),
+                };
+                let _ = client.respond(id, response).await;
+            }
+        })
+    };
+    publish(
+        &adversary,
+        GossipMessage::Node(forger.node_announcement(&adversary.addrs)),
+    )
+    .await;
+
+    // The valid entry arrives by sync.
+    let ledger_len = || honest.node.state.ledger.read().expect("ledger").len();
+    assert!(
+        wait_until(BOUND, || async { ledger_len() == 1 }).await,
+        "the honest node synced the adversary's valid entry"
+    );
+    // The same verdict by gossip: held, so ignored unchecked.
+    let metrics = &honest.node.state.metrics;
+    publish(&adversary, GossipMessage::Verdict(valid.clone())).await;
+    assert!(
+        wait_until(BOUND, || async {
+            metrics.dropped_count("gossip", "held") >= 1
+        })
+        .await,
+        "the held verdict is ignored by gossip"
+    );
+    assert_eq!(ledger_len(), 1);
+
+    // Now every page holds an invalid entry and says there is more.
+    serving_invalid.store(true, Ordering::SeqCst);
+    let refused = || metrics.dropped_count("ledger_entry", "inconsistent");
+    assert!(
+        wait_until(BOUND, || async { refused() >= 3 }).await,
+        "three rounds refused the entry"
+    );
+    // One page a round: pages come a sync round apart (5 s here, or 0.5 s after a new
+    // connection), never back to back as the pages of one round would.
+    let pages = pages.lock().expect("pages").clone();
+    assert!(pages.len() >= 3, "{} pages", pages.len());
+    for pair in pages.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(400),
+            "two pages {gap:?} apart: more than one page in a round"
+        );
+    }
+    assert_eq!(ledger_len(), 1, "nothing invalid entered");
+    serving.abort();
+}

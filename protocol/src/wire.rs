@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, EncodeError};
-use crate::digest::JobId;
+use crate::digest::{Digest, JobId};
 use crate::envelope::{Signed, Verified};
 use crate::limits::{MAX_MESSAGE_BYTES, MAX_OUTPUT_CHUNK_BYTES};
 use crate::messages::*;
@@ -52,8 +52,29 @@ impl GossipMessage {
         bytes: &[u8],
         ctx: &ValidationContext,
     ) -> Result<VerifiedGossip, ValidationError> {
-        let message: GossipMessage = codec::decode(bytes)?;
-        Ok(match message {
+        Self::decode(bytes)?.verify(ctx)
+    }
+
+    /// Decodes gossip bytes within the wire bounds, checking no signature: what a receiver
+    /// needs to recognise a message it already holds or saw ([`GossipMessage::content_id`])
+    /// before spending signature checks on it. Act on it only after [`GossipMessage::verify`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, ValidationError> {
+        Ok(codec::decode(bytes)?)
+    }
+
+    /// The content id of the signed message inside (see `Signed::content_id`).
+    pub fn content_id(&self) -> Digest {
+        match self {
+            GossipMessage::Node(m) => m.content_id(),
+            GossipMessage::Job(m) => m.content_id(),
+            GossipMessage::Cancel(m) => m.content_id(),
+            GossipMessage::Verdict(m) => m.content_id(),
+        }
+    }
+
+    /// Verifies and validates a decoded message, as [`GossipMessage::decode_verified`] does.
+    pub fn verify(self, ctx: &ValidationContext) -> Result<VerifiedGossip, ValidationError> {
+        Ok(match self {
             GossipMessage::Node(m) => VerifiedGossip::Node(m.open(ctx)?),
             GossipMessage::Job(m) => VerifiedGossip::Job(m.open(ctx)?),
             GossipMessage::Cancel(m) => VerifiedGossip::Cancel(m.open(ctx)?),

@@ -171,6 +171,8 @@ pub struct EventLoop {
     other_genesis: HashSet<PeerId>,
     /// Our genesis tag ([`super::genesis_tag`]); empty on a bootstrap peer.
     genesis_tag: String,
+    /// The verdicts our ledger holds.
+    held_verdicts: super::KnownVerdicts,
     started: Instant,
     seen: SeenCache,
 }
@@ -243,6 +245,7 @@ impl EventLoop {
         let window = 2 * distributeai_protocol::limits::MAX_CLOCK_SKEW_MS;
         // A bootstrap peer is public by definition: people join through its address.
         let genesis_tag = config.genesis_tag.clone();
+        let held_verdicts = config.held_verdicts.clone();
         let reachability = if config.role == super::Role::Bootstrap {
             Reachability::Public
         } else {
@@ -273,6 +276,7 @@ impl EventLoop {
             hop_peers: HashSet::new(),
             other_genesis: HashSet::new(),
             genesis_tag,
+            held_verdicts,
             started: Instant::now(),
             seen: SeenCache::new(window, 200_000),
         })
@@ -1207,38 +1211,66 @@ impl EventLoop {
         message: gossipsub::Message,
     ) {
         let now = now_ms();
-        let acceptance =
-            match GossipMessage::decode_verified(&message.data, &ValidationContext::live_at(now)) {
-                Ok(verified) => {
-                    let (kind, signer, content_id) = gossip_parts(&verified);
-                    let author = message.source;
-                    if !author.is_some_and(|a| signer_is(&signer, &a)) {
-                        self.drop_gossip(
-                            &propagation_source,
-                            "inconsistent",
-                            "signer is not the gossip author",
-                        );
-                        gossipsub::MessageAcceptance::Reject
-                    } else if !self.seen.first_sighting(content_id, now) {
-                        self.metrics.dropped("gossip", "replayed");
-                        debug!(%propagation_source, kind, "dropped replayed gossip");
-                        gossipsub::MessageAcceptance::Ignore
-                    } else {
-                        self.metrics.accepted(kind);
-                        if let Some(author) = author {
-                            self.emit(NetworkEvent::Gossip {
-                                author,
-                                message: verified,
-                            });
-                        }
-                        gossipsub::MessageAcceptance::Accept
-                    }
-                }
-                Err(error) => {
-                    self.drop_gossip(&propagation_source, error.reason(), &error.to_string());
-                    gossipsub::MessageAcceptance::Reject
-                }
+        // Recognised before any signature is checked: a verdict the ledger holds, or a message
+        // accepted within the replay window (marked seen only once accepted below, so a copy
+        // with a bad signature or the wrong author cannot shadow the real one).
+        let decoded = GossipMessage::decode(&message.data);
+        if let Ok(decoded) = &decoded {
+            let id = decoded.content_id();
+            let known = if matches!(decoded, GossipMessage::Verdict(_))
+                && self.held_verdicts.contains(&id)
+            {
+                Some("held")
+            } else if self.seen.contains(&id, now) {
+                Some("replayed")
+            } else {
+                None
             };
+            if let Some(reason) = known {
+                self.metrics.dropped("gossip", reason);
+                debug!(%propagation_source, reason, "ignored gossip already known");
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(
+                        &message_id,
+                        &propagation_source,
+                        gossipsub::MessageAcceptance::Ignore,
+                    );
+                return;
+            }
+        }
+        let acceptance = match decoded.and_then(|m| m.verify(&ValidationContext::live_at(now))) {
+            Ok(verified) => {
+                let (kind, signer, content_id) = gossip_parts(&verified);
+                let author = message.source;
+                if !author.is_some_and(|a| signer_is(&signer, &a)) {
+                    self.drop_gossip(
+                        &propagation_source,
+                        "inconsistent",
+                        "signer is not the gossip author",
+                    );
+                    gossipsub::MessageAcceptance::Reject
+                } else if !self.seen.first_sighting(content_id, now) {
+                    self.metrics.dropped("gossip", "replayed");
+                    debug!(%propagation_source, kind, "dropped replayed gossip");
+                    gossipsub::MessageAcceptance::Ignore
+                } else {
+                    self.metrics.accepted(kind);
+                    if let Some(author) = author {
+                        self.emit(NetworkEvent::Gossip {
+                            author,
+                            message: verified,
+                        });
+                    }
+                    gossipsub::MessageAcceptance::Accept
+                }
+            }
+            Err(error) => {
+                self.drop_gossip(&propagation_source, error.reason(), &error.to_string());
+                gossipsub::MessageAcceptance::Reject
+            }
+        };
         self.swarm
             .behaviour_mut()
             .gossipsub

@@ -48,6 +48,13 @@ impl SeenCache {
         true
     }
 
+    /// Whether `id` was seen within the window before `now` (records nothing).
+    pub fn contains(&self, id: &Digest, now: TimestampMs) -> bool {
+        self.seen
+            .get(id)
+            .is_some_and(|at| at.saturating_add(self.window_ms) > now)
+    }
+
     fn expire(&mut self, now: TimestampMs) {
         while let Some(&(at, id)) = self.order.front() {
             if at.saturating_add(self.window_ms) > now {
