@@ -88,7 +88,7 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// Loads the stored entries, re-checking each; an entry that no longer validates is skipped.
+    /// Loads the stored entries (verified when they were stored, so not checked again).
     /// `genesis` are the network's founders (the node's `--genesis` list).
     pub fn open(
         store: Store,
@@ -105,31 +105,32 @@ impl Ledger {
             standings: Book::new(),
             last: None,
         };
-        let ctx = ValidationContext::live().archived();
+        // Every stored verdict was verified before it was stored (`insert` takes only
+        // `Verified` ones) and the store is this node's own, so start-up decodes without
+        // checking a signature again (issue 20: re-verifying every entry, up to ~260
+        // signatures each, made start-up grow with the ledger). A record that no longer
+        // decodes (a damaged disk) is skipped.
         for signed in ledger.store.all::<Signed<Verdict>>(Table::Ledger)? {
-            match signed.open(&ctx) {
-                Ok(verified) => {
-                    let job_id = verified.message.job.job_id();
+            match signed.decode_unchecked() {
+                Ok(verdict) => {
+                    let job_id = verdict.job.job_id();
                     let content_id = signed.content_id();
-                    let entry = distributeai_jobflow::ledger_entry(
-                        &verified.message,
-                        verified.signer,
-                        content_id,
-                    );
+                    let entry =
+                        distributeai_jobflow::ledger_entry(&verdict, signed.signer(), content_id);
                     ledger.held.insert(content_id);
                     ledger.entries.insert(job_id, Held { content_id, entry });
                 }
                 Err(e) => {
-                    warn!(error = %e, "skipping a stored ledger entry that does not validate")
+                    warn!(error = %e, "skipping a stored ledger entry that does not decode")
                 }
             }
         }
         for signed in ledger.store.all::<Signed<Verdict>>(Table::Equivocations)? {
-            if let Ok(verified) = signed.open(&ctx) {
-                let job_id = verified.message.job.job_id();
+            if let Ok(verdict) = signed.decode_unchecked() {
+                let job_id = verdict.job.job_id();
                 ledger.equivocations.insert(job_id, signed.content_id());
                 ledger.held.insert(signed.content_id());
-                ledger.equivocators.insert(verified.signer);
+                ledger.equivocators.insert(signed.signer());
             }
         }
         ledger.recompute();

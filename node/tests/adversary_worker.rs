@@ -120,6 +120,41 @@ async fn a_submitter_that_never_decides_or_cancels_after_the_commit_leaves_no_ou
     let with_both = entries_under(&work_dir);
     assert!(with_both > 0, "the worker keeps the outputs for a verdict");
 
+    // It asks for the undecided job's output again and again (a verdict never comes): the
+    // worker sends it four times over (plus 64 KiB), then refuses.
+    let worker = net.workers[0].node.peer_id;
+    let mut sent = 0u64;
+    let mut total = 0u64;
+    let refusal = loop {
+        let request = Request::FetchOutput {
+            job_id: undecided.job_id(),
+            offset: 0,
+            max_bytes: 1 << 20,
+        };
+        match adversary.client.request(worker, request).await {
+            Ok(VerifiedResponse::Output(chunk)) => {
+                sent += chunk.data.len() as u64;
+                total = chunk.total;
+            }
+            Ok(VerifiedResponse::Refused(why)) => break why,
+            other => panic!("an output or a refusal: {other:?}"),
+        }
+        assert!(sent < 16 << 20, "no bound: {sent} bytes sent");
+    };
+    assert!(refusal.contains("already sent"), "{refusal}");
+    assert!(
+        sent <= 4 * total + 64 * 1024 + total,
+        "{sent} bytes of a {total}-byte output"
+    );
+    assert_eq!(
+        net.workers[0]
+            .node
+            .state
+            .metrics
+            .dropped_count("request", "output_served_enough"),
+        1
+    );
+
     // The cancel after the commitment: that output goes at once.
     let cancel = JobCancel {
         job_id: cancelled.job_id(),

@@ -399,6 +399,9 @@ pub struct JobManager {
     probing: std::collections::HashSet<PeerId>,
     /// Assignments answered busy, started as soon as a slot frees.
     deferred: work::DeferredAssignments,
+    /// Bytes of output served per job we ran, against [`worker::MAX_OUTPUT_SERVES`]; an
+    /// entry goes with its work item.
+    served: HashMap<JobId, u64>,
     /// What each submitter promised to paid jobs in flight, as announced to this node.
     promises: distributeai_jobflow::promises::Promises,
     /// What this node saw itself of the workers on its own jobs, which steers its draws.
@@ -569,6 +572,7 @@ impl JobManager {
                 unsaved: Default::default(),
                 probing: Default::default(),
                 deferred: Default::default(),
+                served: HashMap::new(),
                 promises: Default::default(),
                 first_hand,
             },

@@ -23,6 +23,16 @@ use crate::executor::{ExecutionOutcome, ExecutionRequest, ExecutionStatus, Execu
 use crate::network::VerifiedResponse;
 use crate::store::Table;
 
+/// How many times over a worker sends a job's output to its submitter (issue 20: a submitter
+/// could ask for it again and again until a verdict that never comes, using the worker's
+/// uplink). Four: a fetch resumed after a lost circuit or a restarted submitter re-reads
+/// parts, and an honest submitter needs one copy. Counted in bytes, plus
+/// [`OUTPUT_SERVE_SLACK_BYTES`].
+pub(super) const MAX_OUTPUT_SERVES: u64 = 4;
+/// Bytes served on top of [`MAX_OUTPUT_SERVES`] copies (64 KiB), so that a tiny output's
+/// fetch can still be retried a few times whole.
+pub(super) const OUTPUT_SERVE_SLACK_BYTES: u64 = 64 * 1024;
+
 /// Attempts to deliver one bid, the first retry after [`BID_RETRY_FIRST`], then doubling.
 const BID_ATTEMPTS: u32 = 6;
 const BID_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
@@ -238,15 +248,28 @@ impl JobManager {
         if offset > total {
             return Response::Refused("offset past the end".into());
         }
+        let served = self.served.get(&job_id).copied().unwrap_or(0);
+        let budget = total
+            .saturating_mul(MAX_OUTPUT_SERVES)
+            .saturating_add(OUTPUT_SERVE_SLACK_BYTES);
+        if served >= budget {
+            self.metrics.dropped("request", "output_served_enough");
+            return Response::Refused(format!(
+                "this output was already sent {MAX_OUTPUT_SERVES} times over ({served} bytes)"
+            ));
+        }
         let max = usize::try_from(max_bytes)
             .unwrap_or(usize::MAX)
             .clamp(1, MAX_OUTPUT_CHUNK_BYTES);
         match output::read_bundle(Path::new(dir), manifest, offset, max) {
-            Ok(data) => Response::Output(OutputChunk {
-                offset,
-                total,
-                data,
-            }),
+            Ok(data) => {
+                *self.served.entry(job_id).or_insert(0) += data.len() as u64;
+                Response::Output(OutputChunk {
+                    offset,
+                    total,
+                    data,
+                })
+            }
             Err(e) => Response::Refused(short_text(&format!("cannot read the output: {e}"))),
         }
     }
@@ -258,6 +281,7 @@ impl JobManager {
             match effect {
                 Effect::Persist => self.save_work(id),
                 Effect::Forget => {
+                    self.served.remove(&id);
                     if self.work.remove(&id).is_some_and(|item| !item.is_bid()) {
                         self.unsaved.remove(&(Table::Work, id));
                         if let Err(e) = self.store.remove(Table::Work, id.as_bytes()) {
