@@ -185,7 +185,7 @@ fn start_homes<'a>(
             cmd.arg("--no-worker");
         }
         if host == "pub" {
-            cmd.args(relay_args);
+            cmd.arg("--relay-service").args(relay_args);
         }
         if host == "b2" {
             cmd.args(b2_args);

@@ -259,9 +259,10 @@ pub struct NodeArgs {
     /// Act as a Kademlia DHT server (for publicly reachable nodes).
     #[arg(long)]
     pub kad_server: bool,
-    /// Do not relay for nodes behind NAT, even when this node is publicly reachable.
+    /// Relay for nodes behind NAT when this node is found publicly reachable [default: off; a
+    /// home node's uplink is its owner's, and bootstrap peers relay already].
     #[arg(long)]
-    pub no_relay_service: bool,
+    pub relay_service: bool,
     /// A genesis identity of the network, by PeerId (repeatable): its founders, who count fully
     /// from the start, so others can earn standing and rewards can be paid. Every node of one
     /// network lists the same ones; a network with none pays no rewards.
@@ -447,7 +448,7 @@ pub fn node_config(args: NodeArgs) -> Result<NodeConfig> {
             mdns: !args.no_mdns && file.mdns.unwrap_or(true),
             role: Role::Node,
             kad_server: (args.kad_server || file.kad_server == Some(true)).then_some(true),
-            relay_service: !args.no_relay_service && file.relay_service.unwrap_or(true),
+            relay_service: args.relay_service || file.relay_service == Some(true),
             relay_limits: RelayLimits::with_circuit_limits(
                 args.max_circuit_secs,
                 args.max_circuit_kib,

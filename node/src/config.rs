@@ -32,7 +32,7 @@ pub struct FileConfig {
     pub worker: Option<bool>,
     /// Force Kademlia server mode (reachable nodes should).
     pub kad_server: Option<bool>,
-    /// Relay for nodes behind NAT when this node is publicly reachable (default true).
+    /// Relay for nodes behind NAT when this node is publicly reachable (default false).
     pub relay_service: Option<bool>,
     /// The network's genesis identities, by PeerId (see `distributeai node --genesis`).
     pub genesis: Option<Vec<libp2p::PeerId>>,

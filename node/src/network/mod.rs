@@ -74,7 +74,8 @@ pub struct NetworkConfig {
     /// relay reservations.
     pub redial_interval: Duration,
     /// Whether to relay for peers behind NAT once this node is found publicly reachable
-    /// (bootstrap peers always do).
+    /// (bootstrap peers always do). Off by default (issue 20): every public home node relayed
+    /// for strangers, 256 circuits of 64 MiB for 30 minutes each, on its owner's uplink.
     pub relay_service: bool,
     /// Limits of the relay this node runs for others.
     pub relay_limits: RelayLimits,
@@ -235,7 +236,7 @@ impl Default for NetworkConfig {
             request_timeout: Duration::from_secs(30),
             gossip_heartbeat: Duration::from_secs(1),
             redial_interval: Duration::from_secs(30),
-            relay_service: true,
+            relay_service: false,
             relay_limits: RelayLimits::default(),
             genesis_tag: String::new(),
             held_verdicts: KnownVerdicts::default(),
