@@ -266,3 +266,45 @@ async fn the_api_off_loopback_needs_its_token() {
     assert!(client.node().await.is_ok(), "the typed client sends it");
     node.stop().await;
 }
+
+/// Issue 20: no libp2p connection limits were configured, so strangers with many keys could
+/// hold any number of connections to a home node. Here a node allows two incoming ones and
+/// six peers, each with a key of its own, dial it: two get in, the others are denied and
+/// counted, and the node still answers its API.
+#[tokio::test(flavor = "multi_thread")]
+async fn strangers_cannot_open_more_connections_than_the_node_allows() {
+    use distributeai_node::network::ConnectionBudget;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = node_config(dir.path(), vec![], "limited");
+    config.network.connection_limits = Some(ConnectionBudget {
+        established_incoming: 2,
+        ..ConnectionBudget::for_role(Role::Node)
+    });
+    let node = distributeai_node::service::start(config)
+        .await
+        .expect("node starts");
+    let mut strangers = Vec::new();
+    for _ in 0..6 {
+        strangers.push(TestPeer::start(Role::Node, node.listen_addrs.clone()).await);
+    }
+    let metrics = node.state.metrics.clone();
+    let denied = wait_until(BOUND, || async {
+        metrics.dropped_count("connection", "limit") >= 4
+    })
+    .await;
+    assert!(denied, "four strangers were denied");
+    let connected = node
+        .state
+        .network
+        .info()
+        .await
+        .expect("info")
+        .connected
+        .len();
+    assert!(connected <= 2, "{connected} connections held");
+    let api = format!("http://{}/api/v1/node", node.api_addr);
+    assert!(reqwest::get(&api).await.expect("API").status().is_success());
+    drop(strangers);
+    node.stop().await;
+}

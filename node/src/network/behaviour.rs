@@ -18,6 +18,10 @@ use crate::metrics::Metrics;
 /// Everything a DistributeAI peer speaks.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    // First, so a connection over the limits is denied before any other behaviour sets up
+    // state for it.
+    pub(crate) connection_limits: libp2p::connection_limits::Behaviour,
+    pub(crate) memory_limits: libp2p::memory_connection_limits::Behaviour,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) kademlia: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) identify: identify::Behaviour,
@@ -189,7 +193,20 @@ pub(crate) fn build_swarm(
                     ..Default::default()
                 },
             );
+            let limits = config
+                .connection_limits
+                .unwrap_or_else(|| super::ConnectionBudget::for_role(config.role));
             Ok(Behaviour {
+                connection_limits: libp2p::connection_limits::Behaviour::new(
+                    libp2p::connection_limits::ConnectionLimits::default()
+                        .with_max_pending_incoming(Some(limits.pending_incoming))
+                        .with_max_established_incoming(Some(limits.established_incoming))
+                        .with_max_established(Some(limits.established))
+                        .with_max_established_per_peer(Some(limits.per_peer)),
+                ),
+                memory_limits: libp2p::memory_connection_limits::Behaviour::with_max_bytes(
+                    limits.max_memory_bytes,
+                ),
                 gossipsub,
                 kademlia,
                 identify,

@@ -834,6 +834,23 @@ impl EventLoop {
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 self.on_dial_error(peer_id, &error);
             }
+            SwarmEvent::IncomingConnectionError {
+                error: libp2p::swarm::ListenError::Denied { cause },
+                send_back_addr,
+                ..
+            } => {
+                let over_limit = cause
+                    .downcast_ref::<libp2p::connection_limits::Exceeded>()
+                    .is_some()
+                    || cause
+                        .downcast_ref::<libp2p::memory_connection_limits::MemoryUsageLimitExceeded>(
+                        )
+                        .is_some();
+                if over_limit {
+                    self.metrics.dropped("connection", "limit");
+                    debug!(%send_back_addr, %cause, "denied a connection over the limits");
+                }
+            }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 info!(%address, "reachable from outside at this address");
             }

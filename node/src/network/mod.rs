@@ -79,6 +79,9 @@ pub struct NetworkConfig {
     pub relay_service: bool,
     /// Limits of the relay this node runs for others.
     pub relay_limits: RelayLimits,
+    /// How many connections strangers may open to this node; `None`: the role's defaults
+    /// ([`ConnectionBudget::for_role`]).
+    pub connection_limits: Option<ConnectionBudget>,
     /// Which genesis identities this node lists ([`genesis_tag`]), told to peers in identify's
     /// agent version so a node whose peers list other ones says so; empty for a bootstrap
     /// peer, which keeps no ledger.
@@ -87,6 +90,51 @@ pub struct NetworkConfig {
     /// or by a peer replaying old entries) is ignored, not forwarded, before any signature
     /// is checked.
     pub held_verdicts: KnownVerdicts,
+}
+
+/// How many connections a node holds, enforced by libp2p's `connection_limits` and
+/// `memory_connection_limits` behaviours before a connection is set up (issue 20: none were
+/// configured, so a stranger with many keys could hold any number of connections, each with
+/// its buffers and streams). Connections over a limit are denied and counted as
+/// `messages_dropped{kind="connection",reason="limit"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionBudget {
+    /// Incoming connections still in their handshake (noise costs a key exchange each).
+    pub pending_incoming: u32,
+    /// Incoming connections established.
+    pub established_incoming: u32,
+    /// Connections established in all.
+    pub established: u32,
+    /// Connections to one peer: TCP, QUIC, a relayed one and one more while a hole punch
+    /// replaces the relayed one.
+    pub per_peer: u32,
+    /// Above this resident memory of the node's process (bytes), new connections are denied.
+    pub max_memory_bytes: usize,
+}
+
+impl ConnectionBudget {
+    /// The defaults: a home node keeps a few hundred peers at most (a gossipsub mesh is 6 to
+    /// 12 of them, Kademlia's table 20 per bucket), 32 handshakes at once, and stops taking
+    /// connections above 1 GiB of memory; a bootstrap peer, which every node meets first and
+    /// which relays, takes about ten times as many.
+    pub fn for_role(role: Role) -> Self {
+        match role {
+            Role::Node => Self {
+                pending_incoming: 32,
+                established_incoming: 192,
+                established: 256,
+                per_peer: 4,
+                max_memory_bytes: 1 << 30,
+            },
+            Role::Bootstrap => Self {
+                pending_incoming: 256,
+                established_incoming: 4096,
+                established: 4608,
+                per_peer: 4,
+                max_memory_bytes: 4 << 30,
+            },
+        }
+    }
 }
 
 /// Content ids of the verdicts a node's ledger holds (entries and evidence of equivocation),
@@ -238,6 +286,7 @@ impl Default for NetworkConfig {
             redial_interval: Duration::from_secs(30),
             relay_service: false,
             relay_limits: RelayLimits::default(),
+            connection_limits: None,
             genesis_tag: String::new(),
             held_verdicts: KnownVerdicts::default(),
         }
