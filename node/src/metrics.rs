@@ -346,6 +346,16 @@ impl Metrics {
             .get()
     }
 
+    /// How many messages of `kind` were accepted.
+    pub fn accepted_count(&self, kind: &str) -> u64 {
+        self.inner
+            .accepted
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .get()
+    }
+
     /// Counts an accepted message.
     pub fn accepted(&self, kind: &str) {
         self.inner

@@ -308,3 +308,122 @@ async fn strangers_cannot_open_more_connections_than_the_node_allows() {
     drop(strangers);
     node.stop().await;
 }
+
+/// Issue 20: direct requests were served unthrottled. A stranger that sends 2,000 as fast as
+/// its connection carries them gets the burst (1,000) and what the rate (100 a second)
+/// refills meanwhile; the rest are refused and counted, and the node's API still answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stranger_flooding_requests_is_held_to_its_rate() {
+    let net = network(&[(FakeBehaviour::Honest, None)]).await;
+    let target = net.workers[0].node.peer_id;
+    let stranger = TestPeer::start(Role::Node, net.bootstrap.addrs.clone()).await;
+    let connected = wait_until(BOUND, || async {
+        stranger
+            .client
+            .dial(net.workers[0].node.listen_addrs[0].clone())
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(connected, "the stranger reaches the worker");
+    // In waves of 100 at once: a connection carries a bounded number of streams.
+    let mut answers = Vec::new();
+    let started = Instant::now();
+    for _ in 0..20 {
+        let asks = (0..100).map(|_| {
+            stranger.client.request(
+                target,
+                Request::LedgerSync(distributeai_protocol::LedgerSyncRequest {
+                    after: None,
+                    limit: 1,
+                }),
+            )
+        });
+        answers.extend(futures::future::join_all(asks).await);
+    }
+    let refused = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(VerifiedResponse::Refused(why)) if why.contains("rate limited")))
+        .count();
+    let served = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(VerifiedResponse::Ledger(_))))
+        .count();
+    let other: Vec<_> = answers
+        .iter()
+        .filter(|a| {
+            !matches!(
+                a,
+                Ok(VerifiedResponse::Ledger(_)) | Ok(VerifiedResponse::Refused(_))
+            )
+        })
+        .take(2)
+        .collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    // The bound, whatever the machine's speed: the burst plus the refill over the flood.
+    let bound = 1_000 + (100.0 * elapsed).ceil() as usize + 10;
+    assert!(
+        served <= bound,
+        "{served} served in {elapsed:.1} s, over {bound}; e.g. {other:?}"
+    );
+    assert!(served >= 1_000, "the burst is served: {served}");
+    assert_eq!(
+        refused + served,
+        2_000,
+        "every request answered: e.g. {other:?}"
+    );
+    let metrics = &net.workers[0].node.state.metrics;
+    assert_eq!(
+        metrics.dropped_count("request", "rate_limited"),
+        refused as u64
+    );
+    let api = format!("{}/api/v1/node", net.workers[0].api());
+    assert!(reqwest::get(&api).await.expect("API").status().is_success());
+}
+
+/// Issue 20: every admitted job, from any identity, became a bid a worker holds in memory.
+/// One identity announcing 400 jobs at once gets its burst (256) and the rate's refill
+/// (32 a second) admitted; the rest are ignored, not forwarded, and counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_identity_announcing_jobs_in_bulk_is_held_to_its_rate() {
+    let net = network(&[(FakeBehaviour::Honest, None)]).await;
+    let adversary = TestPeer::start(Role::Node, net.bootstrap.addrs.clone()).await;
+    let accomplice = NodeIdentity::generate().expect("key");
+    let forger = Forger {
+        issuer: &adversary.identity,
+        accomplice: &accomplice,
+    };
+    let jobs: Vec<_> = (0..400).map(|nonce| forger.job(nonce, 0)).collect();
+    publish(&adversary, GossipMessage::Job(jobs[0].clone())).await;
+    let started = Instant::now();
+    for job in &jobs[1..] {
+        let _ = adversary
+            .client
+            .publish(GossipMessage::Job(job.clone()))
+            .await;
+    }
+    // Whichever node the flood reaches first holds it to the rate (the bootstrap peer relays
+    // it here) and forwards none of the excess.
+    let limited = || {
+        [
+            &net.bootstrap.metrics,
+            &net.submitter.node.state.metrics,
+            &net.workers[0].node.state.metrics,
+        ]
+        .iter()
+        .map(|m| m.dropped_count("gossip", "rate_limited"))
+        .sum::<u64>()
+    };
+    let held = wait_until(BOUND, || async { limited() > 0 }).await;
+    let worker = &net.workers[0].node.state.metrics;
+    let admitted = worker.accepted_count("job-announcement");
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(held, "{admitted} admitted, none limited");
+    let bound = 256 + (32.0 * elapsed).ceil() as u64 + 1;
+    assert!(
+        admitted <= bound,
+        "{admitted} admitted in {elapsed:.1} s, over {bound}"
+    );
+    let limited = limited();
+    assert!(limited > 0, "{admitted} admitted, none limited");
+}

@@ -175,6 +175,11 @@ pub struct EventLoop {
     held_verdicts: super::KnownVerdicts,
     started: Instant,
     seen: SeenCache,
+    /// Direct requests per peer ([`super::rate::Rate::REQUESTS_PER_PEER`]).
+    request_rates: super::rate::RateLimiter<PeerId>,
+    /// Job announcements and cancels per signer, gossip verdicts per signer.
+    job_rates: super::rate::RateLimiter<PublicKey>,
+    verdict_rates: super::rate::RateLimiter<PublicKey>,
 }
 
 fn peer_of(address: &Multiaddr) -> Option<PeerId> {
@@ -279,6 +284,17 @@ impl EventLoop {
             held_verdicts,
             started: Instant::now(),
             seen: SeenCache::new(window, 200_000),
+            // More buckets than connections allowed: a peer being limited keeps its bucket.
+            request_rates: super::rate::RateLimiter::new(
+                super::rate::Rate::REQUESTS_PER_PEER,
+                4_096,
+            ),
+            // About 1 MB each at most.
+            job_rates: super::rate::RateLimiter::new(super::rate::Rate::JOBS_PER_SIGNER, 16_384),
+            verdict_rates: super::rate::RateLimiter::new(
+                super::rate::Rate::VERDICTS_PER_SIGNER,
+                16_384,
+            ),
         })
     }
 
@@ -1243,6 +1259,26 @@ impl EventLoop {
             } else {
                 None
             };
+            // Per signer, once the outer signature (one check) shows who signed: a verdict's
+            // evidence costs up to ~260 more, a job may become a bid held in memory.
+            let known = known.or_else(|| {
+                let limited = match decoded {
+                    GossipMessage::Job(m) => m
+                        .verify_signature()
+                        .is_ok()
+                        .then(|| self.job_rates.allow(&m.signer(), now)),
+                    GossipMessage::Cancel(m) => m
+                        .verify_signature()
+                        .is_ok()
+                        .then(|| self.job_rates.allow(&m.signer(), now)),
+                    GossipMessage::Verdict(m) => m
+                        .verify_signature()
+                        .is_ok()
+                        .then(|| self.verdict_rates.allow(&m.signer(), now)),
+                    GossipMessage::Node(_) => None,
+                };
+                (limited == Some(false)).then_some("rate_limited")
+            });
             if let Some(reason) = known {
                 self.metrics.dropped("gossip", reason);
                 debug!(%propagation_source, reason, "ignored gossip already known");
@@ -1302,6 +1338,16 @@ impl EventLoop {
     fn on_request_response(&mut self, event: request_response::Event<Request, Response>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { channel, .. }
+                    if !self.request_rates.allow(&peer, now_ms()) =>
+                {
+                    self.metrics.dropped("request", "rate_limited");
+                    debug!(%peer, "refused a request over the peer's rate");
+                    let _ = self.swarm.behaviour_mut().request_response.send_response(
+                        channel,
+                        Response::Refused("rate limited: too many requests from this peer".into()),
+                    );
+                }
                 request_response::Message::Request {
                     request, channel, ..
                 } => match verify_request(&peer, request) {

@@ -17,6 +17,7 @@ mod client;
 pub mod codec;
 mod event_loop;
 mod hole_punch;
+pub mod rate;
 pub mod relays;
 pub mod replay;
 
