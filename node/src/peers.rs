@@ -72,7 +72,26 @@ impl PeerTable {
         }
     }
 
+    /// Most peers remembered (issue 20: the table had no cap, and every signed announcement
+    /// from a fresh key added a record). 4,096 records of at most a few KiB each (addresses and
+    /// `MAX_ANNOUNCED_LINKS` links) is at most about 16 MiB, and far more than the 256
+    /// connections a node holds (`network::ConnectionBudget`), so a connected peer always has
+    /// its place: when the table is full, a new peer takes the place of the disconnected one
+    /// seen longest ago.
+    pub const MAX_PEERS: usize = 4_096;
+
     fn entry(&mut self, peer: PeerId, now: TimestampMs) -> &mut PeerRecord {
+        if !self.peers.contains_key(&peer) && self.peers.len() >= Self::MAX_PEERS {
+            let oldest = self
+                .peers
+                .values()
+                .filter(|r| !r.connected)
+                .min_by_key(|r| r.last_seen)
+                .map(|r| r.peer_id);
+            if let Some(oldest) = oldest {
+                self.peers.remove(&oldest);
+            }
+        }
         self.peers.entry(peer).or_insert_with(|| PeerRecord {
             peer_id: peer,
             public_key: None,
@@ -261,6 +280,25 @@ mod tests {
             .expect("sign")
             .open(&ValidationContext::live_at(now))
             .expect("open")
+    }
+
+    #[test]
+    fn announcements_from_many_fresh_keys_cannot_grow_the_table_nor_push_out_connected_peers() {
+        let mut table = PeerTable::new(u64::MAX);
+        let connected = NodeIdentity::from_secret([9; 32]).peer_id();
+        table.on_connected(connected, DiscoverySource::Bootstrap, None, 0);
+        for i in 0..PeerTable::MAX_PEERS + 500 {
+            let mut secret = [0u8; 32];
+            secret[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+            let identity = NodeIdentity::from_secret(secret);
+            let now = 1 + i as u64;
+            table.on_announcement(identity.peer_id(), &announcement(&identity, 1, now), now);
+        }
+        assert_eq!(table.len(), PeerTable::MAX_PEERS);
+        assert!(
+            table.get(&connected).is_some(),
+            "the connected peer keeps its place"
+        );
     }
 
     #[test]

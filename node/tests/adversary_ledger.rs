@@ -15,6 +15,7 @@ use common::jobs::*;
 use common::*;
 use distributeai_node::executor::fake::FakeBehaviour;
 use distributeai_node::jobs::model::JobStatus;
+use distributeai_node::ledger;
 use distributeai_node::network::{InboundRequest, NetworkEvent, Role};
 use distributeai_protocol::{
     Bid, Digest, GossipMessage, LedgerSyncResponse, Response, Signed, Verdict,
@@ -257,15 +258,23 @@ async fn a_hostile_sync_peer_costs_one_page_a_round_and_held_verdicts_are_not_ch
         &forger.farmed(2).decode_unchecked().expect("decodes"),
     )
     .expect("sign");
-    let serving_invalid = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let invalid2 = Signed::sign(
+        &accomplice,
+        &forger.farmed(3).decode_unchecked().expect("decodes"),
+    )
+    .expect("sign");
+    // What it serves: 0 the valid entry, once; 1 an invalid entry, "more" for ever; 2 the
+    // valid entry (held by then), "more" for ever.
+    let mode = Arc::new(std::sync::atomic::AtomicU8::new(0));
     let pages: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
     // Pages served to the honest worker (the submitter node syncs from it too).
     let watched = honest.node.peer_id;
     let serving = {
-        let (valid, invalid, serving_invalid, pages) = (
+        let (valid, invalid, invalid2, mode, pages) = (
             valid.clone(),
             invalid.clone(),
-            serving_invalid.clone(),
+            invalid2.clone(),
+            mode.clone(),
             pages.clone(),
         );
         tokio::spawn(async move {
@@ -274,12 +283,17 @@ async fn a_hostile_sync_peer_costs_one_page_a_round_and_held_verdicts_are_not_ch
                     continue;
                 };
                 let response = match request {
-                    InboundRequest::LedgerSync(_) if serving_invalid.load(Ordering::SeqCst) => {
+                    InboundRequest::LedgerSync(_) if mode.load(Ordering::SeqCst) > 0 => {
                         if peer == watched {
                             pages.lock().expect("pages").push(std::time::Instant::now());
                         }
+                        let entries = if mode.load(Ordering::SeqCst) == 1 {
+                            vec![invalid.clone(), invalid2.clone()]
+                        } else {
+                            vec![valid.clone()]
+                        };
                         Response::Ledger(LedgerSyncResponse {
-                            entries: vec![invalid.clone()],
+                            entries,
                             more: true,
                             summary: Digest([0xab; 32]),
                         })
@@ -320,23 +334,48 @@ async fn a_hostile_sync_peer_costs_one_page_a_round_and_held_verdicts_are_not_ch
     assert_eq!(ledger_len(), 1);
 
     // Now every page holds an invalid entry and says there is more.
-    serving_invalid.store(true, Ordering::SeqCst);
+    mode.store(1, Ordering::SeqCst);
     let refused = || metrics.dropped_count("ledger_entry", "inconsistent");
     assert!(
         wait_until(BOUND, || async { refused() >= 3 }).await,
         "three rounds refused the entry"
     );
-    // One page a round: pages come a sync round apart (5 s here, or 0.5 s after a new
-    // connection), never back to back as the pages of one round would.
-    let pages = pages.lock().expect("pages").clone();
-    assert!(pages.len() >= 3, "{} pages", pages.len());
-    for pair in pages.windows(2) {
-        let gap = pair[1] - pair[0];
-        assert!(
-            gap >= Duration::from_millis(400),
-            "two pages {gap:?} apart: more than one page in a round"
-        );
-    }
+    // Each page holds two invalid entries: the first ends the round, so every page served
+    // cost one signature check, not two (and not a thousand pages a round). Checked between
+    // rounds, when every page served has been processed.
+    let one_each = wait_until(BOUND, || async {
+        refused() == pages.lock().expect("pages").len() as u64
+    })
+    .await;
+    assert!(
+        one_each,
+        "{} entries refused for {} pages",
+        refused(),
+        pages.lock().expect("pages").len()
+    );
     assert_eq!(ledger_len(), 1, "nothing invalid entered");
+
+    // Now pages of what the node holds, "more" for ever: cheap to skip, but each is a
+    // download, so a round ends after 8 such pages in a row.
+    pages.lock().expect("pages").clear();
+    mode.store(2, Ordering::SeqCst);
+    let two_rounds = wait_until(BOUND, || async {
+        let p = pages.lock().expect("pages");
+        p.windows(2)
+            .any(|w| w[1] - w[0] >= Duration::from_millis(400))
+            && p.len() >= 2 * ledger::MAX_STALE_PAGES
+    })
+    .await;
+    assert!(two_rounds, "two rounds of stale pages");
+    let pages = pages.lock().expect("pages").clone();
+    let mut run = 1;
+    for pair in pages.windows(2) {
+        run = if pair[1] - pair[0] < Duration::from_millis(400) {
+            run + 1
+        } else {
+            1
+        };
+        assert!(run <= ledger::MAX_STALE_PAGES, "{run} pages in one round");
+    }
     serving.abort();
 }

@@ -427,3 +427,57 @@ async fn one_identity_announcing_jobs_in_bulk_is_held_to_its_rate() {
     let limited = limited();
     assert!(limited > 0, "{admitted} admitted, none limited");
 }
+
+/// Issue 20: every admitted job became a bid the worker holds with its announcement and spec
+/// (up to 512 KiB each). A stranger announcing 120 jobs of about 400 KiB each, and taking
+/// every bid without ever assigning, gets at most 32 MiB of them held; the rest get no bid.
+#[tokio::test(flavor = "multi_thread")]
+async fn bids_held_for_a_stranger_are_bounded_in_bytes() {
+    let net = network(&[(FakeBehaviour::Honest, None)]).await;
+    let mut adversary = TestPeer::start(Role::Node, net.bootstrap.addrs.clone()).await;
+    let accomplice = NodeIdentity::generate().expect("key");
+    let mut events = std::mem::replace(&mut adversary.events, tokio::sync::mpsc::channel(1).1);
+    let client = adversary.client.clone();
+    let bids = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let serving = {
+        let bids = bids.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let NetworkEvent::Request { request, id, .. } = event {
+                    if matches!(request, InboundRequest::Bid(_)) {
+                        bids.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    let _ = client.respond(id, Response::Ack).await;
+                }
+            }
+        })
+    };
+    let forger = Forger {
+        issuer: &adversary.identity,
+        accomplice: &accomplice,
+    };
+    publish(
+        &adversary,
+        GossipMessage::Node(forger.node_announcement(&adversary.addrs)),
+    )
+    .await;
+    for nonce in 0..120u64 {
+        let job = forger.job(nonce, 0);
+        let mut spec = job.decode_unchecked().expect("decodes");
+        spec.spec.command = (0..100)
+            .map(|i| format!("{i:04}{}", "x".repeat(4_000)))
+            .collect();
+        let big = Signed::sign(&adversary.identity, &spec).expect("sign");
+        publish(&adversary, GossipMessage::Job(big)).await;
+    }
+    let metrics = &net.workers[0].node.state.metrics;
+    let full = wait_until(BOUND, || async {
+        metrics.dropped_count("job", "bids_full") > 0
+    })
+    .await;
+    let held = bids.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(full, "the worker stopped bidding ({held} bids)");
+    // 32 MiB of ~400 KiB announcements: about 80.
+    assert!((60..=84).contains(&held), "{held} bids held");
+    serving.abort();
+}

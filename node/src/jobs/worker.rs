@@ -23,6 +23,16 @@ use crate::executor::{ExecutionOutcome, ExecutionRequest, ExecutionStatus, Execu
 use crate::network::VerifiedResponse;
 use crate::store::Table;
 
+/// Most bids a worker holds at once (issue 20: every admitted job, from anyone, became a bid
+/// held in memory with its announcement and decoded spec, up to about 512 KiB each). A worker
+/// runs a few jobs at a time and a bid not taken lapses with its job, so 1,024 bids is ample
+/// (ordinary specs are a few hundred bytes each). Past it, or past [`MAX_BID_BYTES`], no bid,
+/// counted as `messages_dropped{kind="job",reason="bids_full"}`.
+pub(super) const MAX_BIDS_HELD: usize = 1_024;
+/// Most bytes of signed announcements held as bids (32 MiB; the decoded specs beside them
+/// take about as much again), so that maximal specs cannot fill memory under the count.
+pub(super) const MAX_BID_BYTES: usize = 32 << 20;
+
 /// How many times over a worker sends a job's output to its submitter (issue 20: a submitter
 /// could ask for it again and again until a verdict that never comes, using the worker's
 /// uplink). Four: a fetch resumed after a lost circuit or a restarted submitter re-reads
@@ -79,6 +89,18 @@ impl JobManager {
         }
         if let Err(reason) = executor.admits(&job.message.spec) {
             debug!(job_id = %id.short(), %reason, "not bidding");
+            return;
+        }
+        let (bids, bytes) = self
+            .work
+            .values()
+            .filter(|w| w.is_bid())
+            .fold((0usize, 0usize), |(n, b), w| {
+                (n + 1, b + w.announcement.body().len())
+            });
+        if bids >= MAX_BIDS_HELD || bytes + job.envelope.body().len() > MAX_BID_BYTES {
+            self.metrics.dropped("job", "bids_full");
+            debug!(job_id = %id.short(), bids, "not bidding: as many bids held as allowed");
             return;
         }
         let directory = NodeDirectory {
