@@ -60,6 +60,23 @@ pub struct NodeInfo {
     /// Relays this node holds (or is asking for) a reservation on.
     #[serde(default)]
     pub relays: Vec<RelayStatus>,
+    /// What strangers can make this node hold or do, and the bound on each (issue 20); also
+    /// `distributeai_budget{name}` in `/metrics`.
+    #[serde(default)]
+    pub budgets: Vec<BudgetView>,
+}
+
+/// One bound on what strangers can make a node hold or do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetView {
+    /// A stable name, as in `/metrics` (`bids_held`, `requests_per_peer_per_s`...).
+    pub name: String,
+    /// The bound, in `unit`.
+    pub value: f64,
+    /// Its unit: `count`, `bytes`, `seconds`, `cpus`, `per_second`, or `on` (1 or 0).
+    pub unit: String,
+    /// What it bounds, for people.
+    pub what: String,
 }
 
 /// A relay reservation, as `GET /api/v1/node` shows it.

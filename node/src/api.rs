@@ -236,6 +236,7 @@ async fn node_info(State(state): State<Arc<SharedState>>) -> Result<Json<NodeInf
                 reserved: r.reserved,
             })
             .collect(),
+        budgets: state.budgets.clone(),
     }))
 }
 

@@ -466,7 +466,24 @@ pub async fn status(args: &ApiArgs) -> Result<()> {
     for address in &node.listen_addrs {
         outln!("listening:     {address}");
     }
+    if !node.budgets.is_empty() {
+        outln!("budgets (what strangers can make this node hold or do):");
+        for b in &node.budgets {
+            outln!("  {:<34} {:>14}  {}", b.name, budget_value(b), b.what);
+        }
+    }
     Ok(())
+}
+
+/// A budget's value as people read it: MiB for bytes, yes/no for switches.
+fn budget_value(b: &distributeai_api::BudgetView) -> String {
+    match b.unit.as_str() {
+        "bytes" => format!("{:.0} MiB", b.value / 1_048_576.0),
+        "on" => if b.value > 0.0 { "yes" } else { "no" }.to_string(),
+        "seconds" => format!("{:.0} s", b.value),
+        "per_second" => format!("{:.0}/s", b.value),
+        _ => format!("{:.0}", b.value),
+    }
 }
 
 /// `distributeai verdict check`: the ledger's entry for `job_id`, or the signed verdict in

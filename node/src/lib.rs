@@ -42,6 +42,7 @@ impl StdoutError {
 
 pub mod api;
 pub mod api_token;
+pub mod budgets;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -22,6 +22,13 @@ pub struct DropLabels {
     pub reason: String,
 }
 
+/// Labels of a budget (issue 20): its name.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    /// The budget's stable name (`bids_held`, `requests_per_peer_per_s`...).
+    pub name: String,
+}
+
 /// Labels of an accepted message.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -94,6 +101,7 @@ struct Inner {
     ledger_entries: Gauge,
     ledger_matched: Gauge,
     reputation: Gauge<f64, std::sync::atomic::AtomicU64>,
+    budgets: Family<BudgetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     credits: Gauge,
     libp2p: libp2p::metrics::Metrics,
 }
@@ -267,6 +275,13 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             ledger_matched.clone(),
         );
+        let budgets = Family::<BudgetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "budget",
+            "Each bound on what strangers can make this node hold or do, by name, in the unit \
+             `distributeai status` shows (issue 20)",
+            budgets.clone(),
+        );
         let reputation = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "reputation",
@@ -289,6 +304,7 @@ impl Metrics {
                 ledger_entries,
                 ledger_matched,
                 reputation,
+                budgets,
                 credits,
                 libp2p,
                 dropped,
@@ -319,6 +335,16 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// Publishes a budget's value.
+    pub fn set_budget(&self, name: &str, value: f64) {
+        self.inner
+            .budgets
+            .get_or_create(&BudgetLabels {
+                name: name.to_string(),
+            })
+            .set(value);
     }
 
     /// Counts `n` dropped messages at once.

@@ -142,6 +142,8 @@ pub struct SharedState {
     /// The API's bearer token, required on every route but `/healthz`, `/metrics` and the
     /// page's files once the operator created one (`crate::api_token`).
     pub api_token: Option<String>,
+    /// Every bound on what strangers can make this node hold or do (`crate::budgets`).
+    pub budgets: Vec<distributeai_api::BudgetView>,
 }
 
 /// A started node; [`RunningNode::stop`] shuts it down.
@@ -287,6 +289,10 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
         config.ledger_sync_interval,
         shutdown.clone(),
     ));
+    let budgets = crate::budgets::of(&config, api_token.is_some());
+    for b in &budgets {
+        metrics.set_budget(&b.name, b.value);
+    }
     let state = Arc::new(SharedState {
         peer_id: identity.peer_id(),
         public_key: identity.public_key(),
@@ -301,6 +307,7 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
         metrics,
         network: client,
         api_token,
+        budgets,
     });
 
     let listener = TcpListener::bind(config.api_listen)

@@ -304,7 +304,21 @@ async fn strangers_cannot_open_more_connections_than_the_node_allows() {
         .len();
     assert!(connected <= 2, "{connected} connections held");
     let api = format!("http://{}/api/v1/node", node.api_addr);
-    assert!(reqwest::get(&api).await.expect("API").status().is_success());
+    let info = get_json(&api).await;
+    // The limit is visible where the operator looks: `distributeai status` and /metrics.
+    let incoming = info["budgets"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["name"] == "incoming_connections"))
+        .cloned()
+        .expect("the budget is listed");
+    assert_eq!(incoming["value"], 2.0, "{incoming}");
+    let metrics_text = node.state.metrics.encode();
+    assert!(
+        metrics_text
+            .lines()
+            .any(|l| l == "distributeai_budget{name=\"incoming_connections\"} 2.0"),
+        "{metrics_text}"
+    );
     drop(strangers);
     node.stop().await;
 }

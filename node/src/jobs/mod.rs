@@ -20,6 +20,7 @@ pub mod model;
 pub mod output;
 mod submitter;
 mod worker;
+pub use worker::{MAX_BID_BYTES, MAX_BIDS_HELD, MAX_OUTPUT_SERVES, OUTPUT_SERVE_SLACK_BYTES};
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -28,20 +28,20 @@ use crate::store::Table;
 /// runs a few jobs at a time and a bid not taken lapses with its job, so 1,024 bids is ample
 /// (ordinary specs are a few hundred bytes each). Past it, or past [`MAX_BID_BYTES`], no bid,
 /// counted as `messages_dropped{kind="job",reason="bids_full"}`.
-pub(super) const MAX_BIDS_HELD: usize = 1_024;
+pub const MAX_BIDS_HELD: usize = 1_024;
 /// Most bytes of signed announcements held as bids (32 MiB; the decoded specs beside them
 /// take about as much again), so that maximal specs cannot fill memory under the count.
-pub(super) const MAX_BID_BYTES: usize = 32 << 20;
+pub const MAX_BID_BYTES: usize = 32 << 20;
 
 /// How many times over a worker sends a job's output to its submitter (issue 20: a submitter
 /// could ask for it again and again until a verdict that never comes, using the worker's
 /// uplink). Four: a fetch resumed after a lost circuit or a restarted submitter re-reads
 /// parts, and an honest submitter needs one copy. Counted in bytes, plus
 /// [`OUTPUT_SERVE_SLACK_BYTES`].
-pub(super) const MAX_OUTPUT_SERVES: u64 = 4;
+pub const MAX_OUTPUT_SERVES: u64 = 4;
 /// Bytes served on top of [`MAX_OUTPUT_SERVES`] copies (64 KiB), so that a tiny output's
 /// fetch can still be retried a few times whole.
-pub(super) const OUTPUT_SERVE_SLACK_BYTES: u64 = 64 * 1024;
+pub const OUTPUT_SERVE_SLACK_BYTES: u64 = 64 * 1024;
 
 /// Attempts to deliver one bid, the first retry after [`BID_RETRY_FIRST`], then doubling.
 const BID_ATTEMPTS: u32 = 6;
