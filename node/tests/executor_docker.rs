@@ -580,6 +580,59 @@ async fn a_job_naming_a_loopback_registry_is_refused_before_any_pull() {
     server.abort();
 }
 
+/// Issue 20: pulls ignored cancel. A "registry" (listed by the operator) that accepts and never
+/// answers holds the pull; cancelling the job ends the execution at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_that_hangs_ends_with_its_jobs_cancel() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket); // never answered, never closed
+        }
+    });
+    let h = Harness::new(SandboxLimits {
+        allow_pull: true,
+        registries: RegistryPolicy {
+            allowed: vec![format!("127.0.0.1:{port}")],
+        },
+        ..test_limits()
+    })
+    .await;
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.cancel();
+    });
+    let started = std::time::Instant::now();
+    let outcome = h
+        .run_cancellable(
+            JobSpec::new(
+                format!("127.0.0.1:{port}/distributeai/hangs:1"),
+                vec!["true".into()],
+            ),
+            cancel,
+        )
+        .await;
+    assert_eq!(
+        outcome.status,
+        ExecutionStatus::Cancelled,
+        "{}",
+        outcome.detail
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "ended {:?} after the start",
+        started.elapsed()
+    );
+    held.abort();
+    h.assert_no_containers_left().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_beyond_what_the_worker_offers_are_refused() {
     let h = Harness::default().await;

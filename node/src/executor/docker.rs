@@ -552,7 +552,19 @@ impl DockerExecutor {
             .limits
             .admits(&request.spec)
             .map_err(ExecutorError::Refused)?;
-        let image_id = match self.resolve_image(&request.spec).await? {
+        // A pull can take long; a cancel stops it (issue 20: pulls ignored cancel). The
+        // engine finishes or drops what it was fetching when the stream is dropped.
+        let resolved = tokio::select! {
+            resolved = self.resolve_image(&request.spec) => resolved?,
+            _ = cancel.cancelled() => {
+                let mut outcome = ExecutionOutcome::ended(JobEnd::TimedOut, "", started_at);
+                outcome.status = ExecutionStatus::Cancelled;
+                outcome.detail = "cancelled while getting the image".into();
+                outcome.duration = clock.elapsed();
+                return Ok(outcome);
+            }
+        };
+        let image_id = match resolved {
             Ok(id) => id,
             Err(ImageUnavailable(detail)) => {
                 let mut outcome = ExecutionOutcome::ended(JobEnd::ImageUnavailable, "", started_at);
