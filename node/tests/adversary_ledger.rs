@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::adversary::Forger;
+use common::adversary::{Forger, publish};
 use common::jobs::*;
 use common::*;
 use distributeai_node::executor::fake::FakeBehaviour;
@@ -20,16 +20,6 @@ use distributeai_node::network::{InboundRequest, NetworkEvent, Role};
 use distributeai_protocol::{
     Bid, Digest, GossipMessage, LedgerSyncResponse, Response, Signed, Verdict,
 };
-
-/// Publishes until the mesh takes it (a fresh peer has no mesh peers for a moment).
-async fn publish(peer: &TestPeer, message: GossipMessage) {
-    let published = wait_until(BOUND, || {
-        let message = message.clone();
-        async move { peer.client.publish(message).await.is_ok() }
-    })
-    .await;
-    assert!(published, "the adversary's gossip was never published");
-}
 
 /// Each honest node's view of every honest identity: (reputation, credits, agreed,
 /// disagreed, failed, silent), by PeerId.

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::adversary::Forger;
+use common::adversary::{Forger, publish};
 use common::jobs::*;
 use common::*;
 use distributeai_node::executor::fake::FakeBehaviour;
@@ -33,16 +33,6 @@ fn entries_under(dir: &Path) -> usize {
             }
         })
         .sum()
-}
-
-/// Publishes until the mesh takes it (a fresh peer has no mesh peers for a moment).
-async fn publish(peer: &TestPeer, message: GossipMessage) {
-    let published = wait_until(BOUND, || {
-        let message = message.clone();
-        async move { peer.client.publish(message).await.is_ok() }
-    })
-    .await;
-    assert!(published, "the adversary's gossip was never published");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -514,6 +514,56 @@ async fn images_must_be_present_or_pullable_and_match_a_pinned_digest() {
     h.assert_no_containers_left().await;
 }
 
+/// A stand-in "registry" on 127.0.0.1 that counts the connections it gets and either closes
+/// each at once or holds it open unanswered; stops when dropped.
+struct StandInRegistry {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl StandInRegistry {
+    async fn start(hold: bool) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listener");
+        let port = listener.local_addr().expect("addr").port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        let server = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if hold {
+                    open.push(socket); // never answered, never closed
+                }
+            }
+        });
+        Self {
+            port,
+            connections,
+            server,
+        }
+    }
+}
+
+impl Drop for StandInRegistry {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Limits of a worker that pulls, from the registry on 127.0.0.1:`port` only.
+fn pulling_from(port: u16) -> SandboxLimits {
+    SandboxLimits {
+        allow_pull: true,
+        registries: RegistryPolicy {
+            allowed: vec![format!("127.0.0.1:{port}")],
+        },
+        ..test_limits()
+    }
+}
+
 /// Issue 20: a job naming a registry on the worker's own loopback made the worker's engine
 /// connect to it. A stand-in "registry" on 127.0.0.1 counts connections: under the default
 /// policy the worker refuses before any pull and nothing connects; an operator that lists it
@@ -521,21 +571,10 @@ async fn images_must_be_present_or_pullable_and_match_a_pinned_digest() {
 /// would have caught a pull).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_naming_a_loopback_registry_is_refused_before_any_pull() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("listener");
-    let port = listener.local_addr().expect("addr").port();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counted = connections.clone();
-    let server = tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            drop(socket);
-        }
-    });
+    let registry = StandInRegistry::start(false).await;
+    let (port, connections) = (registry.port, registry.connections.clone());
     let image = format!("127.0.0.1:{port}/distributeai/stand-in:1");
     fn run(h: &Harness, spec: JobSpec) -> BoxFuture<'_, Result<ExecutionOutcome, ExecutorError>> {
         h.executor.run(
@@ -563,45 +602,22 @@ async fn a_job_naming_a_loopback_registry_is_refused_before_any_pull() {
     assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing connected");
 
     // The same job on a worker whose operator lists that registry: the engine goes there.
-    let listed = Harness::new(SandboxLimits {
-        allow_pull: true,
-        registries: RegistryPolicy {
-            allowed: vec![format!("127.0.0.1:{port}")],
-        },
-        ..test_limits()
-    })
-    .await;
+    let listed = Harness::new(pulling_from(port)).await;
     assert_eq!(listed.executor.may_pull(&spec), Ok(()));
     let _ = run(&listed, spec).await;
     assert!(
         connections.load(Ordering::SeqCst) > 0,
         "the engine connected to the listed registry"
     );
-    server.abort();
 }
 
 /// Issue 20: pulls ignored cancel. A "registry" (listed by the operator) that accepts and never
 /// answers holds the pull; cancelling the job ends the execution at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pull_that_hangs_ends_with_its_jobs_cancel() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("listener");
-    let port = listener.local_addr().expect("addr").port();
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            open.push(socket); // never answered, never closed
-        }
-    });
-    let h = Harness::new(SandboxLimits {
-        allow_pull: true,
-        registries: RegistryPolicy {
-            allowed: vec![format!("127.0.0.1:{port}")],
-        },
-        ..test_limits()
-    })
-    .await;
+    let registry = StandInRegistry::start(true).await;
+    let port = registry.port;
+    let h = Harness::new(pulling_from(port)).await;
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {
@@ -629,7 +645,6 @@ async fn a_pull_that_hangs_ends_with_its_jobs_cancel() {
         "ended {:?} after the start",
         started.elapsed()
     );
-    held.abort();
     h.assert_no_containers_left().await;
 }
 

@@ -528,19 +528,7 @@ async fn jobs_running_at_once_share_the_memory_a_worker_offers() {
     for id in &ids {
         let job = wait_final(&net.submitter.node, id).await;
         assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
-        let record = net
-            .submitter
-            .node
-            .state
-            .jobs
-            .job(id.parse().expect("id"))
-            .await
-            .expect("record");
-        if record
-            .events
-            .iter()
-            .any(|(_, e)| e.contains("waits for a free slot"))
-        {
+        if waited_for_a_slot(&net.submitter.node, id).await {
             waited += 1;
         }
     }
@@ -568,19 +556,7 @@ async fn a_batch_larger_than_the_free_slots_drains_in_full() {
             "job {id}: {:?}",
             job.failure_reason
         );
-        let record = net
-            .submitter
-            .node
-            .state
-            .jobs
-            .job(id.parse().expect("id"))
-            .await
-            .expect("record");
-        if record
-            .events
-            .iter()
-            .any(|(_, e)| e.contains("waits for a free slot"))
-        {
+        if waited_for_a_slot(&net.submitter.node, id).await {
             waited += 1;
         }
     }

@@ -6,6 +6,20 @@
 use distributeai_protocol::time::now_ms;
 use distributeai_protocol::*;
 
+use super::TestPeer;
+use super::jobs::BOUND;
+
+/// Publishes `message` from the adversary's peer until the mesh takes it (a fresh peer has no
+/// mesh peers for a moment).
+pub async fn publish(peer: &TestPeer, message: GossipMessage) {
+    let published = super::wait_until(BOUND, || {
+        let message = message.clone();
+        async move { peer.client.publish(message).await.is_ok() }
+    })
+    .await;
+    assert!(published, "the adversary's gossip was never published");
+}
+
 /// The image every forged job names: any reference will do, nothing ever runs.
 pub const IMAGE: &str = "sha256:5555555555555555555555555555555555555555555555555555555555555555";
 

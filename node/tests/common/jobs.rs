@@ -213,3 +213,17 @@ pub async fn wait_final(node: &RunningNode, id: &str) -> JobView {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Whether the job's record says one of its assignments waited for a free slot.
+pub async fn waited_for_a_slot(submitter: &RunningNode, id: &str) -> bool {
+    let record = submitter
+        .state
+        .jobs
+        .job(id.parse().expect("id"))
+        .await
+        .expect("record");
+    record
+        .events
+        .iter()
+        .any(|(_, e)| e.contains("waits for a free slot"))
+}
