@@ -54,6 +54,18 @@ impl Harness {
         self.run_cancellable(spec, CancellationToken::new()).await
     }
 
+    /// Runs `spec` and hands back what the executor said, refusal included.
+    fn try_run(&self, spec: JobSpec) -> BoxFuture<'_, Result<ExecutionOutcome, ExecutorError>> {
+        self.executor.run(
+            ExecutionRequest {
+                job_id: JobId(rand_bytes()),
+                attempt: 0,
+                spec,
+            },
+            CancellationToken::new(),
+        )
+    }
+
     async fn run_cancellable(&self, spec: JobSpec, cancel: CancellationToken) -> ExecutionOutcome {
         let request = ExecutionRequest {
             job_id: JobId(rand_bytes()),
@@ -467,16 +479,7 @@ async fn images_must_be_present_or_pullable_and_match_a_pinned_digest() {
     // bid for such a job: it says it holds no such image and does not pull).
     let h = Harness::default().await;
     assert!(h.executor.may_pull(&sh("true")).is_err());
-    let run = |spec: JobSpec| {
-        h.executor.run(
-            ExecutionRequest {
-                job_id: JobId(rand_bytes()),
-                attempt: 0,
-                spec,
-            },
-            CancellationToken::new(),
-        )
-    };
+    let run = |spec: JobSpec| h.try_run(spec);
     let missing = JobSpec::new("distributeai/does-not-exist:1", vec![]);
     assert_eq!(h.executor.image_id(&missing).await, None);
     match run(missing).await {
@@ -576,17 +579,6 @@ async fn a_job_naming_a_loopback_registry_is_refused_before_any_pull() {
     let registry = StandInRegistry::start(false).await;
     let (port, connections) = (registry.port, registry.connections.clone());
     let image = format!("127.0.0.1:{port}/distributeai/stand-in:1");
-    fn run(h: &Harness, spec: JobSpec) -> BoxFuture<'_, Result<ExecutionOutcome, ExecutorError>> {
-        h.executor.run(
-            ExecutionRequest {
-                job_id: JobId(rand_bytes()),
-                attempt: 0,
-                spec,
-            },
-            CancellationToken::new(),
-        )
-    }
-
     let h = Harness::new(SandboxLimits {
         allow_pull: true,
         ..test_limits()
@@ -595,7 +587,7 @@ async fn a_job_naming_a_loopback_registry_is_refused_before_any_pull() {
     let spec = JobSpec::new(&image, vec!["true".into()]);
     let why = h.executor.may_pull(&spec).expect_err("no bid for it");
     assert!(why.contains(&format!("127.0.0.1:{port}")), "{why}");
-    match run(&h, spec.clone()).await {
+    match h.try_run(spec.clone()).await {
         Err(ExecutorError::Refused(reason)) => assert!(reason.contains("registry"), "{reason}"),
         other => panic!("refused before pulling: {other:?}"),
     }
@@ -604,7 +596,7 @@ async fn a_job_naming_a_loopback_registry_is_refused_before_any_pull() {
     // The same job on a worker whose operator lists that registry: the engine goes there.
     let listed = Harness::new(pulling_from(port)).await;
     assert_eq!(listed.executor.may_pull(&spec), Ok(()));
-    let _ = run(&listed, spec).await;
+    let _ = listed.try_run(spec).await;
     assert!(
         connections.load(Ordering::SeqCst) > 0,
         "the engine connected to the listed registry"
