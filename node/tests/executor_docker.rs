@@ -223,11 +223,44 @@ async fn output_over_the_cap_is_output_too_large() {
         files.duration < Duration::from_secs(40),
         "the watchdog stops it long before it ends"
     );
+    // Folders count (issue 20: a million `mkdir`s could exhaust the disk's inodes).
+    let folders = h
+        .run(sh(
+            "i=0; while [ $i -lt 20000 ]; do mkdir /out/d$i; i=$((i+1)); done; sleep 50",
+        ))
+        .await;
+    assert_eq!(
+        folders.status,
+        ExecutionStatus::Ended(JobEnd::OutputTooLarge)
+    );
+    assert!(folders.duration < Duration::from_secs(40));
     let stdout = h.run(sh("head -c 200000 /dev/zero")).await;
     assert_eq!(
         stdout.status,
         ExecutionStatus::Ended(JobEnd::OutputTooLarge)
     );
+}
+
+/// Issue 20: a failed collect left the run's folder behind (every early return after the
+/// folder was made, now one guard removes it). An output file whose name is not UTF-8 fails
+/// the collect (the worker reports it as its own failure); the folder goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_collect_leaves_nothing_behind() {
+    let h = Harness::default().await;
+    let result = h
+        .try_run(sh(r"printf x > /out/$(printf 'bad\377name')"))
+        .await;
+    match result {
+        Err(ExecutorError::Output(why)) => assert!(why.contains("UTF-8"), "{why}"),
+        other => panic!("a failed collect: {other:?}"),
+    }
+    let left: Vec<_> = std::fs::read_dir(h._work.path())
+        .expect("work dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    h.assert_no_containers_left().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

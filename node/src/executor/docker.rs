@@ -180,6 +180,24 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
     )
 }
 
+/// A run's folder (`<work dir>/<job>-<attempt>`), removed when this goes out of scope unless
+/// `keep` is set: the output of a result is kept for the submitter.
+struct RunFolder {
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl Drop for RunFolder {
+    fn drop(&mut self) {
+        if !self.keep
+            && let Err(e) = fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(dir = %self.dir.display(), error = %e, "cannot remove a run's folder");
+        }
+    }
+}
+
 /// How the wait for a container ended.
 enum Ending {
     Exited,
@@ -574,6 +592,12 @@ impl DockerExecutor {
             }
         };
         let out_dir = self.prepare_out_dir(&request)?;
+        // Removes the run's folder on every way out but a result that keeps its output
+        // (issue 20: a failed collect, or an engine error after this point, left it behind).
+        let mut folder = RunFolder {
+            dir: out_dir.parent().unwrap_or(&out_dir).to_path_buf(),
+            keep: false,
+        };
         let (user, chown_needed) = Self::container_user(&out_dir)?;
         if chown_needed {
             // Running as root: hand the folder to the unprivileged job user.
@@ -625,7 +649,8 @@ impl DockerExecutor {
             Ending::OutputTooLarge => (
                 ExecutionStatus::Ended(JobEnd::OutputTooLarge),
                 format!(
-                    "files under /out went over this worker's cap of {} bytes or {} files",
+                    "files under /out went over this worker's cap of {} bytes or {} files and \
+                     folders, or could not be measured",
                     limits.max_output_bytes, limits.max_output_files
                 ),
             ),
@@ -693,7 +718,6 @@ impl DockerExecutor {
                         outcome.set_manifest_without_output();
                     }
                     Err(CollectError::InvalidName(path)) => {
-                        let _ = fs::remove_dir_all(out_dir.parent().unwrap_or(&out_dir));
                         return Err(ExecutorError::Output(format!(
                             "output file name {:?} is not a canonical UTF-8 path",
                             path.file_name().unwrap_or_default()
@@ -705,9 +729,7 @@ impl DockerExecutor {
             ExecutionStatus::Ended(_) => outcome.set_manifest_without_output(),
             ExecutionStatus::Cancelled => {}
         }
-        if outcome.output_dir.is_none() {
-            let _ = fs::remove_dir_all(out_dir.parent().unwrap_or(&out_dir));
-        }
+        folder.keep = outcome.output_dir.is_some();
         Ok(outcome)
     }
 
@@ -828,10 +850,20 @@ impl DockerExecutor {
                 _ = &mut deadline => break Ending::TimedOut,
                 _ = cancel.cancelled() => break Ending::Cancelled,
                 _ = watchdog.tick() => {
-                    if let Ok((bytes, files)) = outputs::usage(out_dir)
-                        && (bytes > limits.max_output_bytes || files > limits.max_output_files) {
-                            break Ending::OutputTooLarge;
+                    // Fails closed: an output the job made unmeasurable (a folder it made
+                    // unreadable, a tree too deep to walk) is over the cap, not unchecked.
+                    let over = match outputs::usage(out_dir) {
+                        Ok((bytes, entries)) => {
+                            bytes > limits.max_output_bytes || entries > limits.max_output_files
                         }
+                        Err(e) => {
+                            debug!(error = %e, "the output cannot be measured: stopping the job");
+                            true
+                        }
+                    };
+                    if over {
+                        break Ending::OutputTooLarge;
+                    }
                 }
             }
         };

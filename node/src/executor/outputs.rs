@@ -34,25 +34,40 @@ pub struct OutputCaps {
     pub max_files: usize,
 }
 
-/// Size and number of regular files under `dir`, without following symlinks. Used while the
-/// job runs, to stop one that writes past the cap.
+/// Size and number of entries under `dir`, without following symlinks: every file, folder
+/// and other entry counts as one (issue 20: folders were not counted, so a million `mkdir`s
+/// could exhaust the disk's inodes under the cap), and files and folders count their size.
+/// Used while the job runs, to stop one that writes past the cap. An entry that vanishes
+/// while it is walked (the job deleted it) is skipped; any other error is returned, and the
+/// caller treats an output it cannot measure as over the cap.
 pub fn usage(dir: &Path) -> io::Result<(u64, usize)> {
+    let vanished = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
     let mut bytes = 0u64;
-    let mut files = 0usize;
+    let mut entries = 0usize;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(current) = stack.pop() {
-        for entry in fs::read_dir(&current)? {
+        let listing = match fs::read_dir(&current) {
+            Ok(listing) => listing,
+            Err(e) if vanished(&e) && current != dir => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in listing {
             let entry = entry?;
-            let meta = entry.file_type()?;
+            let meta = match entry.metadata() {
+                Ok(meta) => meta, // does not follow symlinks
+                Err(e) if vanished(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            entries += 1;
             if meta.is_dir() {
                 stack.push(entry.path());
-            } else if meta.is_file() {
-                bytes = bytes.saturating_add(entry.metadata()?.len());
-                files += 1;
+            }
+            if meta.is_dir() || meta.is_file() {
+                bytes = bytes.saturating_add(meta.len());
             }
         }
     }
-    Ok((bytes, files))
+    Ok((bytes, entries))
 }
 
 /// Hashes every regular file under `dir` into the manifest's file list, sorted by path.
@@ -149,7 +164,26 @@ mod tests {
         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["a.txt", "sub/b.txt"]);
         assert_eq!(files[1].content, ContentEntry::of(b"bb"));
-        assert_eq!(usage(dir.path()).expect("usage"), (3, 2));
+        // The watchdog counts every entry (the folder and the link too) and the sizes of
+        // files and folders, never what a link points to.
+        let folder = fs::metadata(dir.path().join("sub")).expect("folder").len();
+        assert_eq!(usage(dir.path()).expect("usage"), (3 + folder, 4));
+    }
+
+    #[test]
+    fn usage_counts_folders_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for i in 0..50 {
+            fs::create_dir(dir.path().join(format!("d{i}"))).expect("mkdir");
+        }
+        fs::write(dir.path().join("d0/f"), b"abc").expect("write");
+        let (bytes, entries) = usage(dir.path()).expect("usage");
+        assert_eq!(entries, 51, "50 folders and a file");
+        assert!(bytes >= 3, "{bytes}");
+        assert!(
+            usage(&dir.path().join("missing")).is_err(),
+            "a missing /out is an error"
+        );
     }
 
     #[test]
