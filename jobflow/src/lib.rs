@@ -62,6 +62,10 @@ pub struct FlowConfig {
     pub max_reassignments: u32,
     /// Largest output (stdout and files, bytes) a submitter fetches.
     pub max_output_bytes: u64,
+    /// Extra time a worker that said in its bid it would have to pull the image gets before
+    /// its commitment is due (issue 20: a pull slower than the job's timeout plus the grace
+    /// got an honest worker marked silent), still never past the job's expiry.
+    pub pull_allowance_ms: u64,
     /// Least time a worker keeps a run's output past the commitment deadline for a verdict
     /// that has not come (default [`worker::OUTPUT_KEEP_MIN_MS`], 30 minutes; see
     /// [`worker::WorkItem::output_kept_until`]).
@@ -82,6 +86,8 @@ impl Default for FlowConfig {
             max_reassignments: 4,
             max_output_bytes: 512 * 1024 * 1024,
             output_keep_ms: worker::OUTPUT_KEEP_MIN_MS,
+            // Five minutes: a few GB at a home connection's tens of Mbit/s.
+            pull_allowance_ms: 5 * 60 * 1000,
         }
     }
 }

@@ -1181,3 +1181,54 @@ fn a_cancel_after_the_commitment_or_during_the_run_removes_the_output() {
     let fx = w.step_worker(*j, work::Input::Executed(completed("late")));
     assert!(removes_output(&fx), "{fx:?}");
 }
+
+/// Issue 20: a pull slower than the job's timeout plus the grace got an honest worker marked
+/// silent. A worker whose bid says it must pull the image gets the pull allowance on top of
+/// its deadline; one that holds it does not.
+#[test]
+fn a_worker_that_must_pull_the_image_gets_the_pull_allowance() {
+    let mut w = World::new(2, 1, 2);
+    w.step(flow::Input::Published {
+        what: Gossip::Announcement,
+        result: Ok(()),
+    });
+    let announcement = open(&w.job.announcement, w.now);
+    for (i, image) in [(0, Some(IMAGE.to_string())), (1, None)] {
+        let mut ctx = Ctx {
+            now: w.now,
+            identity: &w.workers[i],
+            rng: &mut w.rng,
+            directory: &Everyone,
+            config: &w.config,
+        };
+        let (item, fx) = WorkItem::bid(&announcement, image, 0, &mut ctx).expect("bid");
+        w.items[i] = Some(item);
+        let work::Effect::SendBid(bid) = &fx[0] else {
+            panic!("a bid is sent: {fx:?}")
+        };
+        let bid = open(bid, w.now);
+        w.step(flow::Input::Bid(bid));
+    }
+    w.now += w.config.bid_window_ms + 1;
+    w.step(flow::Input::Tick);
+    let base = u64::from(w.job.spec.timeout_s) * 1000 + w.config.deadline_grace_ms;
+    let deadline_of = |i: usize| {
+        let key = w.workers[i].public_key();
+        let e = w
+            .job
+            .executions
+            .iter()
+            .find(|e| e.worker == key)
+            .expect("both assigned");
+        e.deadline - e.assigned_at
+    };
+    assert_eq!(deadline_of(0), base.min(w.job.expires_at - w.now));
+    assert_eq!(
+        deadline_of(1),
+        (base + w.config.pull_allowance_ms).min(w.job.expires_at - w.now)
+    );
+    assert!(
+        deadline_of(1) > deadline_of(0),
+        "the allowance fits in the job's life"
+    );
+}

@@ -243,6 +243,7 @@ impl Settings {
                 max_reassignments: 4,
                 max_output_bytes: 1 << 20,
                 output_keep_ms: crate::worker::OUTPUT_KEEP_MIN_MS,
+                pull_allowance_ms: 20_000,
             },
         }
     }
@@ -1445,9 +1446,10 @@ impl Sim {
             return;
         }
         let running = self.nodes[node].running.len() as u32;
-        let made = self.with_ctx(node, |_, _, ctx| {
-            WorkItem::bid(&job, Some(SIM_IMAGE.into()), running, ctx)
-        });
+        // Every third node lacks the image and says it would pull it (the submitter then
+        // allows for the pull: `FlowConfig::pull_allowance_ms`).
+        let image = (node % 3 != 2).then(|| SIM_IMAGE.to_string());
+        let made = self.with_ctx(node, |_, _, ctx| WorkItem::bid(&job, image, running, ctx));
         if let Ok((item, effects)) = made {
             self.nodes[node].work.insert(id, item);
             self.carry_out_work(node, id, effects);

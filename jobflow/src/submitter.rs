@@ -1081,6 +1081,18 @@ impl SubmittedJob {
         }
     }
 
+    /// How long a worker has from its assignment to its commitment (ms): the job's timeout,
+    /// the grace, and the pull allowance when its bid said it would have to pull the image.
+    fn time_to_commit(&self, bid: &Signed<Bid>, config: &crate::FlowConfig) -> u64 {
+        let pulls = bid
+            .decode_unchecked()
+            .map(|b| b.image.is_none())
+            .unwrap_or(false);
+        u64::from(self.spec.timeout_s) * 1000
+            + config.deadline_grace_ms
+            + if pulls { config.pull_allowance_ms } else { 0 }
+    }
+
     fn add_execution(&mut self, worker: PublicKey, ctx: &mut Ctx<'_>) {
         let Some(bid) = self
             .bids
@@ -1091,7 +1103,7 @@ impl SubmittedJob {
             return;
         };
         let now = ctx.now;
-        let full = now + u64::from(self.spec.timeout_s) * 1000 + ctx.config.deadline_grace_ms;
+        let full = now + self.time_to_commit(&bid, ctx.config);
         let deadline = full.min(self.expires_at);
         self.executions.push(Execution {
             worker,
@@ -1458,10 +1470,17 @@ impl SubmittedJob {
         // A worker that never acknowledged its assignment may never have had it: its time
         // runs from this delivery, so the submitter's downtime or a lossy network does not
         // eat the time it needs to run the job.
-        let full = now + u64::from(self.spec.timeout_s) * 1000 + ctx.config.deadline_grace_ms;
         let expires_at = self.expires_at;
         let mut extended = false;
         for worker in &resend {
+            let Some(full) = self
+                .executions
+                .iter()
+                .find(|e| e.worker == *worker)
+                .map(|e| now + self.time_to_commit(&e.bid, ctx.config))
+            else {
+                continue;
+            };
             if let Some(e) = self.execution_mut(worker)
                 && full.min(expires_at) > e.deadline
             {

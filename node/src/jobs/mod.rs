@@ -501,6 +501,7 @@ impl JobsConfig {
             max_reassignments: self.max_reassignments,
             max_output_bytes: self.max_output_bytes,
             output_keep_ms: ms(self.output_keep),
+            pull_allowance_ms: FlowConfig::default().pull_allowance_ms,
         }
     }
 }
