@@ -78,6 +78,24 @@ impl JobManager {
         if fits { self.free_slots() } else { 0 }
     }
 
+    /// Whether one more bid, for `job`, stays within [`MAX_BIDS_HELD`] and [`MAX_BID_BYTES`];
+    /// counts the refusal if not.
+    fn room_for_bid(&self, job: &Verified<JobAnnouncement>) -> bool {
+        let (bids, bytes) = self
+            .work
+            .values()
+            .filter(|w| w.is_bid())
+            .fold((0usize, 0usize), |(n, b), w| {
+                (n + 1, b + w.announcement.body().len())
+            });
+        let room = bids < MAX_BIDS_HELD && bytes + job.envelope.body().len() <= MAX_BID_BYTES;
+        if !room {
+            self.metrics.dropped("job", "bids_full");
+            debug!(job_id = %job.envelope.job_id().short(), bids, "not bidding: as many bids held as allowed");
+        }
+        room
+    }
+
     /// A job announced on the mesh: bid if we can run it.
     pub(super) fn consider_job(&mut self, _author: PeerId, job: Verified<JobAnnouncement>) {
         let id = job.envelope.job_id();
@@ -91,16 +109,9 @@ impl JobManager {
             debug!(job_id = %id.short(), %reason, "not bidding");
             return;
         }
-        let (bids, bytes) = self
-            .work
-            .values()
-            .filter(|w| w.is_bid())
-            .fold((0usize, 0usize), |(n, b), w| {
-                (n + 1, b + w.announcement.body().len())
-            });
-        if bids >= MAX_BIDS_HELD || bytes + job.envelope.body().len() > MAX_BID_BYTES {
-            self.metrics.dropped("job", "bids_full");
-            debug!(job_id = %id.short(), bids, "not bidding: as many bids held as allowed");
+        // Checked here to spare the image lookup, and again when the bid is made: decisions
+        // in flight are not bids yet.
+        if !self.room_for_bid(&job) {
             return;
         }
         let directory = NodeDirectory {
@@ -161,7 +172,7 @@ impl JobManager {
     /// Creates the work item with our bid, and sends it.
     pub(super) fn bid(&mut self, job: Verified<JobAnnouncement>, image: Option<String>) {
         let id = job.envelope.job_id();
-        if self.work.contains_key(&id) {
+        if self.work.contains_key(&id) || !self.room_for_bid(&job) {
             return;
         }
         let running = self.running.len() as u32;
