@@ -408,11 +408,15 @@ impl JobManager {
                     });
                 }
                 Effect::RemoveOutput(dir) => {
-                    if let Err(e) = std::fs::remove_dir_all(&dir)
-                        && e.kind() != std::io::ErrorKind::NotFound
-                    {
-                        warn!(job_id = %id.short(), error = %e, dir, "cannot remove a job's output");
-                    }
+                    // Off the job manager's task: a job's output may be thousands of files,
+                    // and every message of the node waits on this task (issue 20).
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = std::fs::remove_dir_all(&dir)
+                            && e.kind() != std::io::ErrorKind::NotFound
+                        {
+                            warn!(job_id = %id.short(), error = %e, dir, "cannot remove a job's output");
+                        }
+                    });
                 }
                 Effect::Reply(response) => reply = Some(response),
                 Effect::Log(level, text) => log(&id, level, &text),
