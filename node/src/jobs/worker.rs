@@ -57,11 +57,14 @@ impl JobManager {
             .saturating_sub(busy.max(self.running.len()))
     }
 
-    /// Executions of `spec` this node could start now: the free slots, or none when the jobs
-    /// running already hold so much of the CPUs or memory this node offers that `spec` would
+    /// Executions of our work on `job` this node could start now: the free slots, or none when
+    /// the jobs running already hold so much of the CPUs or memory this node offers that it would
     /// not fit beside them (issue 20: two jobs each asking all of the offer would otherwise
     /// take twice the machine).
-    fn free_slots_for(&self, spec: &distributeai_protocol::JobSpec) -> usize {
+    fn free_slots_for(&self, job: &JobId) -> usize {
+        let Some(spec) = self.work.get(job).map(|item| &item.spec) else {
+            return 0;
+        };
         let (cpus, memory) =
             self.work
                 .values()
@@ -195,10 +198,7 @@ impl JobManager {
             // Accepting a job we never bid on would skip every check a bid makes.
             return Response::Refused("this node did not bid on this job".into());
         }
-        let free_slots = self
-            .work
-            .get(&job)
-            .map_or(0, |item| self.free_slots_for(&item.spec));
+        let free_slots = self.free_slots_for(&job);
         let was_bid = self.work.get(&job).is_some_and(|w| w.is_bid());
         let response = self
             .step_work(
@@ -233,10 +233,7 @@ impl JobManager {
                 return;
             };
             let job = assignment.message.job_id;
-            let free_slots = self
-                .work
-                .get(&job)
-                .map_or(0, |item| self.free_slots_for(&item.spec));
+            let free_slots = self.free_slots_for(&job);
             let response = self.step_work(
                 job,
                 work::Input::Assigned {
