@@ -241,6 +241,140 @@ async fn output_over_the_cap_is_output_too_large() {
     );
 }
 
+/// Bytes the files under `dir` take on its own disk, not crossing into a run's mounted
+/// filesystem (that is the image file, counted as the file it is): what the host pays.
+fn host_bytes_under(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = std::fs::symlink_metadata(dir) else {
+        return 0;
+    };
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        let Ok(listing) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in listing.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.dev() != root.dev() {
+                continue;
+            }
+            total += meta.blocks() * 512;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    total
+}
+
+/// Issue 20: the `/out` cap was a walk every 200 ms that a job could make fail or outrun.
+/// Each way of trying, beside writes well past the cap: a folder made unreadable, a tree
+/// deeper than `PATH_MAX`, files made and deleted in a loop, and empty folders without end.
+/// Each ends `output too large`, the host's disk never holds more than the cap's sized
+/// filesystem, and nothing is left. Run as root (as in CI), `/out` must be the kernel-bounded
+/// filesystem.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_out_cap_cannot_be_switched_off() {
+    use distributeai_node::executor::quota::{self, OutputQuota};
+    let limits = SandboxLimits {
+        max_output_bytes: 4 * 1024 * 1024,
+        ..test_limits()
+    };
+    let cap_on_disk = quota::image_bytes(limits.max_output_bytes, limits.max_output_files);
+    let h = Harness::new(limits).await;
+    if is_root() {
+        assert_eq!(h.executor.output_quota(), OutputQuota::Filesystem);
+    }
+    let write_past_the_cap = "dd if=/dev/zero of=big bs=1M count=64 2>/dev/null";
+    let attempts = [
+        (
+            "an unreadable folder",
+            format!("mkdir /out/u && chmod 000 /out/u; cd /out && {write_past_the_cap}; sleep 50"),
+        ),
+        (
+            "a tree deeper than PATH_MAX",
+            format!(
+                "cd /out; i=0; while [ $i -lt 700 ]; do mkdir aaaaaaa && cd aaaaaaa || break; \
+                 i=$((i+1)); done; {write_past_the_cap}; sleep 50"
+            ),
+        ),
+        (
+            "create-delete churn",
+            format!(
+                "(while :; do for i in 1 2 3 4 5 6 7 8; do touch /out/c$i; rm -f /out/c$i; \
+                 done; done) & cd /out && {write_past_the_cap}; sleep 50"
+            ),
+        ),
+        (
+            "a million empty folders",
+            "i=0; while [ $i -lt 1000000 ]; do mkdir /out/d$i || break; i=$((i+1)); done; \
+             sleep 50"
+                .to_string(),
+        ),
+    ];
+    for (what, script) in attempts {
+        let work = h._work.path().to_path_buf();
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sampler = {
+            let peak = peak.clone();
+            tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                while started.elapsed() < Duration::from_secs(60) {
+                    peak.fetch_max(
+                        host_bytes_under(&work),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                    if std::fs::read_dir(&work)
+                        .map(|mut d| d.next().is_none())
+                        .unwrap_or(true)
+                        && started.elapsed() > Duration::from_secs(2)
+                    {
+                        break;
+                    }
+                }
+            })
+        };
+        let mut spec = sh(&script);
+        spec.timeout_s = 120;
+        let outcome = h.run(spec).await;
+        sampler.await.expect("sampler");
+        assert_eq!(
+            outcome.status,
+            ExecutionStatus::Ended(JobEnd::OutputTooLarge),
+            "{what}: {}",
+            outcome.detail
+        );
+        assert!(
+            outcome.duration < Duration::from_secs(40),
+            "{what}: stopped long before its sleep ends ({:?})",
+            outcome.duration
+        );
+        let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            peak <= cap_on_disk,
+            "{what}: the host held {peak} bytes, over the cap's {cap_on_disk}"
+        );
+        let left: Vec<_> = std::fs::read_dir(h._work.path())
+            .expect("work dir")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "{what}: left behind: {left:?}");
+        eprintln!(
+            "{what}: stopped after {:?}, host peak {peak} bytes",
+            outcome.duration
+        );
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
 /// Issue 20: a failed collect left the run's folder behind (every early return after the
 /// folder was made, now one guard removes it). An output file whose name is not UTF-8 fails
 /// the collect (the worker reports it as its own failure); the folder goes.

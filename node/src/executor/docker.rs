@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::outputs::{self, CollectError, OutputCaps};
+use super::quota::{self, OutputQuota};
 use super::{
     BoxFuture, ExecutionOutcome, ExecutionRequest, ExecutionStatus, Executor, ExecutorError,
 };
@@ -151,12 +152,15 @@ pub struct DockerExecutorConfig {
 pub struct DockerExecutor {
     docker: Docker,
     config: Arc<DockerExecutorConfig>,
+    /// How each run's `/out` is bounded (probed once at connect).
+    quota: OutputQuota,
 }
 
 impl std::fmt::Debug for DockerExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DockerExecutor")
             .field("config", &self.config)
+            .field("quota", &self.quota)
             .finish()
     }
 }
@@ -181,14 +185,36 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
 }
 
 /// A run's folder (`<work dir>/<job>-<attempt>`), removed when this goes out of scope unless
-/// `keep` is set: the output of a result is kept for the submitter.
+/// `keep` is set: the output of a result is kept for the submitter. The sized filesystem
+/// mounted on its `out` (if any) is unmounted and deleted either way.
 struct RunFolder {
     dir: PathBuf,
     keep: bool,
+    /// The mount point of the run's sized filesystem, while it is mounted.
+    mounted: Option<PathBuf>,
+}
+
+impl RunFolder {
+    /// The image file of the run's sized filesystem.
+    fn image(&self) -> PathBuf {
+        self.dir.join("out.img")
+    }
+
+    /// Unmounts and deletes the run's sized filesystem, if it has one.
+    fn release_filesystem(&mut self) {
+        if let Some(point) = self.mounted.take() {
+            if let Err(e) = quota::unmount(&point) {
+                warn!(dir = %point.display(), error = %e, "cannot unmount a run's /out");
+            }
+            let _ = fs::remove_dir(&point);
+            let _ = fs::remove_file(self.image());
+        }
+    }
 }
 
 impl Drop for RunFolder {
     fn drop(&mut self) {
+        self.release_filesystem();
         if !self.keep
             && let Err(e) = fs::remove_dir_all(&self.dir)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -309,15 +335,25 @@ impl DockerExecutor {
         // Docker bind-mounts only absolute paths.
         config.work_dir = fs::canonicalize(&config.work_dir)
             .map_err(io_error(format!("resolving {}", config.work_dir.display())))?;
+        for point in quota::unmount_leftovers(&config.work_dir) {
+            info!(point = %point.display(), "unmounted a run's /out left by an earlier run");
+        }
+        let quota = quota::probe(&config.work_dir).await;
         let executor = Self {
             docker,
             config: Arc::new(config),
+            quota,
         };
         let removed = executor.remove_leftovers().await?;
         if removed > 0 {
             info!(removed, "removed containers left behind by an earlier run");
         }
         Ok(executor)
+    }
+
+    /// How each run's `/out` is bounded on this node.
+    pub fn output_quota(&self) -> OutputQuota {
+        self.quota
     }
 
     /// The engine client, for callers that inspect containers (tests, diagnostics).
@@ -597,7 +633,20 @@ impl DockerExecutor {
         let mut folder = RunFolder {
             dir: out_dir.parent().unwrap_or(&out_dir).to_path_buf(),
             keep: false,
+            mounted: None,
         };
+        let limits = &self.config.limits;
+        if self.quota == OutputQuota::Filesystem {
+            quota::mount_sized(
+                &folder.image(),
+                &out_dir,
+                limits.max_output_bytes,
+                limits.max_output_files,
+            )
+            .await
+            .map_err(|e| ExecutorError::Output(format!("bounding /out: {e}")))?;
+            folder.mounted = Some(out_dir.clone());
+        }
         let (user, chown_needed) = Self::container_user(&out_dir)?;
         if chown_needed {
             // Running as root: hand the folder to the unprivileged job user.
@@ -621,15 +670,8 @@ impl DockerExecutor {
 
         let result = self.run_container(&id, &request, &out_dir, cancel).await;
         self.remove_container(&id).await;
-        let run = match result {
-            Ok(run) => run,
-            Err(e) => {
-                let _ = fs::remove_dir_all(out_dir.parent().unwrap_or(&out_dir));
-                return Err(e);
-            }
-        };
+        let run = result?;
 
-        let limits = &self.config.limits;
         let (status, detail) = match run.ending {
             Ending::Cancelled => (ExecutionStatus::Cancelled, String::new()),
             Ending::TimedOut => (
@@ -702,7 +744,21 @@ impl DockerExecutor {
                     max_bytes: limits.max_output_bytes,
                     max_files: limits.max_output_files,
                 };
-                match outputs::collect(&out_dir, caps) {
+                // Off the async threads: up to 256 MiB read, hashed and copied (issue 20).
+                let kept = match self.quota {
+                    OutputQuota::Filesystem => folder.dir.join("kept"),
+                    OutputQuota::Watchdog => out_dir.clone(),
+                };
+                let collected = {
+                    let (from, to) = (out_dir.clone(), kept.clone());
+                    let copy = self.quota == OutputQuota::Filesystem;
+                    tokio::task::spawn_blocking(move || {
+                        outputs::collect(&from, caps, copy.then_some(to.as_path()))
+                    })
+                    .await
+                    .map_err(|e| ExecutorError::Output(format!("collecting outputs: {e}")))?
+                };
+                match collected {
                     Ok(files) => {
                         let manifest = outputs::manifest(code, &image_id, &outcome.stdout, files);
                         let hash = manifest.result_hash().map_err(|e| {
@@ -710,7 +766,7 @@ impl DockerExecutor {
                         })?;
                         outcome.result_hash = Some(hash);
                         outcome.manifest = Some(manifest);
-                        outcome.output_dir = Some(out_dir.clone());
+                        outcome.output_dir = Some(kept);
                     }
                     Err(CollectError::TooLarge(what)) => {
                         outcome.status = ExecutionStatus::Ended(JobEnd::OutputTooLarge);
@@ -852,10 +908,18 @@ impl DockerExecutor {
                 _ = watchdog.tick() => {
                     // Fails closed: an output the job made unmeasurable (a folder it made
                     // unreadable, a tree too deep to walk) is over the cap, not unchecked.
-                    let over = match outputs::usage(out_dir) {
-                        Ok((bytes, entries)) => {
+                    let measured = match self.quota {
+                        OutputQuota::Filesystem => quota::over(
+                            out_dir,
+                            limits.max_output_bytes,
+                            limits.max_output_files,
+                        ),
+                        OutputQuota::Watchdog => outputs::usage(out_dir).map(|(bytes, entries)| {
                             bytes > limits.max_output_bytes || entries > limits.max_output_files
-                        }
+                        }),
+                    };
+                    let over = match measured {
+                        Ok(over) => over,
                         Err(e) => {
                             debug!(error = %e, "the output cannot be measured: stopping the job");
                             true
@@ -951,6 +1015,10 @@ struct RunResult {
 impl Executor for DockerExecutor {
     fn admits(&self, spec: &JobSpec) -> Result<(), String> {
         self.config.limits.admits(spec)
+    }
+
+    fn output_quota(&self) -> OutputQuota {
+        self.quota
     }
 
     fn may_pull(&self, spec: &JobSpec) -> Result<(), String> {

@@ -111,8 +111,8 @@ impl Executor for FakeExecutor {
                 max_bytes: 1 << 20,
                 max_files: 16,
             };
-            let files =
-                outputs::collect(&dir, caps).map_err(|e| ExecutorError::Engine(e.to_string()))?;
+            let files = outputs::collect(&dir, caps, None)
+                .map_err(|e| ExecutorError::Engine(e.to_string()))?;
             let manifest = outputs::manifest(0, FAKE_IMAGE, &stdout, files);
             Ok(done(
                 ExecutionStatus::Ended(JobEnd::Exited { code: 0 }),

@@ -9,6 +9,7 @@ pub mod docker;
 #[cfg(feature = "test-support")]
 pub mod fake;
 pub mod outputs;
+pub mod quota;
 pub mod registry;
 
 use std::future::Future;
@@ -173,6 +174,11 @@ pub trait Executor: Send + Sync {
     /// ([`registry::RegistryPolicy`]). A worker never bids for a job whose image it lacks
     /// and may not pull; the error says why.
     fn may_pull(&self, spec: &JobSpec) -> Result<(), String>;
+
+    /// How this executor bounds a run's `/out` (shown in the node's budgets).
+    fn output_quota(&self) -> quota::OutputQuota {
+        quota::OutputQuota::Watchdog
+    }
 
     /// Runs the job to completion, timeout, failure or cancellation. The container is gone
     /// when this returns, whatever happened.
