@@ -7,8 +7,10 @@ use distributeai_api::BudgetView;
 use distributeai_jobflow::worker::FORGET_AFTER_EXPIRY_MS;
 use distributeai_protocol::limits::MAX_VERDICT_WORKERS;
 
+use crate::executor::docker::SandboxLimits;
+use crate::executor::quota::OutputQuota;
 use crate::jobs::{MAX_BID_BYTES, MAX_BIDS_HELD, MAX_OUTPUT_SERVES};
-use crate::ledger::{MAX_PAGES_PER_ROUND, MAX_STALE_PAGES};
+use crate::ledger::{MAX_PAGES_PER_ROUND, MAX_STALE_PAGES, REFRESH_INTERVAL};
 use crate::network::ConnectionBudget;
 use crate::network::rate::Rate;
 use crate::peers::PeerTable;
@@ -24,8 +26,13 @@ fn budget(name: &str, value: f64, unit: &str, what: &str) -> BudgetView {
 }
 
 /// Every budget of a node started with `config`; `api_token` says whether its API requires
-/// one.
-pub fn of(config: &NodeConfig, api_token: bool) -> Vec<BudgetView> {
+/// one; `output_quota` is how its executor bounds a run's `/out` (`None`: it runs no jobs).
+pub fn of(
+    config: &NodeConfig,
+    api_token: bool,
+    output_quota: Option<OutputQuota>,
+) -> Vec<BudgetView> {
+    let sandbox = SandboxLimits::default();
     let connections = config
         .network
         .connection_limits
@@ -55,6 +62,24 @@ pub fn of(config: &NodeConfig, api_token: bool) -> Vec<BudgetView> {
             config.jobs.output_keep.as_secs_f64(),
             "seconds",
             "least time an output is kept past the commitment deadline for a verdict (or twice the job's timeout)",
+        ),
+        budget(
+            "output_bytes_per_run",
+            sandbox.max_output_bytes as f64,
+            "bytes",
+            "bytes a run may write to /out",
+        ),
+        budget(
+            "output_entries_per_run",
+            sandbox.max_output_files as f64,
+            "count",
+            "files and folders a run may make in /out",
+        ),
+        budget(
+            "output_quota_by_kernel",
+            on(output_quota == Some(OutputQuota::Filesystem)),
+            "on",
+            "/out is a sized filesystem the kernel enforces (else the watchdog's walk alone)",
         ),
         budget(
             "work_record_after_expiry_seconds",
@@ -151,6 +176,12 @@ pub fn of(config: &NodeConfig, api_token: bool) -> Vec<BudgetView> {
             MAX_STALE_PAGES as f64,
             "count",
             "pages in a row with nothing new that end a sync round",
+        ),
+        budget(
+            "ledger_recompute_interval_seconds",
+            REFRESH_INTERVAL.as_secs_f64(),
+            "seconds",
+            "least time between two recomputes of the standings (backdated verdicts wait for the next)",
         ),
         budget(
             "relay_service",

@@ -77,6 +77,81 @@ pub struct Ledger {
     standings: Book<PublicKey>,
     /// The canonical position of the last entry applied, for applying in order cheaply.
     last: Option<(u64, [u8; 32])>,
+    /// Counts changes to the entries, so a recompute made from a snapshot knows whether it is
+    /// still current when it is installed.
+    generation: u64,
+    /// Whether the standings miss an entry that came out of canonical order (a backdated
+    /// verdict, an equivocation): the next [`refresh`] recomputes them.
+    stale: bool,
+}
+
+/// What a recompute starts from: taken under the read lock, computed without any lock.
+pub struct Snapshot {
+    entries: Vec<Entry<PublicKey>>,
+    equivocators: HashSet<PublicKey>,
+    genesis: HashSet<PublicKey>,
+    generation: u64,
+}
+
+/// Standings recomputed from a [`Snapshot`], to install with [`Ledger::install`].
+pub struct Recomputed {
+    standings: Book<PublicKey>,
+    last: Option<(u64, [u8; 32])>,
+    generation: u64,
+}
+
+impl Snapshot {
+    /// Recomputes the standings; the expensive part, run with no lock held.
+    pub fn recompute(self) -> Recomputed {
+        Recomputed {
+            standings: reputation::compute_with(&self.entries, &self.equivocators, &self.genesis),
+            last: self.entries.iter().map(|e| (e.issued_at, e.id)).max(),
+            generation: self.generation,
+        }
+    }
+}
+
+/// Recomputes the standings when an out-of-order entry made them stale: the snapshot under
+/// the read lock, the computation with no lock, the swap under the write lock. The API and
+/// the job manager never wait for a recompute, and a flood of backdated verdicts costs one
+/// recompute per call however many arrived (issue 20: each one recomputed the whole ledger
+/// under the write lock). Called every [`REFRESH_INTERVAL`] by the node.
+pub fn refresh(ledger: &std::sync::RwLock<Ledger>) -> bool {
+    let snapshot = {
+        let held = ledger.read().unwrap_or_else(|p| p.into_inner());
+        if !held.stale {
+            return false;
+        }
+        held.snapshot()
+    };
+    let recomputed = snapshot.recompute();
+    ledger
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .install(recomputed);
+    true
+}
+
+/// How often stale standings are recomputed: standings lag an out-of-order entry by at most
+/// about this, and a flood of them costs one recompute (about 0.1 s of CPU for 100,000
+/// entries) this often.
+pub const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs [`refresh`] every [`REFRESH_INTERVAL`] until shutdown, off the async threads.
+pub async fn run_refresh(
+    ledger: std::sync::Arc<std::sync::RwLock<Ledger>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(REFRESH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let ledger = ledger.clone();
+        let _ = tokio::task::spawn_blocking(move || refresh(&ledger)).await;
+    }
 }
 
 impl std::fmt::Debug for Ledger {
@@ -104,27 +179,32 @@ impl Ledger {
             held,
             standings: Book::new(),
             last: None,
+            generation: 0,
+            stale: false,
         };
         // Every stored verdict was verified before it was stored (`insert` takes only
         // `Verified` ones) and the store is this node's own, so start-up decodes without
         // checking a signature again (issue 20: re-verifying every entry, up to ~260
         // signatures each, made start-up grow with the ledger). A record that no longer
         // decodes (a damaged disk) is skipped.
-        for signed in ledger.store.all::<Signed<Verdict>>(Table::Ledger)? {
-            match signed.decode_unchecked() {
+        // One record at a time: the ledger can be far larger than what it takes decoded.
+        let (mut entries, held) = (BTreeMap::new(), ledger.held.clone());
+        ledger
+            .store
+            .each::<Signed<Verdict>>(Table::Ledger, |signed| match signed.decode_unchecked() {
                 Ok(verdict) => {
                     let job_id = verdict.job.job_id();
                     let content_id = signed.content_id();
                     let entry =
                         distributeai_jobflow::ledger_entry(&verdict, signed.signer(), content_id);
-                    ledger.held.insert(content_id);
-                    ledger.entries.insert(job_id, Held { content_id, entry });
+                    held.insert(content_id);
+                    entries.insert(job_id, Held { content_id, entry });
                 }
                 Err(e) => {
                     warn!(error = %e, "skipping a stored ledger entry that does not decode")
                 }
-            }
-        }
+            })?;
+        ledger.entries = entries;
         for signed in ledger.store.all::<Signed<Verdict>>(Table::Equivocations)? {
             if let Ok(verdict) = signed.decode_unchecked() {
                 let job_id = verdict.job.job_id();
@@ -133,15 +213,47 @@ impl Ledger {
                 ledger.equivocators.insert(signed.signer());
             }
         }
-        ledger.recompute();
+        let recomputed = ledger.snapshot().recompute();
+        ledger.install(recomputed);
         Ok(ledger)
     }
 
-    fn recompute(&mut self) {
-        let entries: Vec<Entry<PublicKey>> =
-            self.entries.values().map(|h| h.entry.clone()).collect();
-        self.standings = reputation::compute_with(&entries, &self.equivocators, &self.genesis);
-        self.last = entries.iter().map(|e| (e.issued_at, e.id)).max();
+    /// What a recompute of the standings needs, cloned.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            entries: self.entries.values().map(|h| h.entry.clone()).collect(),
+            equivocators: self.equivocators.clone(),
+            genesis: self.genesis.clone(),
+            generation: self.generation,
+        }
+    }
+
+    /// Installs recomputed standings. If entries changed since the snapshot, they stay stale
+    /// and the next refresh recomputes again.
+    pub fn install(&mut self, recomputed: Recomputed) {
+        self.standings = recomputed.standings;
+        self.last = recomputed.last;
+        self.stale = recomputed.generation != self.generation;
+    }
+
+    /// Recomputes stale standings at once, holding `&mut self` throughout: for tests and
+    /// tools; the node uses [`refresh`].
+    pub fn recompute_now(&mut self) {
+        if self.stale {
+            let recomputed = self.snapshot().recompute();
+            self.install(recomputed);
+        }
+    }
+
+    /// Whether the standings wait for a recompute (see [`refresh`]).
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
+
+    /// Marks the standings stale after an entry out of canonical order.
+    fn changed_out_of_order(&mut self) {
+        self.generation += 1;
+        self.stale = true;
     }
 
     /// Adds a verified verdict (stored before it counts).
@@ -161,14 +273,15 @@ impl Ledger {
         let entry =
             distributeai_jobflow::ledger_entry(&verdict.message, verdict.signer, content_id);
         let position = (entry.issued_at, entry.id);
-        if self.last.is_none_or(|last| position > last) {
+        self.generation += 1;
+        if !self.stale && self.last.is_none_or(|last| position > last) {
             // In canonical order already: apply on top.
             reputation::apply(&mut self.standings, &entry);
             self.last = Some(position);
             self.entries.insert(job_id, Held { content_id, entry });
         } else {
             self.entries.insert(job_id, Held { content_id, entry });
-            self.recompute();
+            self.changed_out_of_order();
         }
         Ok(Inserted::New)
     }
@@ -209,7 +322,7 @@ impl Ledger {
             self.equivocations.insert(job_id, content_id);
         }
         self.equivocators.insert(verdict.signer);
-        self.recompute();
+        self.changed_out_of_order();
         Ok(Inserted::Equivocation {
             job: job_id,
             replaced,
@@ -871,6 +984,17 @@ mod tests {
         for e in entries.iter().rev() {
             backward.insert(&open(e)).expect("insert");
         }
+        // `backward` got them oldest first, in canonical order: each applied on top.
+        assert!(!backward.is_stale());
+        // Issue 20: each backdated entry recomputed the whole ledger under the write lock;
+        // now they only mark it stale, and one refresh (off the lock) recomputes.
+        assert!(forward.is_stale());
+        let before = forward.standing(&a.public_key());
+        let shared = std::sync::RwLock::new(forward);
+        assert!(refresh(&shared), "a stale ledger is recomputed");
+        assert!(!refresh(&shared), "and then no more");
+        let forward = shared.into_inner().expect("lock");
+        assert_ne!(before, forward.standing(&a.public_key()));
         assert_eq!(forward.summary(), backward.summary());
         assert_eq!(
             forward.standing(&a.public_key()),
@@ -939,6 +1063,12 @@ mod tests {
             Inserted::Equivocation { .. }
         ));
         assert_eq!(one.summary(), two.summary());
+        assert!(
+            one.is_stale() && two.is_stale(),
+            "an equivocation waits for a refresh"
+        );
+        one.recompute_now();
+        two.recompute_now();
         for ledger in [&one, &two] {
             assert_eq!(ledger.len(), 1);
             let (kept, evidence) = ledger

@@ -257,6 +257,7 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
     let peers = Arc::new(RwLock::new(PeerTable::new(
         u64::try_from(config.peer_expiry.as_millis()).unwrap_or(u64::MAX),
     )));
+    let output_quota = executor.as_ref().map(|e| e.output_quota());
     let jobs_config = JobsConfig {
         worker: config.worker,
         offered_cpus_millis: config.capabilities.cpus.saturating_mul(1000),
@@ -280,6 +281,7 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
         shutdown.clone(),
     )?;
     let (sync_trigger, sync_requests) = mpsc::channel(64);
+    tasks.spawn(crate::ledger::run_refresh(ledger.clone(), shutdown.clone()));
     tasks.spawn(crate::ledger::run_sync(
         client.clone(),
         ledger.clone(),
@@ -289,7 +291,7 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
         config.ledger_sync_interval,
         shutdown.clone(),
     ));
-    let budgets = crate::budgets::of(&config, api_token.is_some());
+    let budgets = crate::budgets::of(&config, api_token.is_some(), output_quota);
     for b in &budgets {
         metrics.set_budget(&b.name, b.value);
     }

@@ -105,6 +105,12 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// Bytes of sled's page cache (its default is 1 GiB): records are read at start and
+    /// then rarely, so a small cache costs little, and a node whose ledger grew large must
+    /// not sit above the 1 GiB of resident memory at which it denies new connections
+    /// (`network::ConnectionBudget`; issue 20).
+    pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
     /// Opens (or creates) the store in `data_dir`. Errors (`StoreError::Open`, naming the
     /// folder): the files are damaged, or the store is locked by another running node (a
     /// store closed a moment ago in this process is waited for, up to 3 s).
@@ -112,7 +118,14 @@ impl Store {
         let path = data_dir.join(STORE_DIR);
         // sled may panic on some kinds of damage instead of returning an error; a damaged
         // store must be a clear error naming the files, never a crash.
-        let open = || std::panic::catch_unwind(|| sled::open(&path));
+        let open = || {
+            std::panic::catch_unwind(|| {
+                sled::Config::new()
+                    .path(&path)
+                    .cache_capacity(Self::CACHE_BYTES)
+                    .open()
+            })
+        };
         let mut opened = open();
         // The lock of a store closed a moment ago in this process is released by sled's
         // background thread shortly after; a store held by another running node stays
@@ -174,6 +187,23 @@ impl Store {
         Ok(())
     }
 
+    /// Writes many records at once and flushes once: one fsync, not one a record (a restore,
+    /// an import, a test's ledger of 100,000 entries).
+    pub fn put_all<'a, T: Serialize + 'a>(
+        &self,
+        table: Table,
+        records: impl IntoIterator<Item = (&'a [u8], &'a T)>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in records {
+            batch.insert(key, codec::encode_local(value).map_err(|e| self.io(e))?);
+        }
+        let tree = self.tree(table)?;
+        tree.apply_batch(batch).map_err(|e| self.io(e))?;
+        tree.flush().map_err(|e| self.io(e))?;
+        Ok(())
+    }
+
     /// Deletes one record (nothing if absent) and flushes.
     pub fn remove(&self, table: Table, key: &[u8]) -> Result<(), StoreError> {
         let tree = self.tree(table)?;
@@ -197,13 +227,24 @@ impl Store {
 
     /// Every record of a table, in key order.
     pub fn all<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<T>, StoreError> {
-        let tree = self.tree(table)?;
         let mut out = Vec::new();
+        self.each(table, |record| out.push(record))?;
+        Ok(out)
+    }
+
+    /// Hands every record of a table to `f`, in key order, one at a time: a table too large
+    /// to hold decoded all at once (the ledger) is read in constant memory.
+    pub fn each<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        mut f: impl FnMut(T),
+    ) -> Result<(), StoreError> {
+        let tree = self.tree(table)?;
         for entry in tree.iter() {
             let (key, bytes) = entry.map_err(|e| self.io(e))?;
-            out.push(self.decode(table, &key, &bytes)?);
+            f(self.decode(table, &key, &bytes)?);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Records of a table with keys after `after`, at most `limit`.

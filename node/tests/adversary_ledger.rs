@@ -162,7 +162,10 @@ async fn forged_entries_move_no_honest_standing_and_buy_nothing() {
         s.iter().all(|d| *d == s[0])
             && nodes().all(|n| {
                 let ledger = n.node.state.ledger.read().expect("ledger");
-                ledger.equivocators().contains(&issuer) && ledger.len() == 2 + 5 + 1 + 1
+                // Standings follow an equivocation at the next refresh (a second at most).
+                ledger.equivocators().contains(&issuer)
+                    && ledger.len() == 2 + 5 + 1 + 1
+                    && !ledger.is_stale()
             })
             && nodes().all(|n| refused(n) >= 1)
     })
@@ -368,4 +371,156 @@ async fn a_hostile_sync_peer_costs_one_page_a_round_and_held_verdicts_are_not_ch
         assert!(run <= ledger::MAX_STALE_PAGES, "{run} pages in one round");
     }
     serving.abort();
+}
+
+/// Issue 20: a flood of verdicts from several hostile identities, a third of them backdated
+/// (each used to recompute the whole ledger under the write lock the API waits on) and a
+/// third replayed, while the honest node's API is read without pause. The API keeps answering
+/// within 200 ms at the 99th percentile, every valid entry is taken or refused by rate, and an
+/// honest job still completes and is recorded by every node afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verdict_flood_leaves_the_api_answering_and_honest_entries_arriving() {
+    const ISSUERS: usize = 4;
+    const FRESH: u64 = 150;
+    let honest = (FakeBehaviour::Honest, None);
+    let net = network(&[honest, honest]).await;
+    let target = &net.workers[0];
+    let accomplice = distributeai_protocol::NodeIdentity::generate().expect("key");
+    let mut peers = Vec::new();
+    for _ in 0..ISSUERS {
+        let mut peer = TestPeer::start(Role::Node, net.bootstrap.addrs.clone()).await;
+        let mut events = std::mem::replace(&mut peer.events, tokio::sync::mpsc::channel(1).1);
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        peers.push(peer);
+    }
+    // Each issuer's flood: fresh entries, backdated ones (an hour to a day back, so each is
+    // behind what the node holds), then every fresh one again.
+    let now = distributeai_protocol::time::now_ms();
+    let floods: Vec<Vec<Signed<Verdict>>> = peers
+        .iter()
+        .map(|peer| {
+            let forger = Forger {
+                issuer: &peer.identity,
+                accomplice: &accomplice,
+            };
+            let fresh: Vec<_> = (0..FRESH).map(|n| forger.farmed(n)).collect();
+            let backdated: Vec<_> = (0..FRESH)
+                .map(|n| forger.farmed_at(1000 + n, now - 3_600_000 - n * 500_000))
+                .collect();
+            let mut all = fresh.clone();
+            for (f, b) in fresh.into_iter().zip(backdated) {
+                all.push(b);
+                all.push(f);
+            }
+            all
+        })
+        .collect();
+    for peer in &peers {
+        publish(peer, GossipMessage::Verdict(floods[0][0].clone())).await;
+    }
+
+    let api = format!("http://{}/api/v1", target.node.api_addr);
+    let http = reqwest::Client::new();
+    let reading = {
+        let (api, http) = (api.clone(), http.clone());
+        tokio::spawn(async move {
+            let mut times = Vec::new();
+            let started = std::time::Instant::now();
+            while started.elapsed() < Duration::from_secs(8) {
+                for route in ["node", "ledger", "jobs"] {
+                    let sent = std::time::Instant::now();
+                    let response = http
+                        .get(format!("{api}/{route}"))
+                        .send()
+                        .await
+                        .expect("the API answers");
+                    assert!(response.status().is_success(), "{route}");
+                    let _ = response.bytes().await;
+                    times.push(sent.elapsed());
+                }
+            }
+            times
+        })
+    };
+    let cpu_before = process_cpu();
+    let flooding: Vec<_> = peers
+        .iter()
+        .zip(floods)
+        .map(|(peer, flood)| {
+            let client = peer.client.clone();
+            tokio::spawn(async move {
+                for verdict in flood {
+                    let _ = client.publish(GossipMessage::Verdict(verdict)).await;
+                }
+            })
+        })
+        .collect();
+    for f in flooding {
+        f.await.expect("flood");
+    }
+    let mut times = reading.await.expect("reader");
+    let cpu = process_cpu() - cpu_before;
+    times.sort();
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    let metrics = &target.node.state.metrics;
+    let taken = target.node.state.ledger.read().expect("ledger").len();
+    eprintln!(
+        "API under the flood: {} requests, p50 {:?}, p99 {:?}, max {:?}; {taken} entries held, \
+         {} rate-limited, {} replays ignored unchecked, of {} sent; process CPU {cpu:.1} s",
+        times.len(),
+        at(0.5),
+        at(0.99),
+        times[times.len() - 1],
+        metrics.dropped_count("gossip", "rate_limited"),
+        metrics.dropped_count("gossip", "held"),
+        ISSUERS as u64 * FRESH * 3,
+    );
+    assert!(
+        at(0.99) < Duration::from_millis(200),
+        "p99 {:?} over 200 ms",
+        at(0.99)
+    );
+    assert!(taken >= ISSUERS, "the flood's entries were taken ({taken})");
+
+    // Honest work still flows: a job completes and its verdict reaches the flooded node.
+    let job = submit(&net.submitter.node, spec(2, 2)).await;
+    let job = wait_final(&net.submitter.node, &job.id).await;
+    assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
+    let id: distributeai_protocol::JobId = job.id.parse().expect("id");
+    let verdicts = |node: &TestNode| {
+        let ledger = node.node.state.ledger.read().expect("ledger");
+        ledger
+            .verdicts_of(&id)
+            .map(|(kept, _)| kept.is_some())
+            .unwrap_or(false)
+    };
+    assert!(
+        wait_until(BOUND, || async { verdicts(target) }).await,
+        "the honest verdict reached the flooded node"
+    );
+    // And the backdated entries are in its standings once refreshed.
+    assert!(
+        wait_until(BOUND, || async {
+            !target.node.state.ledger.read().expect("ledger").is_stale()
+        })
+        .await,
+        "stale standings are recomputed"
+    );
+}
+
+/// CPU seconds this test process has used (user and system), from `/proc/self/stat`.
+fn process_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the command's ')': state is field 0, utime 11, stime 12 (clock ticks of 1/100 s).
+    (ticks(11) + ticks(12)) / 100.0
 }

@@ -280,9 +280,11 @@ pub(crate) enum JobMsg {
         job: JobId,
         input: work::Input,
     },
+    /// The bid on a job is decided: made with the image held (`Some(Some(id))`) or to be
+    /// pulled (`Some(None)`), or not made (`None`).
     BidDecided {
         job: Verified<JobAnnouncement>,
-        image: Option<String>,
+        image: Option<Option<String>>,
     },
     /// A peer's last connection closed.
     PeerDisconnected {
@@ -392,6 +394,10 @@ pub struct JobManager {
     jobs: HashMap<JobId, Job>,
     /// Jobs this node bid on or works on, one item per job.
     work: HashMap<JobId, WorkItem>,
+    /// Jobs whose bid is being decided (the image looked up), with the bytes of their
+    /// signed announcement: held until the decision, so they count against the bid bound
+    /// (issue 20: 5,000 invitations each started a lookup holding up to 512 KiB).
+    deciding: HashMap<JobId, usize>,
     /// Executions running now.
     running: HashMap<JobId, CancellationToken>,
     /// Records the store refused, written again on every tick.
@@ -570,6 +576,7 @@ impl JobManager {
                 rng: StdRng::from_seed(rand::random()),
                 jobs,
                 work,
+                deciding: HashMap::new(),
                 running: HashMap::new(),
                 unsaved: Default::default(),
                 probing: Default::default(),
@@ -654,7 +661,12 @@ impl JobManager {
             JobMsg::Work { job, input } => {
                 self.step_work(job, input);
             }
-            JobMsg::BidDecided { job, image } => self.bid(job, image),
+            JobMsg::BidDecided { job, image } => {
+                self.deciding.remove(&job.envelope.job_id());
+                if let Some(image) = image {
+                    self.bid(job, image);
+                }
+            }
             JobMsg::PeerDisconnected { peer } => self.probe_if_working(peer),
             JobMsg::PeerBack { peer } => {
                 self.probing.remove(&peer);

@@ -88,9 +88,9 @@ impl JobManager {
             .work
             .values()
             .filter(|w| w.is_bid())
-            .fold((0usize, 0usize), |(n, b), w| {
-                (n + 1, b + w.announcement.body().len())
-            });
+            .map(|w| w.announcement.body().len())
+            .chain(self.deciding.values().copied())
+            .fold((0usize, 0usize), |(n, b), len| (n + 1, b + len));
         let room = bids < MAX_BIDS_HELD && bytes + job.envelope.body().len() <= MAX_BID_BYTES;
         if !room {
             self.metrics.dropped("job", "bids_full");
@@ -105,7 +105,7 @@ impl JobManager {
         let Some(executor) = self.executor.clone() else {
             return;
         };
-        if !self.config.worker || self.work.contains_key(&id) {
+        if !self.config.worker || self.work.contains_key(&id) || self.deciding.contains_key(&id) {
             return;
         }
         if let Err(reason) = executor.admits(&job.message.spec) {
@@ -138,14 +138,15 @@ impl JobManager {
         }
         let tx = self.tx.clone();
         let metrics = self.metrics.clone();
+        self.deciding.insert(id, job.envelope.body().len());
         spawn_traced(async move {
-            let image = executor.image_id(&job.message.spec).await;
-            if image.is_none()
+            let mut image = Some(executor.image_id(&job.message.spec).await);
+            if image == Some(None)
                 && let Err(reason) = executor.may_pull(&job.message.spec)
             {
                 metrics.dropped("job", "image_not_pullable");
                 debug!(job_id = %id.short(), %reason, "not bidding: no such image here");
-                return;
+                image = None;
             }
             let _ = tx.send(JobMsg::BidDecided { job, image }).await;
         });
@@ -412,6 +413,11 @@ impl JobManager {
                             && e.kind() != std::io::ErrorKind::NotFound
                         {
                             warn!(job_id = %id.short(), error = %e, dir, "cannot remove a job's output");
+                        }
+                        // The output is a folder of its run's folder (`<job>-<attempt>/out`
+                        // or `/kept`), which goes with it once empty.
+                        if let Some(run) = std::path::Path::new(&dir).parent() {
+                            let _ = std::fs::remove_dir(run);
                         }
                     });
                 }

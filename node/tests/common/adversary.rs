@@ -33,28 +33,36 @@ pub struct Forger<'a> {
 impl Forger<'_> {
     /// A job the issuer announces, live now: n = 1, k = 1.
     pub fn job(&self, nonce: u64, reward: u64) -> Signed<JobAnnouncement> {
+        self.job_at(nonce, reward, now_ms())
+    }
+
+    /// A job the issuer announced at `at` (ms), open for a minute.
+    pub fn job_at(&self, nonce: u64, reward: u64, at: u64) -> Signed<JobAnnouncement> {
         let mut spec = JobSpec::new("distributeai/toolbox:local", vec!["true".into()]);
         spec.redundancy = 1;
         spec.consensus = 1;
         spec.reward = reward;
         spec.timeout_s = 5;
-        let now = now_ms();
         let job = JobAnnouncement {
             spec,
             nonce,
-            issued_at: now,
-            expires_at: now + 60_000,
+            issued_at: at,
+            expires_at: at + 60_000,
         };
         Signed::sign(self.issuer, &job).expect("sign")
     }
 
     /// `worker`'s signed bid for `job`.
     pub fn bid(&self, worker: &NodeIdentity, job: &Signed<JobAnnouncement>) -> Signed<Bid> {
+        self.bid_at(worker, job, now_ms())
+    }
+
+    fn bid_at(&self, worker: &NodeIdentity, job: &Signed<JobAnnouncement>, at: u64) -> Signed<Bid> {
         let bid = Bid {
             job_id: job.job_id(),
             image: Some(IMAGE.into()),
             running_jobs: 0,
-            issued_at: now_ms(),
+            issued_at: at,
         };
         Signed::sign(worker, &bid).expect("sign")
     }
@@ -62,6 +70,15 @@ impl Forger<'_> {
     /// The accomplice's record as a worker that "agreed", with evidence it signed itself:
     /// valid by the protocol, since the accomplice signs whatever it is asked to.
     pub fn agreed(&self, job: &Signed<JobAnnouncement>, paid: u64) -> (WorkerRecord, AgreedResult) {
+        self.agreed_at(job, paid, now_ms())
+    }
+
+    fn agreed_at(
+        &self,
+        job: &Signed<JobAnnouncement>,
+        paid: u64,
+        at: u64,
+    ) -> (WorkerRecord, AgreedResult) {
         let manifest = OutputManifest::from_outputs(0, IMAGE, b"forged", &[]).expect("manifest");
         let evidence = Evidence::revealed_by(
             self.accomplice,
@@ -69,11 +86,11 @@ impl Forger<'_> {
             0,
             &manifest,
             Digest([3; 32]),
-            now_ms(),
+            at,
         )
         .expect("sign");
         let record = WorkerRecord {
-            bid: self.bid(self.accomplice, job),
+            bid: self.bid_at(self.accomplice, job, at),
             evidence,
             result: WorkerResult::Agreed,
             paid,
@@ -93,13 +110,23 @@ impl Forger<'_> {
         outcome: VerdictOutcome,
         workers: Vec<WorkerRecord>,
     ) -> Signed<Verdict> {
+        self.verdict_at(job, outcome, workers, now_ms())
+    }
+
+    fn verdict_at(
+        &self,
+        job: &Signed<JobAnnouncement>,
+        outcome: VerdictOutcome,
+        workers: Vec<WorkerRecord>,
+        at: u64,
+    ) -> Signed<Verdict> {
         let draw = Draw::even(workers.iter().map(|w| w.bid.clone()).collect());
         let verdict = Verdict {
             job: job.clone(),
             outcome,
             workers,
             draw,
-            issued_at: now_ms(),
+            issued_at: at,
         };
         Signed::sign(self.issuer, &verdict).expect("sign")
     }
@@ -116,6 +143,19 @@ impl Forger<'_> {
         let job = self.job(nonce, 0);
         let (record, agreed) = self.agreed(&job, 0);
         self.verdict(&job, VerdictOutcome::Accepted(agreed), vec![record])
+    }
+
+    /// A farming ring's entry for a job announced at `at` (ms) and judged a second later:
+    /// behind entries already held, it is out of the ledger's canonical order.
+    pub fn farmed_at(&self, nonce: u64, at: u64) -> Signed<Verdict> {
+        let job = self.job_at(nonce, 0, at);
+        let (record, agreed) = self.agreed_at(&job, 0, at + 500);
+        self.verdict_at(
+            &job,
+            VerdictOutcome::Accepted(agreed),
+            vec![record],
+            at + 1000,
+        )
     }
 
     /// Two different verdicts on one job, both valid: the issuer equivocates.
