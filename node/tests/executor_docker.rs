@@ -194,6 +194,15 @@ async fn output_files_are_returned_and_hashed() {
     assert_eq!(paths, ["a.txt", "sub/b.bin"], "symlinks are not outputs");
     let dir = outcome.output_dir.as_ref().expect("output dir");
     assert_eq!(std::fs::read(dir.join("sub/b.bin")).expect("read"), b"xyz");
+    // Kept as `<run>/out` whichever way `/out` was bounded (the worker serves it from there),
+    // on disk, with no filesystem left mounted on it.
+    assert_eq!(dir.file_name().and_then(|n| n.to_str()), Some("out"));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(h._work.path().to_str().expect("utf-8")),
+        "a run's filesystem is still mounted"
+    );
+    assert!(!dir.with_file_name("out.img").exists(), "its image is gone");
     assert_eq!(
         manifest.files[1].content,
         distributeai_protocol::ContentEntry::of(b"xyz")
@@ -283,8 +292,20 @@ async fn the_out_cap_cannot_be_switched_off() {
     };
     let cap_on_disk = quota::image_bytes(limits.max_output_bytes, limits.max_output_files);
     let h = Harness::new(limits).await;
-    if is_root() {
-        assert_eq!(h.executor.output_quota(), OutputQuota::Filesystem);
+    // Where the node may mount (root, loop devices, mkfs.ext4, as on CI), it must: a silent
+    // fall back to the watchdog would lose the kernel's bound.
+    let can_mount = is_root()
+        && std::path::Path::new("/dev/loop-control").exists()
+        && std::process::Command::new("mkfs.ext4")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    let kernel = h.executor.output_quota() == OutputQuota::Filesystem;
+    if can_mount {
+        assert!(
+            kernel,
+            "this node may mount, so /out must be a sized filesystem"
+        );
     }
     let write_past_the_cap = "dd if=/dev/zero of=big bs=1M count=64 2>/dev/null";
     let attempts = [
@@ -352,8 +373,9 @@ async fn the_out_cap_cannot_be_switched_off() {
             outcome.duration
         );
         let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+        // Only the kernel holds a job that writes faster than the watchdog looks.
         assert!(
-            peak <= cap_on_disk,
+            !kernel || peak <= cap_on_disk,
             "{what}: the host held {peak} bytes, over the cap's {cap_on_disk}"
         );
         let left: Vec<_> = std::fs::read_dir(h._work.path())

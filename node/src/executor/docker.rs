@@ -766,7 +766,13 @@ impl DockerExecutor {
                         })?;
                         outcome.result_hash = Some(hash);
                         outcome.manifest = Some(manifest);
-                        outcome.output_dir = Some(kept);
+                        if kept != out_dir {
+                            // The copy takes the place of the filesystem: the output is
+                            // `<run>/out` either way, as the worker serves it.
+                            folder.release_filesystem();
+                            fs::rename(&kept, &out_dir).map_err(io_error("keeping the output"))?;
+                        }
+                        outcome.output_dir = Some(out_dir.clone());
                     }
                     Err(CollectError::TooLarge(what)) => {
                         outcome.status = ExecutionStatus::Ended(JobEnd::OutputTooLarge);

@@ -414,11 +414,6 @@ impl JobManager {
                         {
                             warn!(job_id = %id.short(), error = %e, dir, "cannot remove a job's output");
                         }
-                        // The output is a folder of its run's folder (`<job>-<attempt>/out`
-                        // or `/kept`), which goes with it once empty.
-                        if let Some(run) = std::path::Path::new(&dir).parent() {
-                            let _ = std::fs::remove_dir(run);
-                        }
                     });
                 }
                 Effect::Reply(response) => reply = Some(response),
