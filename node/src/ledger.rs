@@ -273,9 +273,9 @@ impl Ledger {
         let entry =
             distributeai_jobflow::ledger_entry(&verdict.message, verdict.signer, content_id);
         let position = (entry.issued_at, entry.id);
-        self.generation += 1;
         if !self.stale && self.last.is_none_or(|last| position > last) {
             // In canonical order already: apply on top.
+            self.generation += 1;
             reputation::apply(&mut self.standings, &entry);
             self.last = Some(position);
             self.entries.insert(job_id, Held { content_id, entry });

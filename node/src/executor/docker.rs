@@ -745,15 +745,13 @@ impl DockerExecutor {
                     max_files: limits.max_output_files,
                 };
                 // Off the async threads: up to 256 MiB read, hashed and copied (issue 20).
-                let kept = match self.quota {
-                    OutputQuota::Filesystem => folder.dir.join("kept"),
-                    OutputQuota::Watchdog => out_dir.clone(),
-                };
+                // From the sized filesystem, the output is copied out as it is hashed.
+                let copy_to =
+                    (self.quota == OutputQuota::Filesystem).then(|| folder.dir.join("kept"));
                 let collected = {
-                    let (from, to) = (out_dir.clone(), kept.clone());
-                    let copy = self.quota == OutputQuota::Filesystem;
+                    let (from, to) = (out_dir.clone(), copy_to.clone());
                     tokio::task::spawn_blocking(move || {
-                        outputs::collect(&from, caps, copy.then_some(to.as_path()))
+                        outputs::collect(&from, caps, to.as_deref())
                     })
                     .await
                     .map_err(|e| ExecutorError::Output(format!("collecting outputs: {e}")))?
@@ -766,7 +764,7 @@ impl DockerExecutor {
                         })?;
                         outcome.result_hash = Some(hash);
                         outcome.manifest = Some(manifest);
-                        if kept != out_dir {
+                        if let Some(kept) = copy_to {
                             // The copy takes the place of the filesystem: the output is
                             // `<run>/out` either way, as the worker serves it.
                             folder.release_filesystem();

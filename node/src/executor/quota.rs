@@ -39,16 +39,6 @@ pub enum OutputQuota {
     Watchdog,
 }
 
-impl OutputQuota {
-    /// The name shown in the node's budgets.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Self::Filesystem => "a sized filesystem (kernel)",
-            Self::Watchdog => "the watchdog's walk every 200 ms",
-        }
-    }
-}
-
 /// Why a sized filesystem could not be made.
 #[derive(Debug, thiserror::Error)]
 #[error("{step}: {detail}")]
