@@ -5,6 +5,7 @@
 //!   announcement to the one verdict it ever signs.
 //! - [`worker`]: the worker's side of one job ([`WorkItem`]), from its bid to the end of its
 //!   assignment.
+//! - [`bid_budget`]: how many bids a worker holds, shared fairly among submitters.
 //! - [`first_hand`]: what a submitter saw itself of the workers on its own jobs, which
 //!   steers its draws at once.
 //! - [`promises`]: what each submitter promised to jobs in flight, so that none promises
@@ -20,6 +21,7 @@
 //! clock, rng, network, store or Docker is reached from here: the node's `jobs` module is the
 //! driver that carries the effects out, and the simulator is another.
 
+pub mod bid_budget;
 pub mod first_hand;
 pub mod invariants;
 #[cfg(test)]

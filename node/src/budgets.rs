@@ -9,10 +9,12 @@ use distributeai_protocol::limits::MAX_VERDICT_WORKERS;
 
 use crate::executor::docker::SandboxLimits;
 use crate::executor::quota::OutputQuota;
-use crate::jobs::{MAX_BID_BYTES, MAX_BIDS_HELD, MAX_OUTPUT_SERVES};
+use crate::jobs::{
+    JOB_QUEUE_BYTES, MAX_BID_BYTES, MAX_BIDS_HELD, MAX_OUTPUT_SERVES, OUTPUT_READS_AT_ONCE,
+};
 use crate::ledger::{MAX_PAGES_PER_ROUND, MAX_STALE_PAGES, REFRESH_INTERVAL};
-use crate::network::ConnectionBudget;
 use crate::network::rate::Rate;
+use crate::network::{ConnectionBudget, EVENT_QUEUE_BYTES};
 use crate::peers::PeerTable;
 use crate::service::NodeConfig;
 
@@ -104,6 +106,30 @@ pub fn of(
             MAX_BID_BYTES as f64,
             "bytes",
             "signed announcements held as bids",
+        ),
+        budget(
+            "output_reads_at_once",
+            OUTPUT_READS_AT_ONCE as f64,
+            "count",
+            "reads of outputs for fetches at once, 512 KiB each",
+        ),
+        budget(
+            "event_queue_bytes",
+            EVENT_QUEUE_BYTES as f64,
+            "bytes",
+            "messages queued from the network to the node",
+        ),
+        budget(
+            "job_queue_bytes",
+            JOB_QUEUE_BYTES as f64,
+            "bytes",
+            "messages queued for the job manager",
+        ),
+        budget(
+            "gossip_queue_per_peer",
+            crate::network::GOSSIP_QUEUE_PER_PEER as f64,
+            "count",
+            "gossip messages queued to one peer",
         ),
         budget(
             "peer_records",

@@ -1,6 +1,8 @@
 //! The DistributeAI node: the `distributeai` binary's library.
 //!
 //! - [`api`]: the local HTTP API (axum).
+//! - [`bounded`]: channels bounded by the bytes they hold as well as by count.
+//! - [`budgets`]: every bound on what strangers can make the node hold or do.
 //! - [`cli`]: the command line (clap), one subcommand per user action.
 //! - [`client`]: CLI commands that use a running node's API.
 //! - [`config`]: the TOML config file.
@@ -42,6 +44,7 @@ impl StdoutError {
 
 pub mod api;
 pub mod api_token;
+pub mod bounded;
 pub mod budgets;
 pub mod cli;
 pub mod client;

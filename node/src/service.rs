@@ -400,7 +400,11 @@ const MIN_ANNOUNCE_GAP: Duration = Duration::from_secs(2);
 const ANNOUNCE_AFTER_CONNECT: Duration = Duration::from_millis(1500);
 
 impl Service {
-    async fn run(mut self, mut events: mpsc::Receiver<NetworkEvent>, shutdown: CancellationToken) {
+    async fn run(
+        mut self,
+        mut events: crate::bounded::Receiver<NetworkEvent>,
+        shutdown: CancellationToken,
+    ) {
         let mut next_announce = tokio::time::Instant::now() + ANNOUNCE_AFTER_CONNECT;
         let mut last_announce = tokio::time::Instant::now() - MIN_ANNOUNCE_GAP;
         let mut expire = tokio::time::interval(Duration::from_secs(5));

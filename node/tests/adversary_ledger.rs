@@ -82,7 +82,10 @@ async fn forged_entries_move_no_honest_standing_and_buy_nothing() {
     // The adversary: its own peer and key, and an accomplice peer whose key plays the worker.
     let mut adversary = TestPeer::start(Role::Node, net.bootstrap.addrs.clone()).await;
     let mut accomplice = TestPeer::start(Role::Node, net.bootstrap.addrs.clone()).await;
-    let mut events = std::mem::replace(&mut adversary.events, tokio::sync::mpsc::channel(1).1);
+    let mut events = std::mem::replace(
+        &mut adversary.events,
+        distributeai_node::bounded::channel(1, 1).1,
+    );
     let adversary_client = adversary.client.clone();
     let forger = Forger {
         issuer: &adversary.identity,
@@ -238,7 +241,10 @@ async fn a_hostile_sync_peer_costs_one_page_a_round_and_held_verdicts_are_not_ch
     let honest = &net.workers[0];
     let mut adversary = TestPeer::start(Role::Node, net.bootstrap.addrs.clone()).await;
     let accomplice = distributeai_protocol::NodeIdentity::generate().expect("key");
-    let mut events = std::mem::replace(&mut adversary.events, tokio::sync::mpsc::channel(1).1);
+    let mut events = std::mem::replace(
+        &mut adversary.events,
+        distributeai_node::bounded::channel(1, 1).1,
+    );
     let client = adversary.client.clone();
     let forger = Forger {
         issuer: &adversary.identity,
@@ -389,7 +395,10 @@ async fn a_verdict_flood_leaves_the_api_answering_and_honest_entries_arriving() 
     let mut peers = Vec::new();
     for _ in 0..ISSUERS {
         let mut peer = TestPeer::start(Role::Node, net.bootstrap.addrs.clone()).await;
-        let mut events = std::mem::replace(&mut peer.events, tokio::sync::mpsc::channel(1).1);
+        let mut events = std::mem::replace(
+            &mut peer.events,
+            distributeai_node::bounded::channel(1, 1).1,
+        );
         tokio::spawn(async move { while events.recv().await.is_some() {} });
         peers.push(peer);
     }

@@ -45,7 +45,10 @@ async fn a_submitter_that_never_decides_or_cancels_after_the_commit_leaves_no_ou
         issuer: &adversary.identity,
         accomplice: &accomplice,
     };
-    let mut events = std::mem::replace(&mut adversary.events, tokio::sync::mpsc::channel(1).1);
+    let mut events = std::mem::replace(
+        &mut adversary.events,
+        distributeai_node::bounded::channel(1, 1).1,
+    );
     let client = adversary.client.clone();
     let identity = adversary.identity.clone();
 
@@ -440,7 +443,10 @@ async fn bids_held_for_a_stranger_are_bounded_in_bytes() {
     let net = network(&[(FakeBehaviour::Honest, None)]).await;
     let mut adversary = TestPeer::start(Role::Node, net.bootstrap.addrs.clone()).await;
     let accomplice = NodeIdentity::generate().expect("key");
-    let mut events = std::mem::replace(&mut adversary.events, tokio::sync::mpsc::channel(1).1);
+    let mut events = std::mem::replace(
+        &mut adversary.events,
+        distributeai_node::bounded::channel(1, 1).1,
+    );
     let client = adversary.client.clone();
     let bids = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let serving = {

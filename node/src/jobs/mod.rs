@@ -20,7 +20,9 @@ pub mod model;
 pub mod output;
 mod submitter;
 mod worker;
-pub use worker::{MAX_BID_BYTES, MAX_BIDS_HELD, MAX_OUTPUT_SERVES, OUTPUT_SERVE_SLACK_BYTES};
+pub use worker::{
+    MAX_BID_BYTES, MAX_BIDS_HELD, MAX_OUTPUT_SERVES, OUTPUT_READS_AT_ONCE, OUTPUT_SERVE_SLACK_BYTES,
+};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,7 +41,7 @@ use distributeai_protocol::{
 use libp2p::PeerId;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, warn};
 
@@ -241,6 +243,13 @@ impl JobMarks {
     }
 }
 
+/// Most messages queued for the job manager; senders wait for room (the swarm's own queue
+/// in front of it drops instead, see [`crate::network::EVENT_QUEUE`]).
+const JOB_QUEUE: usize = 1024;
+/// Most bytes of signed messages queued for the job manager (issue 20: 1,024 messages of up
+/// to 1 MiB each could hold 1 GiB): 16 MiB, as the swarm's queue in front of it.
+pub const JOB_QUEUE_BYTES: usize = 16 << 20;
+
 /// Messages to the manager: API calls, network input and completions of its own tasks.
 pub(crate) enum JobMsg {
     Submit {
@@ -307,7 +316,7 @@ pub(crate) enum JobMsg {
 /// Cloneable handle to the job manager, for the API and the service loop.
 #[derive(Clone)]
 pub struct JobsHandle {
-    tx: mpsc::Sender<JobMsg>,
+    tx: crate::bounded::Sender<JobMsg>,
     outputs_dir: PathBuf,
 }
 
@@ -373,6 +382,17 @@ impl JobsHandle {
     }
 }
 
+impl crate::bounded::Weigh for JobMsg {
+    fn weight(&self) -> usize {
+        match self {
+            JobMsg::Gossip { message, .. } => crate::bounded::Weigh::weight(message),
+            JobMsg::Request { request, .. } => crate::bounded::Weigh::weight(request),
+            JobMsg::BidDecided { job, .. } => job.envelope.body().len(),
+            _ => 0,
+        }
+    }
+}
+
 /// Owns all job state; see the module documentation.
 pub struct JobManager {
     identity: NodeIdentity,
@@ -386,18 +406,19 @@ pub struct JobManager {
     metrics: crate::metrics::Metrics,
     events: tokio::sync::broadcast::Sender<crate::api::ApiEvent>,
     outputs_dir: PathBuf,
-    tx: mpsc::Sender<JobMsg>,
-    rx: mpsc::Receiver<JobMsg>,
+    tx: crate::bounded::Sender<JobMsg>,
+    rx: crate::bounded::Receiver<JobMsg>,
     /// Randomness for the machines (nonces, salts, selection), seeded from the OS.
     rng: StdRng,
     /// Jobs this node submitted.
     jobs: HashMap<JobId, Job>,
     /// Jobs this node bid on or works on, one item per job.
     work: HashMap<JobId, WorkItem>,
-    /// Jobs whose bid is being decided (the image looked up), with the bytes of their
-    /// signed announcement: held until the decision, so they count against the bid bound
-    /// (issue 20: 5,000 invitations each started a lookup holding up to 512 KiB).
-    deciding: HashMap<JobId, usize>,
+    /// Jobs whose bid is being decided (the image looked up), with their submitter and the
+    /// bytes of their signed announcement: held until the decision, so they count against
+    /// the bid bound (issue 20: 5,000 invitations each started a lookup holding up to
+    /// 512 KiB).
+    deciding: HashMap<JobId, distributeai_jobflow::bid_budget::HeldBid<JobId>>,
     /// Executions running now.
     running: HashMap<JobId, CancellationToken>,
     /// Records the store refused, written again on every tick.
@@ -406,6 +427,8 @@ pub struct JobManager {
     probing: std::collections::HashSet<PeerId>,
     /// Assignments answered busy, started as soon as a slot frees.
     deferred: work::DeferredAssignments,
+    /// Turns for output reads ([`worker::OUTPUT_READS_AT_ONCE`]).
+    output_reads: Arc<tokio::sync::Semaphore>,
     /// Bytes of output served per job we ran, against [`worker::MAX_OUTPUT_SERVES`]; an
     /// entry goes with its work item.
     served: HashMap<JobId, u64>,
@@ -527,7 +550,7 @@ impl JobManager {
             data_dir,
             events,
         } = parts;
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = crate::bounded::channel(JOB_QUEUE, JOB_QUEUE_BYTES);
         let jobs: HashMap<JobId, Job> = store
             .all::<Job>(Table::Jobs)?
             .into_iter()
@@ -577,6 +600,7 @@ impl JobManager {
                 jobs,
                 work,
                 deciding: HashMap::new(),
+                output_reads: Arc::new(tokio::sync::Semaphore::new(worker::OUTPUT_READS_AT_ONCE)),
                 running: HashMap::new(),
                 unsaved: Default::default(),
                 probing: Default::default(),
@@ -745,18 +769,38 @@ impl JobManager {
                 job_id,
                 offset,
                 max_bytes,
-            } => self.on_fetch_request(peer, job_id, offset, max_bytes),
+            } => match self.on_fetch_request(peer, job_id, offset, max_bytes) {
+                Ok(read) => {
+                    let network = self.network.clone();
+                    spawn_traced(async move {
+                        if network.respond(id, read.read().await).await.is_err() {
+                            warn!("network stopped while answering a request");
+                        }
+                    });
+                    return;
+                }
+                Err(reason) => Response::Refused(reason),
+            },
             InboundRequest::Invite(job) => self.on_invite(peer, job),
             InboundRequest::LedgerSync(sync) => {
-                let page = self
-                    .ledger
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .page(&sync);
-                match page {
-                    Ok(batch) => Response::Ledger(batch),
-                    Err(e) => Response::Refused(short_text(&e.to_string())),
-                }
+                // Served off the manager's task (issue 20): a page is up to 32 entries of up
+                // to ~1 MiB each, encoded under the ledger's read lock.
+                let (ledger, network) = (self.ledger.clone(), self.network.clone());
+                spawn_traced(async move {
+                    let page = tokio::task::spawn_blocking(move || {
+                        ledger.read().unwrap_or_else(|p| p.into_inner()).page(&sync)
+                    })
+                    .await;
+                    let response = match page {
+                        Ok(Ok(batch)) => Response::Ledger(batch),
+                        Ok(Err(e)) => Response::Refused(short_text(&e.to_string())),
+                        Err(e) => Response::Refused(short_text(&e.to_string())),
+                    };
+                    if network.respond(id, response).await.is_err() {
+                        warn!("network stopped while answering a request");
+                    }
+                });
+                return;
             }
         };
         if self.network.respond(id, response).await.is_err() {

@@ -4,6 +4,7 @@
 use super::spawn_traced;
 use std::path::{Path, PathBuf};
 
+use distributeai_jobflow::bid_budget::{Admission, BidBudget, HeldBid};
 use distributeai_jobflow::worker::{self as work, Effect, Executed, WorkItem};
 use distributeai_jobflow::{Answer, Directory};
 use distributeai_protocol::limits::MAX_OUTPUT_CHUNK_BYTES;
@@ -27,11 +28,17 @@ use crate::store::Table;
 /// held in memory with its announcement and decoded spec, up to about 512 KiB each). A worker
 /// runs a few jobs at a time and a bid not taken lapses with its job, so 1,024 bids is ample
 /// (ordinary specs are a few hundred bytes each). Past it, or past [`MAX_BID_BYTES`], no bid,
-/// counted as `messages_dropped{kind="job",reason="bids_full"}`.
+/// counted as `messages_dropped{kind="job",reason="bids_full"}`; shared fairly among
+/// submitters, so a flood from a few keys cannot keep out anyone else's bid.
 pub const MAX_BIDS_HELD: usize = 1_024;
 /// Most bytes of signed announcements held as bids (32 MiB; the decoded specs beside them
 /// take about as much again), so that maximal specs cannot fill memory under the count.
 pub const MAX_BID_BYTES: usize = 32 << 20;
+/// [`MAX_BIDS_HELD`] and [`MAX_BID_BYTES`], shared fairly among submitters.
+const BID_BUDGET: BidBudget = BidBudget {
+    max_bids: MAX_BIDS_HELD,
+    max_bytes: MAX_BID_BYTES,
+};
 
 /// How many times over a worker sends a job's output to its submitter (issue 20: a submitter
 /// could ask for it again and again until a verdict that never comes, using the worker's
@@ -42,6 +49,46 @@ pub const MAX_OUTPUT_SERVES: u64 = 4;
 /// Bytes served on top of [`MAX_OUTPUT_SERVES`] copies (64 KiB), so that a tiny output's
 /// fetch can still be retried a few times whole.
 pub const OUTPUT_SERVE_SLACK_BYTES: u64 = 64 * 1024;
+
+/// Output reads for fetches running at once (each up to [`MAX_OUTPUT_CHUNK_BYTES`], 512 KiB,
+/// read from disk into memory): off the job manager's task since issue 20, and bounded, so
+/// that submitters fetching in parallel hold at most 4 MiB of chunks and keep the disk from
+/// thrashing; further reads wait their turn.
+pub const OUTPUT_READS_AT_ONCE: usize = 8;
+
+/// One read of a job's output for a fetch, planned by [`JobManager::on_fetch_request`].
+pub(super) struct OutputRead {
+    dir: PathBuf,
+    manifest: OutputManifest,
+    offset: u64,
+    max: usize,
+    reads: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl OutputRead {
+    /// Reads the chunk on a blocking thread once one of [`OUTPUT_READS_AT_ONCE`] is free;
+    /// the response to send.
+    pub(super) async fn read(self) -> Response {
+        let Ok(_turn) = self.reads.clone().acquire_owned().await else {
+            return Response::Refused("the node is stopping".into());
+        };
+        let total = self.manifest.bundle_len();
+        let read = tokio::task::spawn_blocking(move || {
+            output::read_bundle(&self.dir, &self.manifest, self.offset, self.max)
+                .map(|data| (self.offset, data))
+        })
+        .await;
+        match read {
+            Ok(Ok((offset, data))) => Response::Output(OutputChunk {
+                offset,
+                total,
+                data,
+            }),
+            Ok(Err(e)) => Response::Refused(short_text(&format!("cannot read the output: {e}"))),
+            Err(e) => Response::Refused(short_text(&format!("cannot read the output: {e}"))),
+        }
+    }
+}
 
 /// Attempts to deliver one bid, the first retry after [`BID_RETRY_FIRST`], then doubling.
 const BID_ATTEMPTS: u32 = 6;
@@ -81,22 +128,41 @@ impl JobManager {
         if fits { self.free_slots() } else { 0 }
     }
 
-    /// Whether one more bid, for `job`, stays within [`MAX_BIDS_HELD`] and [`MAX_BID_BYTES`];
-    /// counts the refusal if not.
-    fn room_for_bid(&self, job: &Verified<JobAnnouncement>) -> bool {
-        let (bids, bytes) = self
+    /// Whether one more bid, for `job`, stays within [`MAX_BIDS_HELD`] and [`MAX_BID_BYTES`],
+    /// shared fairly among submitters ([`distributeai_jobflow::bid_budget`]): when they are
+    /// full, bids of the submitter holding the most are dropped to make room, counted as
+    /// `messages_dropped{kind="job",reason="bid_displaced"}`. A refusal is counted as
+    /// `bids_full`.
+    fn room_for_bid(&mut self, job: &Verified<JobAnnouncement>) -> bool {
+        let held: Vec<HeldBid<JobId>> = self
             .work
             .values()
             .filter(|w| w.is_bid())
-            .map(|w| w.announcement.body().len())
-            .chain(self.deciding.values().copied())
-            .fold((0usize, 0usize), |(n, b), len| (n + 1, b + len));
-        let room = bids < MAX_BIDS_HELD && bytes + job.envelope.body().len() <= MAX_BID_BYTES;
-        if !room {
-            self.metrics.dropped("job", "bids_full");
-            debug!(job_id = %job.envelope.job_id().short(), bids, "not bidding: as many bids held as allowed");
+            .map(|w| HeldBid {
+                key: w.job_id,
+                submitter: w.submitter,
+                bytes: w.announcement.body().len(),
+                expires_at: w.expires_at,
+                displaceable: true,
+            })
+            .chain(self.deciding.values().cloned())
+            .collect();
+        match BID_BUDGET.admit(&held, &job.signer, job.envelope.body().len()) {
+            Admission::Fits => true,
+            Admission::Displace(displaced) => {
+                for id in displaced {
+                    debug!(job_id = %id.short(), for_job = %job.envelope.job_id().short(), "bid displaced by a smaller holder's");
+                    self.work.remove(&id);
+                    self.metrics.dropped("job", "bid_displaced");
+                }
+                true
+            }
+            Admission::Full => {
+                self.metrics.dropped("job", "bids_full");
+                debug!(job_id = %job.envelope.job_id().short(), bids = held.len(), "not bidding: as many bids held as allowed");
+                false
+            }
         }
-        room
     }
 
     /// A job announced on the mesh: bid if we can run it.
@@ -138,7 +204,16 @@ impl JobManager {
         }
         let tx = self.tx.clone();
         let metrics = self.metrics.clone();
-        self.deciding.insert(id, job.envelope.body().len());
+        self.deciding.insert(
+            id,
+            HeldBid {
+                key: id,
+                submitter: job.signer,
+                bytes: job.envelope.body().len(),
+                expires_at: job.message.expires_at,
+                displaceable: false,
+            },
+        );
         spawn_traced(async move {
             let mut image = Some(executor.image_id(&job.message.spec).await);
             if image == Some(None)
@@ -258,26 +333,30 @@ impl JobManager {
             .then_some(item.submitter)
     }
 
+    /// A submitter asks for part of a job's output: checks it may have it and that the job's
+    /// serve budget ([`MAX_OUTPUT_SERVES`]) allows, charging the budget now, so that requests
+    /// in flight together cannot overdraw it. The read itself is left to the caller, off the
+    /// manager's task ([`OutputRead::read`]); `Err` is the reason to refuse instead.
     pub(super) fn on_fetch_request(
         &mut self,
         peer: PeerId,
         job_id: JobId,
         offset: u64,
         max_bytes: u32,
-    ) -> Response {
+    ) -> Result<OutputRead, String> {
         let Some(submitter) = self.submitter_of(&peer, &job_id) else {
-            return Response::Refused("no such job from you".into());
+            return Err("no such job from you".into());
         };
         let Some((dir, manifest)) = self
             .work
             .get(&job_id)
             .and_then(|item| item.output_for(&submitter))
         else {
-            return Response::Refused("no output".into());
+            return Err("no output".into());
         };
         let total = manifest.bundle_len();
         if offset > total {
-            return Response::Refused("offset past the end".into());
+            return Err("offset past the end".into());
         }
         let served = self.served.get(&job_id).copied().unwrap_or(0);
         let budget = total
@@ -285,24 +364,22 @@ impl JobManager {
             .saturating_add(OUTPUT_SERVE_SLACK_BYTES);
         if served >= budget {
             self.metrics.dropped("request", "output_served_enough");
-            return Response::Refused(format!(
+            return Err(format!(
                 "this output was already sent {MAX_OUTPUT_SERVES} times over ({served} bytes)"
             ));
         }
         let max = usize::try_from(max_bytes)
             .unwrap_or(usize::MAX)
             .clamp(1, MAX_OUTPUT_CHUNK_BYTES);
-        match output::read_bundle(Path::new(dir), manifest, offset, max) {
-            Ok(data) => {
-                *self.served.entry(job_id).or_insert(0) += data.len() as u64;
-                Response::Output(OutputChunk {
-                    offset,
-                    total,
-                    data,
-                })
-            }
-            Err(e) => Response::Refused(short_text(&format!("cannot read the output: {e}"))),
-        }
+        let len = (total - offset).min(max as u64);
+        *self.served.entry(job_id).or_insert(0) += len;
+        Ok(OutputRead {
+            dir: PathBuf::from(dir),
+            manifest: manifest.clone(),
+            offset,
+            max,
+            reads: self.output_reads.clone(),
+        })
     }
 
     /// Carries out a work item's effects in order; see [`JobManager::step_job`].

@@ -55,6 +55,10 @@ fn gossipsub_behaviour(
         // Remember ids at least as long as a signed message stays fresh, so replays within
         // the skew window are recognised as duplicates.
         .duplicate_cache_time(Duration::from_millis(2 * MAX_CLOCK_SKEW_MS))
+        // Messages queued to one peer (default 5,000): each may be up to 1 MiB, and a slow
+        // or stalled peer would make us hold all of them (issue 20). 128 covers a burst of
+        // ordinary gossip; past it, forwards to that peer are dropped, publishes refused.
+        .connection_handler_queue_len(GOSSIP_QUEUE_PER_PEER)
         .build()
         .map_err(setup_error)?;
     let mut gossipsub = gossipsub::Behaviour::new(
@@ -88,6 +92,9 @@ fn gossipsub_behaviour(
 }
 
 /// Builds the swarm: transports, behaviours and swarm settings.
+/// Gossip messages queued to one peer at most; see `build_swarm`.
+pub const GOSSIP_QUEUE_PER_PEER: usize = 128;
+
 pub(crate) fn build_swarm(
     identity: &NodeIdentity,
     config: &NetworkConfig,

@@ -137,7 +137,7 @@ pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     config: NetworkConfig,
     commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<NetworkEvent>,
+    events: crate::bounded::Sender<NetworkEvent>,
     metrics: Metrics,
     topic: gossipsub::IdentTopic,
     pending_requests: HashMap<request_response::OutboundRequestId, PendingRequest>,
@@ -211,7 +211,7 @@ impl EventLoop {
         mut swarm: Swarm<Behaviour>,
         config: NetworkConfig,
         commands: mpsc::Receiver<Command>,
-        events: mpsc::Sender<NetworkEvent>,
+        events: crate::bounded::Sender<NetworkEvent>,
         metrics: Metrics,
     ) -> Result<Self, NetworkError> {
         let mut relays = Relays::default();
@@ -579,8 +579,9 @@ impl EventLoop {
     }
 
     fn emit(&mut self, event: NetworkEvent) {
-        if let Err(mpsc::error::TrySendError::Full(event)) = self.events.try_send(event) {
-            // The node is not keeping up; dropping is better than stalling the swarm.
+        if let Err(crate::bounded::TrySendError::Full(event)) = self.events.try_send(event) {
+            // The node is not keeping up (the queue holds its count or its bytes); dropping is
+            // better than stalling the swarm.
             let kind = match event {
                 NetworkEvent::Gossip { .. } => "gossip",
                 NetworkEvent::Request { .. } => "request",

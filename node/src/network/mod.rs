@@ -13,6 +13,7 @@
 
 pub mod addresses;
 mod behaviour;
+pub use behaviour::GOSSIP_QUEUE_PER_PEER;
 mod client;
 pub mod codec;
 mod event_loop;
@@ -505,18 +506,63 @@ pub enum NetworkError {
     Dial(String),
 }
 
+/// Most events queued from the swarm to the node: a burst of small messages (announcements,
+/// bids) fits, and past it they are dropped, counted as `messages_dropped{reason="node_busy"}`,
+/// rather than stall the swarm.
+pub const EVENT_QUEUE: usize = 4096;
+/// Most bytes of signed messages queued from the swarm to the node (issue 20: 4,096 events of
+/// up to 1 MiB each could hold 4 GiB): 16 MiB, with their decoded forms about twice that.
+/// Ordinary messages are a few KiB, so thousands still fit; a flood of maximal ones waits in
+/// the sender's queue or is dropped, not held here.
+pub const EVENT_QUEUE_BYTES: usize = 16 << 20;
+
 /// Builds the swarm for `identity`. Returns the handle, the event stream and the loop that
 /// must be spawned (`event_loop.run(shutdown)`) for anything to happen.
 pub fn new(
     identity: &NodeIdentity,
     config: NetworkConfig,
     metrics: Metrics,
-) -> Result<(Client, mpsc::Receiver<NetworkEvent>, EventLoop), NetworkError> {
+) -> Result<(Client, crate::bounded::Receiver<NetworkEvent>, EventLoop), NetworkError> {
     let swarm = behaviour::build_swarm(identity, &config, metrics.clone())?;
     let (command_tx, command_rx) = mpsc::channel(256);
-    let (event_tx, event_rx) = mpsc::channel(4096);
+    let (event_tx, event_rx) = crate::bounded::channel(EVENT_QUEUE, EVENT_QUEUE_BYTES);
     let event_loop = EventLoop::new(swarm, config, command_rx, event_tx, metrics)?;
     Ok((Client::new(command_tx), event_rx, event_loop))
+}
+
+impl crate::bounded::Weigh for VerifiedGossip {
+    fn weight(&self) -> usize {
+        match self {
+            VerifiedGossip::Node(m) => m.envelope.body().len(),
+            VerifiedGossip::Job(m) => m.envelope.body().len(),
+            VerifiedGossip::Cancel(m) => m.envelope.body().len(),
+            VerifiedGossip::Verdict(m) => m.envelope.body().len(),
+        }
+    }
+}
+
+impl crate::bounded::Weigh for InboundRequest {
+    fn weight(&self) -> usize {
+        match self {
+            InboundRequest::Bid(m) => m.envelope.body().len(),
+            InboundRequest::Assign(m) => m.envelope.body().len(),
+            InboundRequest::Commit(m) => m.envelope.body().len(),
+            InboundRequest::Invite(m) => m.envelope.body().len(),
+            InboundRequest::Reveal { .. }
+            | InboundRequest::FetchOutput { .. }
+            | InboundRequest::LedgerSync(_) => 0,
+        }
+    }
+}
+
+impl crate::bounded::Weigh for NetworkEvent {
+    fn weight(&self) -> usize {
+        match self {
+            NetworkEvent::Gossip { message, .. } => crate::bounded::Weigh::weight(message),
+            NetworkEvent::Request { request, .. } => crate::bounded::Weigh::weight(request),
+            _ => 0,
+        }
+    }
 }
 
 #[cfg(test)]

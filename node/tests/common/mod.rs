@@ -15,7 +15,6 @@ use distributeai_node::network::{self, Client, NetworkConfig, NetworkEvent, Role
 use distributeai_node::service::{self, NodeConfig, RunningNode};
 use distributeai_protocol::{Capabilities, NodeIdentity};
 use libp2p::Multiaddr;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub fn loopback() -> Vec<Multiaddr> {
@@ -115,7 +114,7 @@ pub async fn get_json(url: &str) -> serde_json::Value {
 pub struct TestPeer {
     pub identity: NodeIdentity,
     pub client: Client,
-    pub events: mpsc::Receiver<NetworkEvent>,
+    pub events: distributeai_node::bounded::Receiver<NetworkEvent>,
     pub metrics: Metrics,
     pub addrs: Vec<Multiaddr>,
     pub shutdown: CancellationToken,
