@@ -10,7 +10,7 @@ use distributeai_protocol::limits::MAX_VERDICT_WORKERS;
 use crate::executor::docker::SandboxLimits;
 use crate::executor::quota::OutputQuota;
 use crate::jobs::{
-    JOB_QUEUE_BYTES, MAX_BID_BYTES, MAX_BIDS_HELD, MAX_OUTPUT_SERVES, OUTPUT_READS_AT_ONCE,
+    JOB_QUEUE_BYTES, MAX_BID_BYTES, MAX_BIDS_HELD, MAX_OUTPUT_SERVES, SERVES_AT_ONCE,
 };
 use crate::ledger::{MAX_PAGES_PER_ROUND, MAX_STALE_PAGES, REFRESH_INTERVAL};
 use crate::network::rate::Rate;
@@ -108,10 +108,10 @@ pub fn of(
             "signed announcements held as bids",
         ),
         budget(
-            "output_reads_at_once",
-            OUTPUT_READS_AT_ONCE as f64,
+            "serves_at_once",
+            SERVES_AT_ONCE as f64,
             "count",
-            "reads of outputs for fetches at once, 512 KiB each",
+            "output chunks and ledger pages read for peers at once",
         ),
         budget(
             "event_queue_bytes",

@@ -21,7 +21,7 @@ pub mod output;
 mod submitter;
 mod worker;
 pub use worker::{
-    MAX_BID_BYTES, MAX_BIDS_HELD, MAX_OUTPUT_SERVES, OUTPUT_READS_AT_ONCE, OUTPUT_SERVE_SLACK_BYTES,
+    MAX_BID_BYTES, MAX_BIDS_HELD, MAX_OUTPUT_SERVES, OUTPUT_SERVE_SLACK_BYTES, SERVES_AT_ONCE,
 };
 
 use std::collections::HashMap;
@@ -427,8 +427,8 @@ pub struct JobManager {
     probing: std::collections::HashSet<PeerId>,
     /// Assignments answered busy, started as soon as a slot frees.
     deferred: work::DeferredAssignments,
-    /// Turns for output reads ([`worker::OUTPUT_READS_AT_ONCE`]).
-    output_reads: Arc<tokio::sync::Semaphore>,
+    /// Turns for reads served off this task ([`worker::SERVES_AT_ONCE`]).
+    serves: Arc<tokio::sync::Semaphore>,
     /// Bytes of output served per job we ran, against [`worker::MAX_OUTPUT_SERVES`]; an
     /// entry goes with its work item.
     served: HashMap<JobId, u64>,
@@ -600,7 +600,7 @@ impl JobManager {
                 jobs,
                 work,
                 deciding: HashMap::new(),
-                output_reads: Arc::new(tokio::sync::Semaphore::new(worker::OUTPUT_READS_AT_ONCE)),
+                serves: Arc::new(tokio::sync::Semaphore::new(worker::SERVES_AT_ONCE)),
                 running: HashMap::new(),
                 unsaved: Default::default(),
                 probing: Default::default(),
@@ -745,6 +745,30 @@ impl JobManager {
         }
     }
 
+    /// Answers request `id` with what `serve` gives (`Err`: the reason to refuse), run on a
+    /// blocking thread once one of [`worker::SERVES_AT_ONCE`] turns is free: off the
+    /// manager's task, so that reads for peers do not hold up everything else (issue 20).
+    fn serve_off_task(
+        &self,
+        id: InboundRequestId,
+        serve: impl FnOnce() -> Result<Response, String> + Send + 'static,
+    ) {
+        let (turns, network) = (self.serves.clone(), self.network.clone());
+        spawn_traced(async move {
+            let response = match turns.acquire_owned().await {
+                Ok(_turn) => match tokio::task::spawn_blocking(serve).await {
+                    Ok(answer) => answer,
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(_) => Err("the node is stopping".into()),
+            }
+            .unwrap_or_else(|reason| Response::Refused(short_text(&reason)));
+            if network.respond(id, response).await.is_err() {
+                warn!("network stopped while answering a request");
+            }
+        });
+    }
+
     async fn on_request(&mut self, peer: PeerId, request: InboundRequest, id: InboundRequestId) {
         let unknown = || Response::Refused("unknown job".into());
         let response = match request {
@@ -770,37 +794,21 @@ impl JobManager {
                 offset,
                 max_bytes,
             } => match self.on_fetch_request(peer, job_id, offset, max_bytes) {
-                Ok(read) => {
-                    let network = self.network.clone();
-                    spawn_traced(async move {
-                        if network.respond(id, read.read().await).await.is_err() {
-                            warn!("network stopped while answering a request");
-                        }
-                    });
-                    return;
-                }
+                Ok(read) => return self.serve_off_task(id, move || read.read()),
                 Err(reason) => Response::Refused(reason),
             },
             InboundRequest::Invite(job) => self.on_invite(peer, job),
             InboundRequest::LedgerSync(sync) => {
-                // Served off the manager's task (issue 20): a page is up to 32 entries of up
-                // to ~1 MiB each, encoded under the ledger's read lock.
-                let (ledger, network) = (self.ledger.clone(), self.network.clone());
-                spawn_traced(async move {
-                    let page = tokio::task::spawn_blocking(move || {
-                        ledger.read().unwrap_or_else(|p| p.into_inner()).page(&sync)
-                    })
-                    .await;
-                    let response = match page {
-                        Ok(Ok(batch)) => Response::Ledger(batch),
-                        Ok(Err(e)) => Response::Refused(short_text(&e.to_string())),
-                        Err(e) => Response::Refused(short_text(&e.to_string())),
-                    };
-                    if network.respond(id, response).await.is_err() {
-                        warn!("network stopped while answering a request");
-                    }
+                // A page is up to 32 entries of up to ~1 MiB each, read under the ledger's
+                // read lock.
+                let ledger = self.ledger.clone();
+                return self.serve_off_task(id, move || {
+                    let ledger = ledger.read().unwrap_or_else(|p| p.into_inner());
+                    ledger
+                        .page(&sync)
+                        .map(Response::Ledger)
+                        .map_err(|e| e.to_string())
                 });
-                return;
             }
         };
         if self.network.respond(id, response).await.is_err() {

@@ -9,7 +9,6 @@ use distributeai_jobflow::worker::{self as work, Effect, Executed, WorkItem};
 use distributeai_jobflow::{Answer, Directory};
 use distributeai_protocol::limits::MAX_OUTPUT_CHUNK_BYTES;
 use distributeai_protocol::time::now_ms;
-use distributeai_protocol::validate::short_text;
 use distributeai_protocol::{
     Assignment, JobAnnouncement, JobEnd, JobId, OutputChunk, OutputManifest, PublicKey, Request,
     Response, Verified,
@@ -50,11 +49,11 @@ pub const MAX_OUTPUT_SERVES: u64 = 4;
 /// fetch can still be retried a few times whole.
 pub const OUTPUT_SERVE_SLACK_BYTES: u64 = 64 * 1024;
 
-/// Output reads for fetches running at once (each up to [`MAX_OUTPUT_CHUNK_BYTES`], 512 KiB,
-/// read from disk into memory): off the job manager's task since issue 20, and bounded, so
-/// that submitters fetching in parallel hold at most 4 MiB of chunks and keep the disk from
-/// thrashing; further reads wait their turn.
-pub const OUTPUT_READS_AT_ONCE: usize = 8;
+/// Reads served to peers off the job manager's task at once, on blocking threads (issue 20):
+/// output chunks for fetches (up to [`MAX_OUTPUT_CHUNK_BYTES`], 512 KiB, each) and ledger-sync
+/// pages (up to 32 entries). Bounded so that peers asking in parallel hold a few MiB of
+/// answers, not one per request, and keep the disk from thrashing; further reads wait.
+pub const SERVES_AT_ONCE: usize = 8;
 
 /// One read of a job's output for a fetch, planned by [`JobManager::on_fetch_request`].
 pub(super) struct OutputRead {
@@ -62,31 +61,20 @@ pub(super) struct OutputRead {
     manifest: OutputManifest,
     offset: u64,
     max: usize,
-    reads: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl OutputRead {
-    /// Reads the chunk on a blocking thread once one of [`OUTPUT_READS_AT_ONCE`] is free;
-    /// the response to send.
-    pub(super) async fn read(self) -> Response {
-        let Ok(_turn) = self.reads.clone().acquire_owned().await else {
-            return Response::Refused("the node is stopping".into());
-        };
-        let total = self.manifest.bundle_len();
-        let read = tokio::task::spawn_blocking(move || {
-            output::read_bundle(&self.dir, &self.manifest, self.offset, self.max)
-                .map(|data| (self.offset, data))
-        })
-        .await;
-        match read {
-            Ok(Ok((offset, data))) => Response::Output(OutputChunk {
-                offset,
-                total,
-                data,
-            }),
-            Ok(Err(e)) => Response::Refused(short_text(&format!("cannot read the output: {e}"))),
-            Err(e) => Response::Refused(short_text(&format!("cannot read the output: {e}"))),
-        }
+    /// Reads the chunk (blocking); the response to send, or why it cannot be read.
+    pub(super) fn read(self) -> Result<Response, String> {
+        output::read_bundle(&self.dir, &self.manifest, self.offset, self.max)
+            .map(|data| {
+                Response::Output(OutputChunk {
+                    offset: self.offset,
+                    total: self.manifest.bundle_len(),
+                    data,
+                })
+            })
+            .map_err(|e| format!("cannot read the output: {e}"))
     }
 }
 
@@ -336,7 +324,7 @@ impl JobManager {
     /// A submitter asks for part of a job's output: checks it may have it and that the job's
     /// serve budget ([`MAX_OUTPUT_SERVES`]) allows, charging the budget now, so that requests
     /// in flight together cannot overdraw it. The read itself is left to the caller, off the
-    /// manager's task ([`OutputRead::read`]); `Err` is the reason to refuse instead.
+    /// manager's task ([`JobManager::serve_off_task`]); `Err` is the reason to refuse instead.
     pub(super) fn on_fetch_request(
         &mut self,
         peer: PeerId,
@@ -378,7 +366,6 @@ impl JobManager {
             manifest: manifest.clone(),
             offset,
             max,
-            reads: self.output_reads.clone(),
         })
     }
 
